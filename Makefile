@@ -1,0 +1,59 @@
+# RecFound in C.  `make` builds ./recfound; `make check` runs the Check suites;
+# `make bench` measures against PyTorch; `make fixtures` regenerates the
+# PyTorch reference fixtures (never part of `make check`).
+#   NATIVE=0    build without -march=native
+#   SANITIZE=1  AddressSanitizer + UndefinedBehaviorSanitizer build (separate objects)
+CC      ?= gcc
+PYTHON  ?= /usr/bin/python3
+NATIVE  ?= 1
+SANITIZE ?= 0
+
+CFLAGS  = -std=c99 -O3 -fopenmp -Wall -Wextra -D_POSIX_C_SOURCE=200809L -D_FILE_OFFSET_BITS=64
+ifeq ($(NATIVE),1)
+CFLAGS += -march=native
+endif
+LDLIBS  = -lm
+BUILD   = build
+ifeq ($(SANITIZE),1)
+CFLAGS := $(filter-out -O3,$(CFLAGS)) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+BUILD   = build-san
+endif
+
+CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
+CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm -lpthread)
+
+# The library: every top-level .c except the entry point.
+LIB_SRC  = io.c matmul.c model.c tokenizer.c data.c tmole.c s2sched.c merge.c eval.c plot.c
+LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
+TEST_SRC = $(wildcard tests/*.c)
+TEST_OBJ = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%.o)
+BIN      = $(if $(filter 1,$(SANITIZE)),$(BUILD)/recfound,recfound)
+
+.PHONY: all check bench fixtures clean
+all: $(BIN)
+
+$(BUILD)/%.o: %.c recfound.h | $(BUILD)
+	$(CC) $(CFLAGS) -c $< -o $@
+$(BUILD)/tests/%.o: tests/%.c recfound.h tests/check_util.h | $(BUILD)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -I. -c $< -o $@
+$(BUILD):
+	mkdir -p $(BUILD)/tests
+
+$(BIN): $(BUILD)/recfound.o $(LIB_OBJ)
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/run_tests: $(TEST_OBJ) $(LIB_OBJ)
+	$(CC) $(CFLAGS) $^ -o $@ $(CHECK_LIBS) $(LDLIBS)
+
+# The suites run the binary too (cli tests), so both are built first.
+check: $(BIN) $(BUILD)/run_tests
+	RECFOUND_BIN=./$(BIN) ./$(BUILD)/run_tests
+
+bench: recfound
+	./tests/bench.sh
+
+fixtures:
+	$(PYTHON) tests/reference/make_fixtures.py tests/fixtures
+
+clean:
+	rm -rf build build-san recfound

@@ -1,0 +1,138 @@
+/*
+ * check_util.h - helpers shared by the Check suites.
+ *
+ * allclose() compares two float arrays the numpy way (|a-b| <= atol + rtol|b|)
+ * and, on failure, names the worst index, both values and the relative error.
+ * nerr() is ggml's normalised error ||a-b||^2 / ||b||^2.
+ */
+#ifndef CHECK_UTIL_H
+#define CHECK_UTIL_H
+#include <check.h>
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static inline double nerr(const float *a, const float *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - b[i];
+        num += d * d;
+        den += (double)b[i] * b[i];
+    }
+    return den > 0 ? num / den : num;
+}
+
+/* ck_assert that a ~= b elementwise; `what` names the tensor in the message. */
+#define assert_allclose(a, b, n, rtol, atol, what) \
+    allclose_check((a), (b), (n), (rtol), (atol), (what), __FILE__, __LINE__)
+
+static inline void allclose_check(const float *a, const float *b, size_t n, double rtol, double atol,
+                                  const char *what, const char *file, int line) {
+    size_t worst = 0;
+    double worst_excess = -1;
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]), lim = atol + rtol * fabs((double)b[i]);
+        if (!(d <= lim)) bad++;
+        double excess = isnan(d) ? INFINITY : d - lim;
+        if (excess > worst_excess) { worst_excess = excess; worst = i; }
+    }
+    if (bad) {
+        double rel = fabs((double)a[worst] - b[worst]) / fmax(fabs((double)b[worst]), 1e-30);
+        ck_abort_msg("%s:%d: %s: %d of %zu values differ; worst at [%zu]: got %.9g, want %.9g "
+                     "(rel err %.3g, rtol %.1g, atol %.1g)",
+                     file, line, what, bad, n, worst, a[worst], b[worst], rel, rtol, atol);
+    }
+}
+
+/* Path of a shared/ file, or NULL when ../shared is absent (tests then skip). */
+static inline const char *shared_path(const char *rel, char *buf, size_t n) {
+    const char *root = getenv("RECFOUND_SHARED");
+    snprintf(buf, n, "%s/%s", root ? root : "../shared", rel);
+    FILE *f = fopen(buf, "rb");
+    if (!f) return NULL;
+    fclose(f);
+    return buf;
+}
+
+/* ------------------------------------------------------------------------
+ * Finite-difference checks of backward passes (as kann does): draw a random
+ * direction d and compare the analytic <grad, d> with the central difference
+ * (f(x + eps d) - f(x - eps d)) / (2 eps), where f is a scalar such as <out, R>
+ * with a fixed random R.  The differences
+ * at eps and eps/2 are combined by Richardson extrapolation, which removes the
+ * eps^2 error term, so eps can stay large enough (1e-2) for float32 rounding
+ * not to matter.  Errors are relative to max(|<grad,d>|, ||grad||), the scale of
+ * a directional derivative, after forgiving the rounding floor of a float32
+ * forward (see fd_rel_err).  A correct backward then agrees to ~1e-4; a wrong
+ * one is off by O(1), and the bound FD_TOL = 2e-3 separates the two.
+ */
+#include "recfound.h"
+
+#define FD_TOL 2e-3
+#ifndef FD_EPS
+#define FD_EPS 1e-2f
+#endif
+
+static inline void fill_normal(float *x, size_t n, float scale, uint64_t seed) {
+    Rng r;
+    rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++) x[i] = scale * rng_normal(&r);
+}
+
+static inline double dotd(const float *a, const float *b, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+/* f(x) is evaluated by fn(ctx); grad is d f / d x.  Returns the relative error
+ * between the analytic and the numerical directional derivative. */
+typedef double (*ScalarFn)(void *ctx);
+
+static inline double fd_rel_err(ScalarFn fn, void *ctx, float *x, size_t n, const float *grad, uint64_t seed) {
+    float *d = malloc(n * sizeof(float)), *x0 = malloc(n * sizeof(float));
+    fill_normal(d, n, 1.0f, seed);
+    memcpy(x0, x, n * sizeof(float));
+    double D[2], f0;
+    for (int k = 0; k < 2; k++) {
+        float e = k ? FD_EPS / 2 : FD_EPS;
+        for (size_t i = 0; i < n; i++) x[i] = x0[i] + e * d[i];
+        double fp = fn(ctx);
+        for (size_t i = 0; i < n; i++) x[i] = x0[i] - e * d[i];
+        double fm = fn(ctx);
+        D[k] = (fp - fm) / (2.0 * e);
+    }
+    memcpy(x, x0, n * sizeof(float));
+    f0 = fn(ctx); /* also leaves the outputs of the unperturbed input behind */
+    /* Richardson extrapolation cancels the eps^2 term of the central difference */
+    double num = (4.0 * D[1] - D[0]) / 3.0, ana = dotd(grad, d, n);
+    free(d);
+    free(x0);
+    /* <grad, d> for d ~ N(0, I) has the scale ||grad||: measuring against it keeps a
+     * direction that happens to be nearly orthogonal to grad from reading as noise.
+     * A float32 forward knows f only to ~FLT_EPSILON |f|, so no central difference
+     * resolves a derivative below ~FLT_EPSILON |f| / eps: that much (times 4) of
+     * the difference is forgiven as rounding. */
+    double gnorm = sqrt(dotd(grad, grad, n));
+    double floor_abs = 4.0 * FLT_EPSILON * fabs(f0) / (FD_EPS / 2);
+    double excess = fabs(num - ana) - floor_abs;
+    double err = (excess > 0 ? excess : 0) / fmax(fmax(fmax(fabs(num), fabs(ana)), gnorm), 1e-12);
+    if (err > 0.5 * FD_TOL)
+        fprintf(stderr, "finite difference: numerical %.8g, analytic %.8g (rounding floor %.2g)\n", num, ana, floor_abs);
+    return err;
+}
+
+#define assert_fd(fn, ctx, x, n, grad, what) assert_fd_tol(fn, ctx, x, n, grad, what, FD_TOL)
+#define assert_fd_tol(fn, ctx, x, n, grad, what, tol)                                         \
+    do {                                                                                      \
+        for (uint64_t seed_ = 1; seed_ <= 3; seed_++) {                                       \
+            double e_ = fd_rel_err((fn), (ctx), (x), (n), (grad), seed_);                    \
+            ck_assert_msg(e_ < (tol), "%s: finite-difference relative error %.3g (direction %d)", \
+                          (what), e_, (int)seed_);                                            \
+        }                                                                                     \
+    } while (0)
+
+#endif

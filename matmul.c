@@ -1,0 +1,511 @@
+/*
+ * matmul.c - the three matrix products of a linear layer y = x W^T, with W in
+ * PyTorch [out, in] orientation:
+ *
+ *   matmul_nt: out[M,N] (+)= a[M,K] . b[N,K]^T    forward   y  = x W^T
+ *   matmul_nn: out[M,N] (+)= a[M,K] . b[K,N]      backward  dx = dy W
+ *   matmul_tn: out[M,N] (+)= a[K,M]^T . b[K,N]    backward  dW = dy^T x
+ *
+ * Each product has a plain twin (*_ref): a triple loop accumulating in double,
+ * obviously correct and slow.  The fast versions share one blocked GEMM
+ * (the BLIS/GotoBLAS scheme): C[M,N] += A[M,K] B[K,N] where A and B are read
+ * through (row stride, column stride) pairs, so a transpose is only a choice of
+ * strides in the packing step.  Loops, outer to inner:
+ *
+ *   jc over N in NC columns    pc over K in KC    pack B[pc, jc] into NR-wide strips
+ *   ic over M in MC rows       pack A[ic, pc] into MR-tall strips
+ *   jr over NR strips, ir over MR strips: MR x NR register micro-kernel
+ *
+ * Packing pads the edge strips with zeros, so the micro-kernel always runs on a
+ * full MR x NR tile; edge tiles go through a small buffer and only the valid
+ * part is written.  Accumulation is float32 (FMA in the vector kernels).
+ *
+ * Determinism: each output element is computed by one thread as
+ *   out (+)= sum over K blocks of KC (in order) of a k-ordered float sum,
+ * and KC depends on K only, so the result is bit-identical for any thread
+ * count and any split of the output among threads.
+ *
+ * Threads: the output is cut into a tm x tn grid of rectangles (tm * tn =
+ * threads); each thread runs the serial blocked GEMM on its own rectangle with
+ * its own packing buffers (no shared writes, no barriers).  Products below
+ * ~2 MFLOP run on the calling thread only.  out must not overlap a or b.
+ *
+ * Speed note: on some virtual machines Linux starts the second OpenMP thread
+ * on the same CPU as the first and leaves it there for a while, which makes
+ * every parallel product several times slower; OMP_PROC_BIND=true in the
+ * environment (read when the program starts) avoids it.
+ */
+#include "recfound.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+/* ------------------------------------------------------------ plain twins */
+
+/* out[i,j] (+)= sum_k A(i,k) B(k,j), summed in double and rounded once. */
+void matmul_nt_ref(float *out, const float *a, const float *b, int M, int K, int N, int acc) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = acc ? out[(size_t)i * N + j] : 0.0;
+            for (int k = 0; k < K; k++) s += (double)a[(size_t)i * K + k] * b[(size_t)j * K + k];
+            out[(size_t)i * N + j] = (float)s;
+        }
+}
+
+void matmul_nn_ref(float *out, const float *a, const float *b, int M, int K, int N, int acc) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = acc ? out[(size_t)i * N + j] : 0.0;
+            for (int k = 0; k < K; k++) s += (double)a[(size_t)i * K + k] * b[(size_t)k * N + j];
+            out[(size_t)i * N + j] = (float)s;
+        }
+}
+
+void matmul_tn_ref(float *out, const float *a, const float *b, int M, int K, int N, int acc) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = acc ? out[(size_t)i * N + j] : 0.0;
+            for (int k = 0; k < K; k++) s += (double)a[(size_t)k * M + i] * b[(size_t)k * N + j];
+            out[(size_t)i * N + j] = (float)s;
+        }
+}
+
+/* ------------------------------------------------------- micro-kernels */
+
+/* kernel(kc, Ap, Bp, c, ldc, add): the MR x NR tile
+ *   t[r][j] = sum_{k<kc} Ap[k*MR + r] * Bp[k*NR + j]   (k in order)
+ * is stored to c (add = 0) or added to it (add = 1). */
+#if defined(__AVX512F__)
+
+/* 12 x 32 tile: 24 zmm accumulators + 2 for the B row, of 32 registers; the
+ * A value is broadcast straight from memory into each FMA. */
+#define MR 12
+#define NR 32
+static void kernel(int kc, const float *restrict A, const float *restrict B, float *restrict c, size_t ldc,
+                   int add) {
+    __m512 c0[MR], c1[MR];
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; r++) c0[r] = c1[r] = _mm512_setzero_ps();
+    for (int k = 0; k < kc; k++) {
+        __m512 b0 = _mm512_load_ps(B), b1 = _mm512_load_ps(B + 16);
+#pragma GCC unroll 16
+        for (int r = 0; r < MR; r++) {
+            __m512 ar = _mm512_set1_ps(A[r]);
+            c0[r] = _mm512_fmadd_ps(ar, b0, c0[r]);
+            c1[r] = _mm512_fmadd_ps(ar, b1, c1[r]);
+        }
+        A += MR;
+        B += NR;
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; r++) {
+        float *cr = c + r * ldc;
+        if (add) {
+            c0[r] = _mm512_add_ps(_mm512_loadu_ps(cr), c0[r]);
+            c1[r] = _mm512_add_ps(_mm512_loadu_ps(cr + 16), c1[r]);
+        }
+        _mm512_storeu_ps(cr, c0[r]);
+        _mm512_storeu_ps(cr + 16, c1[r]);
+    }
+}
+
+/* In-register transpose of 16 rows of 16 floats (unpack ps, unpack pd, two
+ * 128-bit lane shuffles), used to pack k-contiguous operands. */
+static inline void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 2]);
+        __m512d c = _mm512_castps_pd(t[4 * i + 1]), d = _mm512_castps_pd(t[4 * i + 3]);
+        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
+    }
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 4; j++) {
+            t[8 * i + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + 4 + j], 0x88);
+            t[8 * i + 4 + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + 4 + j], 0xdd);
+        }
+    for (int j = 0; j < 8; j++) {
+        r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
+        r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xdd);
+    }
+}
+
+#elif defined(__AVX2__)
+
+/* 6 x 16 tile: 12 ymm accumulators + 2 for B + 1 broadcast, of 16. */
+#define MR 6
+#define NR 16
+static void kernel(int kc, const float *restrict A, const float *restrict B, float *restrict c, size_t ldc,
+                   int add) {
+    __m256 c0[MR], c1[MR];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; r++) c0[r] = c1[r] = _mm256_setzero_ps();
+    for (int k = 0; k < kc; k++) {
+        __m256 b0 = _mm256_load_ps(B), b1 = _mm256_load_ps(B + 8);
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; r++) {
+            __m256 ar = _mm256_broadcast_ss(A + r);
+#if defined(__FMA__)
+            c0[r] = _mm256_fmadd_ps(ar, b0, c0[r]);
+            c1[r] = _mm256_fmadd_ps(ar, b1, c1[r]);
+#else
+            c0[r] = _mm256_add_ps(_mm256_mul_ps(ar, b0), c0[r]);
+            c1[r] = _mm256_add_ps(_mm256_mul_ps(ar, b1), c1[r]);
+#endif
+        }
+        A += MR;
+        B += NR;
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; r++) {
+        float *cr = c + r * ldc;
+        if (add) {
+            c0[r] = _mm256_add_ps(_mm256_loadu_ps(cr), c0[r]);
+            c1[r] = _mm256_add_ps(_mm256_loadu_ps(cr + 8), c1[r]);
+        }
+        _mm256_storeu_ps(cr, c0[r]);
+        _mm256_storeu_ps(cr + 8, c1[r]);
+    }
+}
+
+#else
+
+/* Portable C99: the 4 x 8 tile lives in a local array the compiler keeps in
+ * eight 4-float SSE registers, leaving room for B and the broadcast; still
+ * packed and blocked like the vector paths. */
+#define MR 4
+#define NR 8
+static void kernel(int kc, const float *restrict A, const float *restrict B, float *restrict c, size_t ldc,
+                   int add) {
+    float t[MR][NR];
+    for (int r = 0; r < MR; r++)
+        for (int j = 0; j < NR; j++) t[r][j] = 0.0f;
+    for (int k = 0; k < kc; k++) {
+        for (int r = 0; r < MR; r++) {
+            float ar = A[r];
+            for (int j = 0; j < NR; j++) t[r][j] += ar * B[j];
+        }
+        A += MR;
+        B += NR;
+    }
+    for (int r = 0; r < MR; r++)
+        for (int j = 0; j < NR; j++) c[r * ldc + j] = add ? c[r * ldc + j] + t[r][j] : t[r][j];
+}
+
+#endif
+
+/* Cache blocks: an A block (MC x KC, 96 KB with AVX-512) stays in L2, a B
+ * micro-panel (KC x NR) in L1/L2, the B panel (KC x NC) in L3.  Measured on
+ * the bench shapes, MC from 4 to 16 strips and KC from 192 to 512 are within
+ * a few percent.  KC must depend on K only (see top); -DKC= / -DMC= override. */
+#ifndef KC
+#define KC 256
+#endif
+#ifndef MC
+#define MC (MR * 8)
+#endif
+#ifndef NC
+#define NC 4096
+#endif
+
+/* ------------------------------------------------------------- packing */
+
+/* Strided view of a matrix: element (r, c) is p[r * rs + c * cs]. */
+typedef struct {
+    const float *p;
+    size_t rs, cs;
+} View;
+
+/* Packs n lanes (rows of A or columns of B) over kc values of k into strips
+ * of W lanes, each strip k-major:
+ *   d[s*kc*W + k*W + l] = src[(s*W + l)*ls + k*ks],  0 for lanes past n. */
+static inline void pack_panel(float *restrict d, const float *restrict src, int W, int n, size_t ls, size_t ks,
+                              int kc) {
+    if (ls == 1) {
+        /* Lanes contiguous: walk each source row once, front to back, and
+         * deal it out to the strips (W is a constant once inlined, so each
+         * copy is a few vector moves). */
+        for (int k = 0; k < kc; k++) {
+            const float *row = src + (size_t)k * ks;
+            for (int s = 0; s < n; s += W) {
+                float *o = d + (size_t)s * kc + (size_t)k * W;
+                if (n - s >= W) {
+                    memcpy(o, row + s, (size_t)W * sizeof(float));
+                } else {
+                    for (int l = 0; l < W; l++) o[l] = l < n - s ? row[s + l] : 0.0f;
+                }
+            }
+        }
+        return;
+    }
+    for (int s = 0; s < n; s += W) {
+        int lanes = n - s < W ? n - s : W;
+        const float *sp = src + (size_t)s * ls;
+        float *ds = d + (size_t)s * kc;
+#if defined(__AVX512F__)
+        if (ks == 1) { /* 16 lanes x 16 k per register transpose */
+            for (int k0 = 0; k0 < kc; k0 += 16) {
+                int kn = kc - k0 < 16 ? kc - k0 : 16;
+                __mmask16 km = (__mmask16)(kn == 16 ? 0xFFFF : (1u << kn) - 1);
+                for (int l0 = 0; l0 < W; l0 += 16) {
+                    __m512 r[16];
+                    for (int i = 0; i < 16; i++)
+                        r[i] = l0 + i < lanes && l0 + i < W
+                                   ? _mm512_maskz_loadu_ps(km, sp + (size_t)(l0 + i) * ls + k0)
+                                   : _mm512_setzero_ps();
+                    transpose16(r);
+                    __mmask16 wm = (__mmask16)(W - l0 >= 16 ? 0xFFFF : (1u << (W - l0)) - 1);
+                    for (int k = 0; k < kn; k++) _mm512_mask_storeu_ps(ds + (size_t)(k0 + k) * W + l0, wm, r[k]);
+                }
+            }
+            continue;
+        }
+#endif
+        /* k contiguous (or neither): transpose 16 k at a time, so the written
+         * 16 x W block stays in L1 while each lane is read front to back. */
+        for (int k0 = 0; k0 < kc; k0 += 16) {
+            int kn = kc - k0 < 16 ? kc - k0 : 16;
+            for (int l = 0; l < W; l++) {
+                const float *a = sp + (size_t)l * ls + (size_t)k0 * ks;
+                float *o = ds + (size_t)k0 * W + l;
+                if (l < lanes)
+                    for (int k = 0; k < kn; k++) o[(size_t)k * W] = a[(size_t)k * ks];
+                else
+                    for (int k = 0; k < kn; k++) o[(size_t)k * W] = 0.0f;
+            }
+        }
+    }
+}
+
+/* Rows [i0, i0+mc) x cols [p0, p0+kc) of A into MR-tall strips, k-major:
+ * Ap[s][k][r] = A(i0 + s*MR + r, p0 + k), zero past row mc. */
+static void pack_a(float *restrict Ap, View A, int i0, int mc, int p0, int kc) {
+    pack_panel(Ap, A.p + (size_t)i0 * A.rs + (size_t)p0 * A.cs, MR, mc, A.rs, A.cs, kc);
+}
+
+/* Rows [p0, p0+kc) x cols [j0, j0+nc) of B into NR-wide strips, k-major:
+ * Bp[s][k][j] = B(p0 + k, j0 + s*NR + j), zero past column nc. */
+static void pack_b(float *restrict Bp, View B, int p0, int kc, int j0, int nc) {
+    pack_panel(Bp, B.p + (size_t)p0 * B.rs + (size_t)j0 * B.cs, NR, nc, B.cs, B.rs, kc);
+}
+
+/* ------------------------------------------------------ blocked GEMM */
+
+/* C[m0:m1, n0:n1] (+)= A[m0:m1, :] B[:, n0:n1] on one thread.  Ap holds
+ * MC x KC floats, Bp KC x NC (both 64-byte aligned). */
+static void gemm_block(float *C, size_t ldc, View A, View B, int K, int m0, int m1, int n0, int n1, int acc,
+                       float *Ap, float *Bp) {
+    float tile[MR * NR];
+    for (int jc = n0; jc < n1; jc += NC) {
+        int nc = n1 - jc < NC ? n1 - jc : NC;
+        for (int pc = 0; pc < K; pc += KC) {
+            int kc = K - pc < KC ? K - pc : KC;
+            int add = acc || pc > 0;
+            pack_b(Bp, B, pc, kc, jc, nc);
+            for (int ic = m0; ic < m1; ic += MC) {
+                int mc = m1 - ic < MC ? m1 - ic : MC;
+                pack_a(Ap, A, ic, mc, pc, kc);
+                for (int jr = 0; jr < nc; jr += NR) {
+                    int nr = nc - jr < NR ? nc - jr : NR;
+                    const float *bp = Bp + (size_t)jr * kc;
+                    for (int ir = 0; ir < mc; ir += MR) {
+                        int mr = mc - ir < MR ? mc - ir : MR;
+                        const float *ap = Ap + (size_t)ir * kc;
+                        float *c = C + (size_t)(ic + ir) * ldc + jc + jr;
+                        if (mr == MR && nr == NR) {
+                            kernel(kc, ap, bp, c, ldc, add);
+                        } else {
+                            kernel(kc, ap, bp, tile, NR, 0);
+                            for (int r = 0; r < mr; r++)
+                                for (int j = 0; j < nr; j++)
+                                    c[r * ldc + j] = add ? c[r * ldc + j] + tile[r * NR + j] : tile[r * NR + j];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Split rows into tm parts and columns into tn parts (tm * tn = nt), in whole
+ * micro-tiles, choosing the split with the least packing traffic (M/tm + N/tn). */
+static void thread_grid(int nt, int M, int N, int *tm, int *tn) {
+    int best = 1;
+    double cost = -1;
+    for (int d = 1; d <= nt; d++) {
+        if (nt % d) continue;
+        int e = nt / d;
+        if ((d > 1 && M < d * MR) || (e > 1 && N < e * NR)) continue;
+        double c = (double)M / d + (double)N / e;
+        if (cost < 0 || c < cost) { cost = c; best = d; }
+    }
+    if (cost < 0) best = M >= N ? nt : 1;
+    *tm = best;
+    *tn = nt / best;
+}
+
+/* Part p of q of [0, n), cut at multiples of `unit`. */
+static int split(int n, int unit, int p, int q) {
+    int units = (n + unit - 1) / unit;
+    int at = (int)((long long)units * p / q) * unit;
+    return at < n ? at : n;
+}
+
+/* Round a float count up to whole 64-byte lines. */
+static size_t line_up(size_t n) { return (n + 15) / 16 * 16; }
+
+static void gemm(float *C, View A, View B, int M, int K, int N, int acc) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        if (!acc) memset(C, 0, (size_t)M * N * sizeof(float));
+        return;
+    }
+    int kc = K < KC ? K : KC;
+    int nthreads = 1;
+#ifdef _OPENMP
+    nthreads = 2.0 * M * N * K < 2e6 ? 1 : omp_get_max_threads();
+#endif
+    /* Packing buffers for every thread, allocated here by the calling thread:
+     * malloc/free inside the workers goes to per-thread arenas that glibc
+     * trims on every free, which costs more than a mid-size product. */
+    int mcap = M < MC ? M : MC, ncap = N < NC ? N : NC;
+    size_t na = line_up((size_t)((mcap + MR - 1) / MR) * MR * kc);
+    size_t nb = line_up((size_t)((ncap + NR - 1) / NR) * NR * kc);
+    void *mem = NULL;
+    if (posix_memalign(&mem, 64, (size_t)nthreads * (na + nb) * sizeof(float))) {
+        /* Out of memory for the packing buffers: the plain loop, in float. */
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                float s = 0;
+                for (int k = 0; k < K; k++) s += A.p[i * A.rs + k * A.cs] * B.p[k * B.rs + j * B.cs];
+                C[(size_t)i * N + j] = acc ? C[(size_t)i * N + j] + s : s;
+            }
+        return;
+    }
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+    {
+        int nt = 1, tid = 0;
+#ifdef _OPENMP
+        nt = omp_get_num_threads(); /* <= nthreads */
+        tid = omp_get_thread_num();
+#endif
+        int tm, tn;
+        thread_grid(nt, M, N, &tm, &tn);
+        int bi = tid / tn, bj = tid % tn;
+        int m0 = split(M, MR, bi, tm), m1 = split(M, MR, bi + 1, tm);
+        int n0 = split(N, NR, bj, tn), n1 = split(N, NR, bj + 1, tn);
+        float *Ap = (float *)mem + (size_t)tid * (na + nb), *Bp = Ap + na;
+        if (m0 < m1 && n0 < n1) gemm_block(C, (size_t)N, A, B, K, m0, m1, n0, n1, acc, Ap, Bp);
+    }
+    free(mem);
+}
+
+/* ------------------------------------------------------ fast products */
+
+void matmul_nt(float *out, const float *a, const float *b, int M, int K, int N, int acc) {
+    View A = {a, (size_t)K, 1}, B = {b, 1, (size_t)K};
+    gemm(out, A, B, M, K, N, acc);
+}
+
+void matmul_nn(float *out, const float *a, const float *b, int M, int K, int N, int acc) {
+    View A = {a, (size_t)K, 1}, B = {b, (size_t)N, 1};
+    gemm(out, A, B, M, K, N, acc);
+}
+
+void matmul_tn(float *out, const float *a, const float *b, int M, int K, int N, int acc) {
+    View A = {a, 1, (size_t)M}, B = {b, (size_t)N, 1};
+    gemm(out, A, B, M, K, N, acc);
+}
+
+/* ---------------------------------------------------------- benchmark */
+
+/* The products of one training step of the "small" preset (hidden 256,
+ * intermediate 688, vocab 4096, q width 256, kv width 128) on M = B*T =
+ * 8*256 rows: forward y = x W^T for q, k/v, gate/up, down and the LM head. */
+static const int bench_fwd[5][3] = {
+    {2048, 256, 256}, {2048, 256, 128}, {2048, 256, 688}, {2048, 688, 256}, {2048, 256, 4096}};
+
+static double now_sec(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+/* Prints "matmul KIND M= K= N= gflops=" per shape (2MNK / best time of
+ * `reps` runs after one warm-up), then per-kind and overall totals
+ * (total flops / total best time).  Usage: bench-matmul [reps]. */
+int bench_matmul_main(int argc, char **argv) {
+    int reps = argc > 1 ? atoi(argv[1]) : 10;
+    if (reps < 1) return rf_error("bench-matmul: argument 1: repetitions must be a positive integer, got '%s'",
+                                  argv[1]);
+    static const char *kind[3] = {"nt", "nn", "tn"};
+    size_t amax = 0, bmax = 0, cmax = 0;
+    int shape[3][5][3];
+    for (int s = 0; s < 5; s++) {
+        int M = bench_fwd[s][0], K = bench_fwd[s][1], N = bench_fwd[s][2];
+        /* nt: y[M,N] = x[M,K] W[N,K]^T;  nn: dx[M,K] = dy[M,N] W[N,K];
+         * tn: dW[N,K] = dy[M,N]^T x[M,K]. */
+        int sh[3][3] = {{M, K, N}, {M, N, K}, {N, M, K}};
+        for (int t = 0; t < 3; t++) {
+            int m = sh[t][0], k = sh[t][1], n = sh[t][2];
+            memcpy(shape[t][s], sh[t], sizeof sh[t]);
+            if ((size_t)m * k > amax) amax = (size_t)m * k;
+            if ((size_t)k * n > bmax) bmax = (size_t)k * n;
+            if ((size_t)m * n > cmax) cmax = (size_t)m * n;
+        }
+    }
+    float *a = malloc(amax * sizeof(float)), *b = malloc(bmax * sizeof(float)), *c = malloc(cmax * sizeof(float));
+    if (!a || !b || !c) {
+        free(a), free(b), free(c);
+        return rf_error("bench-matmul: out of memory");
+    }
+    uint32_t x = 12345;
+    for (size_t i = 0; i < amax; i++) a[i] = (float)((x = x * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
+    for (size_t i = 0; i < bmax; i++) b[i] = (float)((x = x * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
+    void (*fn[3])(float *, const float *, const float *, int, int, int, int) = {matmul_nt, matmul_nn, matmul_tn};
+    int threads = 1;
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
+#endif
+    const char *bind = getenv("OMP_PROC_BIND");
+    printf("matmul threads=%d reps=%d mr=%d nr=%d kc=%d omp_proc_bind=%s\n", threads, reps, MR, NR, KC,
+           bind ? bind : "unset");
+    double all_f = 0, all_t = 0;
+    for (int t = 0; t < 3; t++) {
+        double tot_f = 0, tot_t = 0;
+        for (int s = 0; s < 5; s++) {
+            int M = shape[t][s][0], K = shape[t][s][1], N = shape[t][s][2];
+            double best = 1e30;
+            fn[t](c, a, b, M, K, N, 0);
+            for (int r = 0; r < reps; r++) {
+                double t0 = now_sec();
+                fn[t](c, a, b, M, K, N, 0);
+                double dt = now_sec() - t0;
+                if (dt < best) best = dt;
+            }
+            double f = 2.0 * M * N * K;
+            printf("matmul %s M=%d K=%d N=%d gflops=%.1f\n", kind[t], M, K, N, f / best * 1e-9);
+            tot_f += f;
+            tot_t += best;
+        }
+        printf("matmul %s total gflops=%.1f\n", kind[t], tot_f / tot_t * 1e-9);
+        all_f += tot_f;
+        all_t += tot_t;
+    }
+    printf("matmul all total gflops=%.1f\n", all_f / all_t * 1e-9);
+    free(a), free(b), free(c);
+    return 0;
+}

@@ -1,0 +1,806 @@
+/*
+ * model.c - the Llama/Mistral decoder (as Hugging Face `modeling_mistral`),
+ * forward and backward on plain float arrays, llm.c style.
+ *
+ *   x = embed[ids]
+ *   per layer:  h = x + o_proj(attn(rope(q(rms(x))), rope(k(rms(x))), v(rms(x))))
+ *               x = h + down(silu(gate(rms(h))) * up(rms(h)))
+ *   hidden = rms(x) ;  logits = hidden . lm_head^T
+ *
+ * Attention is causal (generation) or bidirectional (embeddings, as GritLM and
+ * RecFound do), with grouped-query heads, an optional sliding window and a
+ * padding mask for right-padded rows.  Every *_forward has its *_backward next
+ * to it; backward functions accumulate into gradients.
+ */
+#include "recfound.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ rng */
+
+/* splitmix64: small, fast, and good enough for initialisation and sampling. */
+void rng_seed(Rng *r, uint64_t seed) { r->s = seed; }
+
+uint64_t rng_next(Rng *r) {
+    uint64_t z = (r->s += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+float rng_uniform(Rng *r) { return (float)((rng_next(r) >> 40) * (1.0 / 16777216.0)); }
+
+/* Box-Muller; one draw per call keeps the stream easy to reason about. */
+float rng_normal(Rng *r) {
+    double u1 = ((rng_next(r) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+    double u2 = (rng_next(r) >> 11) * (1.0 / 9007199254740992.0);
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+/* -------------------------------------------------------- configuration */
+
+int config_preset(Config *c, const char *name, int vocab) {
+    memset(c, 0, sizeof *c);
+    strcpy(c->model_type, "mistral");
+    c->rms_norm_eps = 1e-5f;
+    c->bos_token_id = 1;
+    c->eos_token_id = 2;
+    if (!strcmp(name, "tiny")) {             /* for tests: runs in milliseconds */
+        c->vocab_size = 256; c->hidden_size = 64; c->intermediate_size = 160;
+        c->n_layers = 2; c->n_heads = 4; c->n_kv_heads = 2;
+        c->max_position_embeddings = 512; c->rope_theta = 10000.0f;
+        c->tie_word_embeddings = 1;
+    } else if (!strcmp(name, "small")) {     /* a few million parameters: CPU experiments */
+        c->vocab_size = 4096; c->hidden_size = 256; c->intermediate_size = 688;
+        c->n_layers = 4; c->n_heads = 8; c->n_kv_heads = 4;
+        c->max_position_embeddings = 2048; c->rope_theta = 10000.0f;
+        c->tie_word_embeddings = 1;
+    } else if (!strcmp(name, "mistral-7b")) { /* Mistral-7B-Instruct-v0.3, the paper's backbone */
+        c->vocab_size = 32768; c->hidden_size = 4096; c->intermediate_size = 14336;
+        c->n_layers = 32; c->n_heads = 32; c->n_kv_heads = 8;
+        c->max_position_embeddings = 32768; c->rope_theta = 1000000.0f;
+        c->tie_word_embeddings = 0;
+    } else {
+        return rf_error("unknown preset '%s' (known: tiny, small, mistral-7b)", name);
+    }
+    c->head_dim = c->hidden_size / c->n_heads;
+    if (vocab > 0) c->vocab_size = vocab;
+    return 0;
+}
+
+/* ------------------------------------------------------ parameter table */
+
+static void add_spec(Model *m, const char *name, int rows, int cols) {
+    ParamSpec *p = &m->spec[m->n_params++];
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->ndim = cols ? 2 : 1;
+    p->shape[0] = rows;
+    p->shape[1] = cols;
+    p->numel = (size_t)rows * (cols ? cols : 1);
+    p->offset = m->total;
+    m->total += p->numel;
+}
+
+int model_alloc(Model *m, const Config *cfg) {
+    memset(m, 0, sizeof *m);
+    m->cfg = *cfg;
+    const Config *c = cfg;
+    int C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
+    int q = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim;
+    m->spec = calloc((size_t)c->n_layers * P_PER_LAYER + 3, sizeof *m->spec);
+    m->layer = calloc((size_t)c->n_layers * P_PER_LAYER, sizeof *m->layer);
+    if (!m->spec || !m->layer) return rf_error("out of memory for the parameter table");
+    char name[80];
+    add_spec(m, "model.embed_tokens.weight", V, C);
+    for (int l = 0; l < c->n_layers; l++) {
+        static const char *fmt[P_PER_LAYER] = {
+            "model.layers.%d.input_layernorm.weight", "model.layers.%d.self_attn.q_proj.weight",
+            "model.layers.%d.self_attn.k_proj.weight", "model.layers.%d.self_attn.v_proj.weight",
+            "model.layers.%d.self_attn.o_proj.weight", "model.layers.%d.post_attention_layernorm.weight",
+            "model.layers.%d.mlp.gate_proj.weight", "model.layers.%d.mlp.up_proj.weight",
+            "model.layers.%d.mlp.down_proj.weight"};
+        int shape[P_PER_LAYER][2] = {{C, 0}, {q, C}, {kv, C}, {kv, C}, {C, q}, {C, 0}, {I, C}, {I, C}, {C, I}};
+        for (int p = 0; p < P_PER_LAYER; p++) {
+            snprintf(name, sizeof name, fmt[p], l);
+            add_spec(m, name, shape[p][0], shape[p][1]);
+        }
+    }
+    add_spec(m, "model.norm.weight", C, 0);
+    if (!c->tie_word_embeddings) add_spec(m, "lm_head.weight", V, C);
+    m->params = calloc(m->total, sizeof(float));
+    if (!m->params)
+        return rf_error("out of memory: the model needs %.1f GiB of float32 parameters",
+                        m->total * 4.0 / (1 << 30));
+    int k = 0;
+    m->embed = m->params + m->spec[k++].offset;
+    for (int l = 0; l < c->n_layers; l++)
+        for (int p = 0; p < P_PER_LAYER; p++) m->layer[l * P_PER_LAYER + p] = m->params + m->spec[k++].offset;
+    m->final_norm = m->params + m->spec[k++].offset;
+    m->lm_head = c->tie_word_embeddings ? m->embed : m->params + m->spec[k++].offset;
+    return 0;
+}
+
+void model_free(Model *m) {
+    free(m->spec);
+    free(m->layer);
+    free(m->params);
+    memset(m, 0, sizeof *m);
+}
+
+void model_init_random(Model *m, uint64_t seed) {
+    Rng r;
+    rng_seed(&r, seed);
+    for (int i = 0; i < m->n_params; i++) {
+        float *p = m->params + m->spec[i].offset;
+        for (size_t j = 0; j < m->spec[i].numel; j++)
+            p[j] = m->spec[i].ndim == 1 ? 1.0f : 0.02f * rng_normal(&r);
+    }
+}
+
+/* ---------------------------------------------------------- activations */
+
+struct Acts {
+    int B, T, cap_bt, cap_att;   /* capacity in rows (B*T) and attention entries */
+    int C, I, qd, kvd, L, V, hd;
+    /* per layer, [L][...] */
+    float *x_in;    /* residual stream entering layer l          [L][BT*C] */
+    float *ln1;     /* input_layernorm output                     [L][BT*C] */
+    float *rstd1;   /*                                             [L][BT]   */
+    float *q, *k, *v; /* after RoPE (q, k)              [L][BT*qd], [L][BT*kvd] x2 */
+    float *att;     /* softmax probabilities                      [L][B*H*T*T] */
+    float *atty;    /* attention output before o_proj             [L][BT*qd] */
+    float *h;       /* residual after attention                   [L][BT*C] */
+    float *ln2, *rstd2;
+    float *gate, *up, *act; /* SwiGLU: act = silu(gate) * up      [L][BT*I] x3 */
+    float *x_out;   /* output of the last layer                   [BT*C] */
+    float *hidden;  /* final RMSNorm output                       [BT*C] */
+    float *rstdf;   /*                                             [BT]   */
+    float *logits;  /* [BT*V], reused for dlogits                  */
+    float *rope_cos, *rope_sin; /* [T*hd/2] */
+    /* backward scratch */
+    float *dhidden, *dx, *dln, *dh, *dq, *dk, *dv, *datty, *dgate, *dup, *dact, *datt;
+    TmoleActs *ta;  /* adapter activations, made on the first forward with adapters */
+    size_t bytes;
+};
+
+static float *alloc_f(size_t n, size_t *bytes) {
+    *bytes += n * sizeof(float);
+    return calloc(n ? n : 1, sizeof(float));
+}
+
+static void acts_release(Acts *a) {
+    float **all[] = {&a->x_in, &a->ln1, &a->rstd1, &a->q, &a->k, &a->v, &a->att, &a->atty, &a->h,
+                     &a->ln2, &a->rstd2, &a->gate, &a->up, &a->act, &a->x_out, &a->hidden, &a->rstdf,
+                     &a->logits, &a->rope_cos, &a->rope_sin, &a->dhidden, &a->dx, &a->dln, &a->dh,
+                     &a->dq, &a->dk, &a->dv, &a->datty, &a->dgate, &a->dup, &a->dact, &a->datt};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        free(*all[i]);
+        *all[i] = NULL;
+    }
+    tmole_acts_free(a->ta);
+    a->ta = NULL;
+}
+
+void acts_free(Acts *a) {
+    if (!a) return;
+    acts_release(a);
+    free(a);
+}
+
+static int acts_fill(Acts *a, const Model *m, int B, int T) {
+    const Config *c = &m->cfg;
+    size_t BT = (size_t)B * T, L = c->n_layers, H = c->n_heads;
+    a->B = B; a->T = T; a->cap_bt = (int)BT; a->cap_att = (int)(B * H * T * T);
+    a->C = c->hidden_size; a->I = c->intermediate_size; a->hd = c->head_dim;
+    a->qd = c->n_heads * c->head_dim; a->kvd = c->n_kv_heads * c->head_dim;
+    a->L = c->n_layers; a->V = c->vocab_size;
+    size_t C = a->C, I = a->I, qd = a->qd, kvd = a->kvd, *by = &a->bytes;
+    a->bytes = 0;
+    a->x_in = alloc_f(L * BT * C, by);   a->ln1 = alloc_f(L * BT * C, by);
+    a->rstd1 = alloc_f(L * BT, by);
+    a->q = alloc_f(L * BT * qd, by);     a->k = alloc_f(L * BT * kvd, by);
+    a->v = alloc_f(L * BT * kvd, by);
+    a->att = alloc_f(L * (size_t)a->cap_att, by);
+    a->atty = alloc_f(L * BT * qd, by);  a->h = alloc_f(L * BT * C, by);
+    a->ln2 = alloc_f(L * BT * C, by);    a->rstd2 = alloc_f(L * BT, by);
+    a->gate = alloc_f(L * BT * I, by);   a->up = alloc_f(L * BT * I, by);
+    a->act = alloc_f(L * BT * I, by);
+    a->x_out = alloc_f(BT * C, by);      a->hidden = alloc_f(BT * C, by);
+    a->rstdf = alloc_f(BT, by);          a->logits = alloc_f(BT * a->V, by);
+    a->rope_cos = alloc_f((size_t)T * a->hd / 2, by);
+    a->rope_sin = alloc_f((size_t)T * a->hd / 2, by);
+    a->dhidden = alloc_f(BT * C, by);    a->dx = alloc_f(BT * C, by);
+    a->dln = alloc_f(BT * C, by);        a->dh = alloc_f(BT * C, by);
+    a->dq = alloc_f(BT * qd, by);        a->dk = alloc_f(BT * kvd, by);
+    a->dv = alloc_f(BT * kvd, by);       a->datty = alloc_f(BT * qd, by);
+    a->dgate = alloc_f(BT * I, by);      a->dup = alloc_f(BT * I, by);
+    a->dact = alloc_f(BT * I, by);       a->datt = alloc_f((size_t)B * H * T * T, by);
+    float **all[] = {&a->x_in, &a->ln1, &a->rstd1, &a->q, &a->k, &a->v, &a->att, &a->atty, &a->h,
+                     &a->ln2, &a->rstd2, &a->gate, &a->up, &a->act, &a->x_out, &a->hidden, &a->rstdf,
+                     &a->logits, &a->rope_cos, &a->rope_sin, &a->dhidden, &a->dx, &a->dln, &a->dh,
+                     &a->dq, &a->dk, &a->dv, &a->datty, &a->dgate, &a->dup, &a->dact, &a->datt};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (!*all[i]) {
+            acts_release(a);
+            return rf_error("out of memory for activations of batch %d x %d (%.1f GiB)", B, T,
+                            a->bytes / 1073741824.0);
+        }
+    /* RoPE tables, HF convention: inv_freq_i = theta^(-2i/hd), angle = pos * inv_freq_i */
+    int half = a->hd / 2;
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < half; i++) {
+            double inv_freq = pow((double)c->rope_theta, -2.0 * i / a->hd);
+            double ang = (double)t * (float)inv_freq; /* HF keeps inv_freq in float32 */
+            a->rope_cos[t * half + i] = (float)cos(ang);
+            a->rope_sin[t * half + i] = (float)sin(ang);
+        }
+    return 0;
+}
+
+Acts *acts_new(const Model *m, int B, int T) {
+    Acts *a = calloc(1, sizeof *a);
+    if (!a) { rf_error("out of memory for activations"); return NULL; }
+    if (acts_fill(a, m, B, T)) { free(a); return NULL; }
+    return a;
+}
+
+/* Reuse the buffers when the new batch fits; reallocate only when it grows or T changes. */
+int acts_ensure(Acts **pa, const Model *m, int B, int T) {
+    Acts *a = *pa;
+    if (a && a->T == T && B * T <= a->cap_bt) { a->B = B; return 0; }
+    if (a) { acts_release(a); } else if (!(a = calloc(1, sizeof *a))) return rf_error("out of memory");
+    *pa = a;
+    return acts_fill(a, m, B, T);
+}
+
+size_t acts_bytes(const Acts *a) { return a->bytes; }
+const float *acts_hidden(const Acts *a) { return a->hidden; }
+float *acts_dhidden(Acts *a) { return a->dhidden; }
+
+/* ------------------------------------------------------------- RMSNorm */
+
+/* out = x / sqrt(mean(x^2) + eps) * w, row by row; rstd kept for backward. */
+void rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int C, float eps) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (size_t)n * C;
+        double ss = 0;
+        for (int i = 0; i < C; i++) ss += (double)xr[i] * xr[i];
+        float r = (float)(1.0 / sqrt(ss / C + eps));
+        rstd[n] = r;
+        float *o = out + (size_t)n * C;
+        for (int i = 0; i < C; i++) o[i] = xr[i] * r * w[i];
+    }
+}
+
+/* With g = w * dout and xhat = x * r:
+ *   dx_i = r * (g_i - xhat_i * mean_j(g_j xhat_j)),   dw_i += sum_rows dout_i xhat_i. */
+void rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
+                      const float *rstd, int N, int C) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (size_t)n * C, *d = dout + (size_t)n * C;
+        float r = rstd[n];
+        double dot = 0;
+        for (int i = 0; i < C; i++) dot += (double)w[i] * d[i] * xr[i] * r;
+        float mean = (float)(dot / C);
+        float *o = dx + (size_t)n * C;
+        for (int i = 0; i < C; i++) o[i] += r * (w[i] * d[i] - xr[i] * r * mean);
+    }
+    if (!dw) return;
+#pragma omp parallel for
+    for (int i = 0; i < C; i++) {
+        double s = 0;
+        for (int n = 0; n < N; n++) s += (double)dout[(size_t)n * C + i] * x[(size_t)n * C + i] * rstd[n];
+        dw[i] += (float)s;
+    }
+}
+
+/* ---------------------------------------------------------------- RoPE */
+
+/* Rotate-half RoPE in place on x[B*T, nh*hd]: for i < hd/2,
+ *   (x_i, x_{i+hd/2}) <- (x_i cos - x_{i+hd/2} sin,  x_{i+hd/2} cos + x_i sin).
+ * backward = the same rotation by -angle (sign = -1). */
+void rope_apply(float *x, const float *cos_t, const float *sin_t, int B, int T, int nh, int hd, int sign) {
+    int half = hd / 2;
+#pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            const float *c = cos_t + (size_t)t * half, *s = sin_t + (size_t)t * half;
+            for (int h = 0; h < nh; h++) {
+                float *v = x + ((size_t)(b * T + t) * nh + h) * hd;
+                for (int i = 0; i < half; i++) {
+                    float x1 = v[i], x2 = v[i + half], sn = sign * s[i];
+                    v[i] = x1 * c[i] - x2 * sn;
+                    v[i + half] = x2 * c[i] + x1 * sn;
+                }
+            }
+        }
+}
+
+/* ----------------------------------------------------------- attention */
+
+/* The keys query i may attend to in a row of `len` valid tokens form one
+ * contiguous range [*lo, *hi): the padding mask (j < len), the causal mask
+ * (j <= i) and Mistral's sliding window (i - j < W; symmetric |i - j| < W in
+ * the bidirectional pass) each cut it from one side.  Empty when *lo >= *hi. */
+static inline void attn_range(int *lo, int *hi, int i, int len, int T, AttnMode mode, int window) {
+    int a = 0, b = len < T ? len : T;
+    if (mode == ATTN_CAUSAL && i + 1 < b) b = i + 1;
+    if (window > 0) {
+        if (i - window + 1 > a) a = i - window + 1;
+        if (mode == ATTN_BIDIRECTIONAL && i + window < b) b = i + window;
+    }
+    *lo = a;
+    *hi = b;
+}
+
+/* out[j] = sum_d x[d] * mt[d*ld + j] for j in [lo, hi): a row of dot products
+ * against the columns of a transposed matrix, 16 columns at a time so that the
+ * partial sums stay in one vector register.  mt must be readable up to the next
+ * multiple of 16 past hi (callers pad it with zeros). */
+static void dot_rows16(float *out, const float *x, const float *mt, int ld, int lo, int hi, int n) {
+    for (int j0 = lo; j0 < hi; j0 += 16) {
+        float acc[16] = {0};
+        for (int d = 0; d < n; d++) {
+            const float *m = mt + (size_t)d * ld + j0;
+            float xd = x[d];
+            for (int jj = 0; jj < 16; jj++) acc[jj] += xd * m[jj];
+        }
+        int cnt = hi - j0 < 16 ? hi - j0 : 16;
+        for (int jj = 0; jj < cnt; jj++) out[j0 + jj] = acc[jj];
+    }
+}
+
+/* out[b,i,h] = sum_j softmax_j(q_i . k_j / sqrt(hd)) v_j over the allowed j; query
+ * head h reads kv head h / (H/KV) (grouped-query attention); att keeps the
+ * probabilities (zero outside the allowed range).  A query with no allowed key
+ * (possible only at padding) outputs zeros.  K is transposed per (b, h) so the
+ * score loop runs contiguously over keys. */
+void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
+                       const int *lengths, int B, int T, int H, int KV, int hd, AttnMode mode, int window) {
+    int qd = H * hd, kvd = KV * hd, group = H / KV;
+    float scale = 1.0f / sqrtf((float)hd);
+#pragma omp parallel
+    {
+        int Tp = (T + 31) / 16 * 16; /* kt rows padded: a block of 16 may start at any key */
+        float *kt = calloc((size_t)hd * Tp, sizeof(float)); /* kt[d*Tp + j] = k[j][d] */
+#pragma omp for collapse(2) schedule(static)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < H; h++) {
+                int kh = h / group, len = lengths[b];
+                for (int j = 0; j < T; j++)
+                    for (int d = 0; d < hd; d++) kt[(size_t)d * Tp + j] = k[(size_t)(b * T + j) * kvd + kh * hd + d];
+                for (int i = 0; i < T; i++) {
+                    const float *qi = q + (size_t)(b * T + i) * qd + h * hd;
+                    float *p = att + (((size_t)b * H + h) * T + i) * T;
+                    float *o = out + (size_t)(b * T + i) * qd + h * hd;
+                    int lo, hi;
+                    attn_range(&lo, &hi, i, len, T, mode, window);
+                    memset(p, 0, (size_t)T * sizeof(float));
+                    memset(o, 0, (size_t)hd * sizeof(float));
+                    if (lo >= hi) continue;
+                    dot_rows16(p, qi, kt, Tp, lo, hi, hd);  /* p_j = q_i . k_j */
+                    float mx = -INFINITY;
+                    for (int j = lo; j < hi; j++) {
+                        p[j] *= scale;
+                        if (p[j] > mx) mx = p[j];
+                    }
+                    float sum = 0;
+                    for (int j = lo; j < hi; j++) {
+                        p[j] = expf(p[j] - mx);
+                        sum += p[j];
+                    }
+                    float inv = 1.0f / sum;
+                    for (int j = lo; j < hi; j++) {
+                        p[j] *= inv;
+                        const float *vj = v + (size_t)(b * T + j) * kvd + kh * hd;
+                        for (int d = 0; d < hd; d++) o[d] += p[j] * vj[d];
+                    }
+                }
+            }
+        free(kt);
+    }
+}
+
+/* With P the probabilities and dO the output gradient:
+ *   dV_j += sum_i P_ij dO_i;  dP_ij = dO_i . V_j;  dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik);
+ *   dQ_i += scale sum_j dS_ij K_j;  dK_j += scale sum_i dS_ij Q_i.
+ * Parallel over (b, kv head) so that the query heads sharing a kv head never
+ * race.  A first pass over query rows computes dS into `scratch` ([B*H*T*T])
+ * and dQ; a second pass over key columns accumulates dK and dV, so each of
+ * them is written once per key instead of once per (query, key) pair. */
+void attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
+                        const float *att, const float *q, const float *k, const float *v,
+                        int B, int T, int H, int KV, int hd) {
+    int qd = H * hd, kvd = KV * hd, group = H / KV;
+    float scale = 1.0f / sqrtf((float)hd);
+#pragma omp parallel
+    {
+        int Tp = (T + 31) / 16 * 16;
+        float *vt = calloc((size_t)hd * Tp, sizeof(float)); /* vt[d*Tp + j] = v[j][d] */
+        int *lo = malloc((size_t)group * T * sizeof(int)), *hi = malloc((size_t)group * T * sizeof(int));
+#pragma omp for collapse(2) schedule(static)
+        for (int b = 0; b < B; b++)
+            for (int kh = 0; kh < KV; kh++) {
+                for (int j = 0; j < T; j++)
+                    for (int d = 0; d < hd; d++) vt[(size_t)d * Tp + j] = v[(size_t)(b * T + j) * kvd + kh * hd + d];
+                /* pass 1, query rows: dS and dQ.  A row's allowed keys are where P > 0. */
+                for (int g = 0; g < group; g++) {
+                    int h = kh * group + g;
+                    for (int i = 0; i < T; i++) {
+                        const float *p = att + (((size_t)b * H + h) * T + i) * T;
+                        float *ds = scratch + (((size_t)b * H + h) * T + i) * T;
+                        int a = 0, e = T;
+                        while (a < T && p[a] == 0) a++;
+                        while (e > a && p[e - 1] == 0) e--;
+                        lo[g * T + i] = a;
+                        hi[g * T + i] = e;
+                        if (a >= e) continue;
+                        const float *doi = dout + (size_t)(b * T + i) * qd + h * hd;
+                        dot_rows16(ds, doi, vt, Tp, a, e, hd);   /* dP_ij = dO_i . V_j */
+                        float dot = 0;
+                        for (int j = a; j < e; j++) dot += p[j] * ds[j];
+                        for (int j = a; j < e; j++) ds[j] = p[j] * (ds[j] - dot) * scale;
+                        float *dqi = dq + (size_t)(b * T + i) * qd + h * hd;
+                        for (int j = a; j < e; j++) {
+                            const float *kj = k + (size_t)(b * T + j) * kvd + kh * hd;
+                            float dsj = ds[j];
+                            for (int d = 0; d < hd; d++) dqi[d] += dsj * kj[d];
+                        }
+                    }
+                }
+                /* pass 2, key columns: dK_j and dV_j over every query row and head that sees j */
+                for (int j = 0; j < T; j++) {
+                    float *dkj = dk + (size_t)(b * T + j) * kvd + kh * hd;
+                    float *dvj = dv + (size_t)(b * T + j) * kvd + kh * hd;
+                    for (int g = 0; g < group; g++) {
+                        int h = kh * group + g;
+                        const float *P = att + ((size_t)b * H + h) * T * T;
+                        const float *S = scratch + ((size_t)b * H + h) * T * T;
+                        for (int i = 0; i < T; i++) {
+                            if (j < lo[g * T + i] || j >= hi[g * T + i]) continue;
+                            float pij = P[(size_t)i * T + j], sij = S[(size_t)i * T + j];
+                            const float *qi = q + (size_t)(b * T + i) * qd + h * hd;
+                            const float *doi = dout + (size_t)(b * T + i) * qd + h * hd;
+                            for (int d = 0; d < hd; d++) {
+                                dkj[d] += sij * qi[d];
+                                dvj[d] += pij * doi[d];
+                            }
+                        }
+                    }
+                }
+            }
+        free(vt);
+        free(lo);
+        free(hi);
+    }
+}
+
+/* -------------------------------------------------------------- SwiGLU */
+
+static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+/* act = silu(gate) * up, silu(g) = g * sigmoid(g). */
+void swiglu_forward(float *act, const float *gate, const float *up, size_t n) {
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) act[i] = gate[i] * sigmoidf(gate[i]) * up[i];
+}
+
+/* dgate += dact * up * s (1 + g (1 - s)),  dup += dact * silu(g),  s = sigmoid(g). */
+void swiglu_backward(float *dgate, float *dup, const float *dact, const float *gate, const float *up, size_t n) {
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) {
+        float g = gate[i], s = sigmoidf(g);
+        dgate[i] += dact[i] * up[i] * s * (1.0f + g * (1.0f - s));
+        dup[i] += dact[i] * g * s;
+    }
+}
+
+/* ----------------------------------------------------------- embedding */
+
+void embedding_forward(float *out, const int *ids, const float *table, int N, int C) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) memcpy(out + (size_t)n * C, table + (size_t)ids[n] * C, C * sizeof(float));
+}
+
+/* Serial: two rows with the same id add into the same table row. */
+void embedding_backward(float *dtable, const float *dout, const int *ids, int N, int C) {
+    for (int n = 0; n < N; n++) {
+        float *d = dtable + (size_t)ids[n] * C;
+        const float *g = dout + (size_t)n * C;
+        for (int i = 0; i < C; i++) d[i] += g[i];
+    }
+}
+
+/* ------------------------------------------------------- the whole model */
+
+/* Gradient view of parameter table entry i inside the flat dparams buffer. */
+static float *grad_of(const Model *m, float *dparams, int i) {
+    return dparams ? dparams + m->spec[i].offset : NULL;
+}
+#define LAYER_SPEC(l, p) (1 + (l) * P_PER_LAYER + (p))
+
+/* The TMoLE term of eq. (2) on one projection's output, when that projection is adapted. */
+static void adapter_forward(const Tmole *tm, Acts *a, int l, int proj, float *y, const float *x, const Batch *b,
+                            AttnMode mode) {
+    const TmoleSite *s = tmole_site(tm, l, proj);
+    if (s) tmole_forward(tm, a->ta, s, y, x, b, mode);
+}
+
+static void adapter_backward(const Tmole *tm, Acts *a, int l, int proj, float *dx, float *dadapter, const float *dy,
+                             const float *x, const Batch *b, AttnMode mode) {
+    const TmoleSite *s = tmole_site(tm, l, proj);
+    if (s && dadapter) tmole_backward(tm, a->ta, s, dx, dadapter, dy, x, b, mode);
+}
+
+void model_forward(const Model *m, const Tmole *tm, Acts *a, const Batch *b, AttnMode mode) {
+    const Config *c = &m->cfg;
+    int B = b->B, T = b->T, BT = B * T, C = a->C, I = a->I, qd = a->qd, kvd = a->kvd;
+    if (tm) {
+        if (!a->ta) a->ta = tmole_acts_new(tm, 1, a->cap_bt);
+        if (!a->ta) tm = NULL;  /* out of memory: run the backbone alone (rf_error says why) */
+        else tmole_acts_begin(a->ta, tm, b, mode);
+    }
+    embedding_forward(a->x_in, b->ids, m->embed, BT, C);
+    for (int l = 0; l < c->n_layers; l++) {
+        float *const *W = m->layer + l * P_PER_LAYER;
+        float *x = a->x_in + (size_t)l * a->cap_bt * C, *ln1 = a->ln1 + (size_t)l * a->cap_bt * C;
+        float *q = a->q + (size_t)l * a->cap_bt * qd, *k = a->k + (size_t)l * a->cap_bt * kvd;
+        float *v = a->v + (size_t)l * a->cap_bt * kvd, *att = a->att + (size_t)l * a->cap_att;
+        float *atty = a->atty + (size_t)l * a->cap_bt * qd, *h = a->h + (size_t)l * a->cap_bt * C;
+        float *ln2 = a->ln2 + (size_t)l * a->cap_bt * C;
+        float *gate = a->gate + (size_t)l * a->cap_bt * I, *up = a->up + (size_t)l * a->cap_bt * I;
+        float *act = a->act + (size_t)l * a->cap_bt * I;
+        float *x_next = l + 1 < c->n_layers ? a->x_in + (size_t)(l + 1) * a->cap_bt * C : a->x_out;
+
+        rmsnorm_forward(ln1, a->rstd1 + (size_t)l * a->cap_bt, x, W[P_ATTN_NORM], BT, C, c->rms_norm_eps);
+        matmul_nt(q, ln1, W[P_Q], BT, C, qd, 0);
+        matmul_nt(k, ln1, W[P_K], BT, C, kvd, 0);
+        matmul_nt(v, ln1, W[P_V], BT, C, kvd, 0);
+        if (tm) {
+            adapter_forward(tm, a, l, PROJ_Q, q, ln1, b, mode);
+            adapter_forward(tm, a, l, PROJ_K, k, ln1, b, mode);
+            adapter_forward(tm, a, l, PROJ_V, v, ln1, b, mode);
+        }
+        rope_apply(q, a->rope_cos, a->rope_sin, B, T, c->n_heads, c->head_dim, +1);
+        rope_apply(k, a->rope_cos, a->rope_sin, B, T, c->n_kv_heads, c->head_dim, +1);
+        attention_forward(atty, att, q, k, v, b->lengths, B, T, c->n_heads, c->n_kv_heads, c->head_dim,
+                          mode, c->sliding_window);
+        memcpy(h, x, (size_t)BT * C * sizeof(float));
+        matmul_nt(h, atty, W[P_O], BT, qd, C, 1);                   /* h = x + o_proj(attn) */
+        if (tm) adapter_forward(tm, a, l, PROJ_O, h, atty, b, mode);
+
+        rmsnorm_forward(ln2, a->rstd2 + (size_t)l * a->cap_bt, h, W[P_MLP_NORM], BT, C, c->rms_norm_eps);
+        matmul_nt(gate, ln2, W[P_GATE], BT, C, I, 0);
+        matmul_nt(up, ln2, W[P_UP], BT, C, I, 0);
+        swiglu_forward(act, gate, up, (size_t)BT * I);
+        memcpy(x_next, h, (size_t)BT * C * sizeof(float));
+        matmul_nt(x_next, act, W[P_DOWN], BT, I, C, 1);             /* x = h + down(silu(gate) up) */
+    }
+    rmsnorm_forward(a->hidden, a->rstdf, a->x_out, m->final_norm, BT, C, c->rms_norm_eps);
+}
+
+void model_logits(const Model *m, const Acts *a, float *out, int BT) {
+    matmul_nt(out, a->hidden, m->lm_head, BT, a->C, a->V, 0);
+}
+
+void lm_weights_mean(float *w, const Batch *b) {
+    long count = 0;
+    for (int r = 0; r < b->B; r++) count += b->lengths[r] > 1 ? b->lengths[r] - 1 : 0;
+    for (int r = 0; r < b->B; r++)
+        for (int t = 0; t < b->T; t++)
+            w[r * b->T + t] = (count > 0 && t < b->lengths[r] - 1) ? 1.0f / count : 0.0f;
+}
+
+/* CE_t = logsumexp(logits_t) - logits_t[ids[t+1]];  dlogits_t = w_t (softmax_t - onehot). */
+double model_lm_loss(const Model *m, Acts *a, const Batch *b, const float *w, float *tok_loss,
+                     float *dparams, int backward) {
+    int B = b->B, T = b->T, BT = B * T, V = a->V, C = a->C;
+    float *logits = a->logits;
+    model_logits(m, a, logits, BT);
+    /* CE in double from float exponentials: the loss is then exact to ~1e-8, which
+     * finite-difference checks of small gradients need; the cost is V adds per row. */
+    double *ce = malloc((size_t)BT * sizeof(double));
+#pragma omp parallel for
+    for (int n = 0; n < BT; n++) {
+        int t = n % T;
+        float *z = logits + (size_t)n * V;
+        if (w[n] == 0 || t + 1 >= T) {
+            ce[n] = 0;
+            if (backward) memset(z, 0, (size_t)V * sizeof(float));
+            continue;
+        }
+        int target = b->ids[n + 1];
+        float mx = z[0];
+        for (int j = 1; j < V; j++) if (z[j] > mx) mx = z[j];
+        double sum = 0;
+        for (int j = 0; j < V; j++) sum += expf(z[j] - mx);
+        double lse = mx + log(sum);
+        ce[n] = lse - z[target];
+        if (backward) {
+            float flse = (float)lse;
+            for (int j = 0; j < V; j++) z[j] = w[n] * expf(z[j] - flse);
+            z[target] -= w[n];
+        }
+    }
+    double loss = 0;
+    for (int n = 0; n < BT; n++) {
+        loss += (double)w[n] * ce[n];
+        if (tok_loss) tok_loss[n] = (float)ce[n];
+    }
+    free(ce);
+    if (backward) {
+        matmul_nn(a->dhidden, logits, m->lm_head, BT, V, C, 1);          /* dhidden += dz W */
+        int head = m->cfg.tie_word_embeddings ? 0 : m->n_params - 1;
+        if (dparams) matmul_tn(grad_of(m, dparams, head), logits, a->hidden, V, BT, C, 1); /* dW += dz^T h */
+    }
+    return loss;
+}
+
+void model_backward(const Model *m, const Tmole *tm, Acts *a, const Batch *b, AttnMode mode, float *dparams,
+                    float *dadapter) {
+    const Config *c = &m->cfg;
+    int B = b->B, T = b->T, BT = B * T, C = a->C, I = a->I, qd = a->qd, kvd = a->kvd, L = c->n_layers;
+    if (!a->ta) tm = NULL;  /* the forward ran without adapters */
+    float *dx = a->dx;   /* gradient of the residual stream, walking down the layers */
+    memset(dx, 0, (size_t)BT * C * sizeof(float));
+    rmsnorm_backward(dx, grad_of(m, dparams, LAYER_SPEC(L, 0)), a->dhidden, a->x_out, m->final_norm,
+                     a->rstdf, BT, C);
+    for (int l = L - 1; l >= 0; l--) {
+        float *const *W = m->layer + l * P_PER_LAYER;
+        size_t o = (size_t)l * a->cap_bt;
+        float *x = a->x_in + o * C, *ln1 = a->ln1 + o * C, *q = a->q + o * qd, *k = a->k + o * kvd;
+        float *v = a->v + o * kvd, *att = a->att + (size_t)l * a->cap_att, *atty = a->atty + o * qd;
+        float *h = a->h + o * C, *ln2 = a->ln2 + o * C, *gate = a->gate + o * I, *up = a->up + o * I;
+        float *act = a->act + o * I;
+        float *dW[P_PER_LAYER];
+        for (int p = 0; p < P_PER_LAYER; p++) dW[p] = grad_of(m, dparams, LAYER_SPEC(l, p));
+
+        /* MLP block: x_next = h + down(act).  dx is d x_next here; it becomes d h. */
+        matmul_nn(a->dact, dx, W[P_DOWN], BT, C, I, 0);
+        if (dparams) matmul_tn(dW[P_DOWN], dx, act, C, BT, I, 1);
+        memset(a->dgate, 0, (size_t)BT * I * sizeof(float));
+        memset(a->dup, 0, (size_t)BT * I * sizeof(float));
+        swiglu_backward(a->dgate, a->dup, a->dact, gate, up, (size_t)BT * I);
+        matmul_nn(a->dln, a->dgate, W[P_GATE], BT, I, C, 0);
+        matmul_nn(a->dln, a->dup, W[P_UP], BT, I, C, 1);
+        if (dparams) {
+            matmul_tn(dW[P_GATE], a->dgate, ln2, I, BT, C, 1);
+            matmul_tn(dW[P_UP], a->dup, ln2, I, BT, C, 1);
+        }
+        rmsnorm_backward(dx, dW[P_MLP_NORM], a->dln, h, W[P_MLP_NORM], a->rstd2 + o, BT, C);
+
+        /* attention block: h = x + o_proj(atty).  dx becomes d x. */
+        matmul_nn(a->datty, dx, W[P_O], BT, C, qd, 0);
+        if (dparams) matmul_tn(dW[P_O], dx, atty, C, BT, qd, 1);
+        if (tm) adapter_backward(tm, a, l, PROJ_O, a->datty, dadapter, dx, atty, b, mode);
+        memset(a->dq, 0, (size_t)BT * qd * sizeof(float));
+        memset(a->dk, 0, (size_t)BT * kvd * sizeof(float));
+        memset(a->dv, 0, (size_t)BT * kvd * sizeof(float));
+        attention_backward(a->dq, a->dk, a->dv, a->datt, a->datty, att, q, k, v, B, T, c->n_heads,
+                           c->n_kv_heads, c->head_dim);
+        rope_apply(a->dq, a->rope_cos, a->rope_sin, B, T, c->n_heads, c->head_dim, -1);
+        rope_apply(a->dk, a->rope_cos, a->rope_sin, B, T, c->n_kv_heads, c->head_dim, -1);
+        matmul_nn(a->dln, a->dq, W[P_Q], BT, qd, C, 0);
+        matmul_nn(a->dln, a->dk, W[P_K], BT, kvd, C, 1);
+        matmul_nn(a->dln, a->dv, W[P_V], BT, kvd, C, 1);
+        if (tm) {
+            adapter_backward(tm, a, l, PROJ_Q, a->dln, dadapter, a->dq, ln1, b, mode);
+            adapter_backward(tm, a, l, PROJ_K, a->dln, dadapter, a->dk, ln1, b, mode);
+            adapter_backward(tm, a, l, PROJ_V, a->dln, dadapter, a->dv, ln1, b, mode);
+        }
+        if (dparams) {
+            matmul_tn(dW[P_Q], a->dq, ln1, qd, BT, C, 1);
+            matmul_tn(dW[P_K], a->dk, ln1, kvd, BT, C, 1);
+            matmul_tn(dW[P_V], a->dv, ln1, kvd, BT, C, 1);
+        }
+        rmsnorm_backward(dx, dW[P_ATTN_NORM], a->dln, x, W[P_ATTN_NORM], a->rstd1 + o, BT, C);
+    }
+    if (dparams) embedding_backward(grad_of(m, dparams, 0), dx, b->ids, BT, C);
+    if (tm && dadapter) tmole_backward_router(tm, a->ta, dadapter, mode);
+    memset(a->dhidden, 0, (size_t)BT * C * sizeof(float));
+}
+
+/* --------------------------------------------------------------- pooling */
+
+/* e_b = mean_{from_b <= t < len_b} hidden[b,t];  emb_b = e_b / ||e_b||  (norms[b] = ||e_b||). */
+void pool_forward(float *emb, float *norms, const float *hidden, const Batch *b, const int *from, int C) {
+    for (int r = 0; r < b->B; r++) {
+        float *e = emb + (size_t)r * C;
+        int lo = from ? from[r] : 0, hi = b->lengths[r];
+        if (lo < 0) lo = 0;
+        for (int i = 0; i < C; i++) e[i] = 0;
+        for (int t = lo; t < hi; t++)
+            for (int i = 0; i < C; i++) e[i] += hidden[((size_t)r * b->T + t) * C + i];
+        double ss = 0;
+        int cnt = hi > lo ? hi - lo : 0;
+        for (int i = 0; i < C; i++) {
+            if (cnt) e[i] /= cnt;
+            ss += (double)e[i] * e[i];
+        }
+        float n = (float)sqrt(ss);
+        norms[r] = n;
+        for (int i = 0; i < C; i++) e[i] = n > 0 ? e[i] / n : 0.0f;
+    }
+}
+
+/* d e = (d emb - emb (emb . d emb)) / ||e||;  dhidden[b,t] += d e / count. */
+void pool_backward(float *dhidden, const float *demb, const float *emb, const float *norms,
+                   const Batch *b, const int *from, int C) {
+    for (int r = 0; r < b->B; r++) {
+        int lo = from ? from[r] : 0, hi = b->lengths[r];
+        if (lo < 0) lo = 0;
+        if (hi <= lo || norms[r] == 0) continue;
+        const float *y = emb + (size_t)r * C, *dy = demb + (size_t)r * C;
+        double dot = 0;
+        for (int i = 0; i < C; i++) dot += (double)y[i] * dy[i];
+        float scale = 1.0f / (norms[r] * (hi - lo));
+        for (int t = lo; t < hi; t++) {
+            float *d = dhidden + ((size_t)r * b->T + t) * C;
+            for (int i = 0; i < C; i++) d[i] += (dy[i] - y[i] * (float)dot) * scale;
+        }
+    }
+}
+
+/* ------------------------------------------------------------ optimisers */
+
+int adamw_init(AdamW *o, size_t n, float lr, float beta1, float beta2, float eps, float wd) {
+    o->lr = lr; o->beta1 = beta1; o->beta2 = beta2; o->eps = eps; o->weight_decay = wd;
+    o->n = n; o->t = 0;
+    o->m = calloc(n, sizeof(float));
+    o->v = calloc(n, sizeof(float));
+    if (!o->m || !o->v) { adamw_free(o); return rf_error("out of memory for AdamW moments"); }
+    return 0;
+}
+
+/* PyTorch's AdamW: p -= lr wd p; m,v moments; p -= lr mhat / (sqrt(vhat) + eps). */
+void adamw_step(AdamW *o, float *params, const float *grads, float lr) {
+    o->t++;
+    float b1 = o->beta1, b2 = o->beta2;
+    double c1 = 1.0 - pow(b1, (double)o->t), c2 = 1.0 - pow(b2, (double)o->t);
+#pragma omp parallel for
+    for (size_t i = 0; i < o->n; i++) {
+        float g = grads[i];
+        params[i] -= lr * o->weight_decay * params[i];
+        o->m[i] = b1 * o->m[i] + (1 - b1) * g;
+        o->v[i] = b2 * o->v[i] + (1 - b2) * g * g;
+        float mhat = (float)(o->m[i] / c1), vhat = (float)(o->v[i] / c2);
+        params[i] -= lr * mhat / (sqrtf(vhat) + o->eps);
+    }
+}
+
+void adamw_free(AdamW *o) {
+    free(o->m);
+    free(o->v);
+    o->m = o->v = NULL;
+}
+
+void sgd_step(float *params, const float *grads, size_t n, float lr) {
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) params[i] -= lr * grads[i];
+}
+
+double clip_grad_norm(float *grads, size_t n, double max_norm) {
+    double ss = 0;
+    for (size_t i = 0; i < n; i++) ss += (double)grads[i] * grads[i];
+    double norm = sqrt(ss);
+    if (max_norm > 0 && norm > max_norm) {
+        float s = (float)(max_norm / (norm + 1e-6));
+        for (size_t i = 0; i < n; i++) grads[i] *= s;
+    }
+    return norm;
+}
+
+/* As Hugging Face's linear schedule: step 0 of warmup has learning rate 0. */
+float lr_schedule(float lr, long step, long warmup, long total) {
+    if (warmup > 0 && step < warmup) return lr * (float)step / (float)warmup;
+    if (total <= warmup) return lr;
+    float f = (float)(total - step) / (float)(total - warmup);
+    return lr * (f > 0 ? f : 0);
+}
+
+const float *acts_rope_cos(const Acts *a) { return a->rope_cos; }
+const float *acts_rope_sin(const Acts *a) { return a->rope_sin; }

@@ -1,0 +1,719 @@
+/*
+ * test_data.c - the "data" Check suite: the task table against
+ * official-code.md §1 and the paper's Table 1 (written out here), read ->
+ * write -> read round trips of hand-written files, the prompt formats against
+ * hand-written strings, every kind of bad input, seeded shuffling against a
+ * Python transcription of splitmix64 + Fisher-Yates, `recfound synth`
+ * (determinism, label balance) and `recfound build-data` on the raw sources.
+ */
+#include "check_util.h"
+#include "recfound.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* A fresh temporary folder for one test. */
+static void tmpdir(char *dir, size_t n) {
+    snprintf(dir, n, "/tmp/rf_data_XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+}
+
+static void write_text(const char *dir, const char *name, const char *text, char *path, size_t n) {
+    snprintf(path, n, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void rm_tree(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char p[4096];
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (!stat(p, &st) && S_ISDIR(st.st_mode)) rm_tree(p);
+        else remove(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+/* Read every record of a file (fails the test on error). */
+static int read_all(const char *path, Record *out, int max) {
+    DataReader rd;
+    ck_assert_msg(data_open(&rd, path, 0) == 0, "%s", rf_last_error());
+    int n = 0, rc;
+    Record r;
+    while ((rc = data_next(&rd, &r)) == 1) {
+        ck_assert_int_lt(n, max);
+        out[n++] = r;
+    }
+    ck_assert_msg(rc == 0, "%s", rf_last_error());
+    data_close(&rd);
+    return n;
+}
+
+/* ------------------------------------------------------------ task table */
+
+START_TEST(test_task_table) {
+    /* official-code.md §1 and paper Table 1, copied by hand */
+    static const struct { const char *name, *short_name; int gen; long tr, va, te; } want[13] = {
+        {"Emb_user", "U2I", 0, 86000, 3500, 4800},
+        {"Emb_query", "Q2I", 0, 40000, 2600, 4000},
+        {"Emb_item", "I2I", 0, 83680, 3340, 4800},
+        {"Query_Rewriting", "QR", 1, 3260, 500, 124},
+        {"Sequential_Recommendation", "SR", 1, 20000, 500, 1334},
+        {"Product_Relation_Prediction", "PRP", 1, 20000, 500, 1333},
+        {"Sentiment_Analysis", "SA", 1, 20000, 500, 1334},
+        {"Attribute_Value_Extraction", "AVE", 1, 20000, 500, 1334},
+        {"Product_Matching", "PM", 1, 4000, 500, 168},
+        {"user_profile", "UP", 1, 20000, 500, 227},
+        {"item_profile", "IP", 1, 15000, 500, 266},
+        {"Answerability_Prediction", "AP", 1, 15000, 500, 1334},
+        {"Answer_Generation", "AG", 1, 20000, 500, 1332},
+    };
+    ck_assert_int_eq(N_TASKS, 13);
+    long tot[3] = {0, 0, 0};
+    for (int t = 0; t < 13; t++) {
+        ck_assert_int_eq(TASKS[t].id, t);
+        ck_assert_str_eq(TASKS[t].name, want[t].name);
+        ck_assert_str_eq(TASKS[t].short_name, want[t].short_name);
+        ck_assert_int_eq(TASKS[t].kind, want[t].gen ? KIND_GEN : KIND_EMB);
+        ck_assert_int_eq(TASKS[t].size[0], want[t].tr);
+        ck_assert_int_eq(TASKS[t].size[1], want[t].va);
+        ck_assert_int_eq(TASKS[t].size[2], want[t].te);
+        ck_assert_int_eq(task_by_name(want[t].name), t);
+        ck_assert_int_eq(task_by_short(want[t].short_name), t);
+        for (int s = 0; s < 3; s++) tot[s] += TASKS[t].size[s];
+    }
+    /* Table 1's "Total" column says 366,940 / 14,940 / 22,383; its own
+     * per-task columns sum to 366,940 / 14,440 / 22,386 (hand sums), so the
+     * paper's last two totals are typos and the per-task sizes are used. */
+    ck_assert_int_eq(tot[0], 366940);
+    ck_assert_int_eq(tot[1], 14440);
+    ck_assert_int_eq(tot[2], 22386);
+    ck_assert_str_eq(TASKS[TASK_U2I].metric, "MRR@20");
+    ck_assert_str_eq(TASKS[TASK_I2I].metric, "NDCG@20");
+    ck_assert_str_eq(TASKS[TASK_SR].metric, "Recall@1");
+    ck_assert_int_eq(task_by_short("pm"), TASK_PM);
+    ck_assert_int_eq(task_by_name("Emb_User"), -1); /* names are case-sensitive */
+    ck_assert_int_eq(task_by_name("Query_Product_Ranking"), -1);
+    ck_assert_int_eq(task_by_short("XYZ"), -1);
+}
+END_TEST
+
+/* ------------------------------------------------------------ round trips */
+
+static const char *EMB_FILE =
+    "{\"query\": [\"Represent this user query to find a matching item: \", \"red mug\"], "
+    "\"pos\": [[\"Represent the product:\", \"Acme Red Ceramic Mug\"]], "
+    "\"neg\": [[\"Represent the product:\", \"Acme Blue Glass\"], [\"\", \"Zed Lamp\"]], "
+    "\"task\": \"Emb_query\", \"id\": 17, \"source\": \"Home\"}\n"
+    "\n" /* blank lines are skipped */
+    "{\"task\":\"Emb_user\",\"query\":\"caf\\u00e9 \\ud83d\\ude00\",\"pos\":[\"plain\"],\"neg\":[],\"id\":\"u-1\"}\r\n"
+    "{\"query\": [\"I\", \"Q\"], \"pos\": [[\"I\", \"P\"]], \"neg\": [[\"I\", \"N\"]], \"task\": \"Emb_item\", \"extra\": 1}\n";
+
+static const char *GEN_FILE =
+    "{\"text\": [\"Is it blue?\", \" yes\\n\"], \"task\": \"Product_Matching\", \"source\": \"cat\"}\n"
+    "{\"text\": [\"A: hi\", \"B: hello\", \"A: more\", \"B: turns\"], \"task\": \"Query_Rewriting\", \"id\": \"d-3\"}\n"
+    "{\"id\": 2.5, \"task\": \"Sentiment_Analysis\", \"text\": [\"tab\\there \\\"q\\\" \\\\ /\", \"A: very positive\"]}\n";
+
+static const char *ARRAY_FILE =
+    "[\n"
+    "  {\"query\": [\"Find similar items: \", \"title: Terra Men's Pilot, categories: Fashion\"],\n"
+    "   \"pos\": [[\"Similar item:\", [\"title: Terra Pilot II\", \"title: Terra Aviator\"]]],\n"
+    "   \"neg\": [[\"Similar item:\", [\"n1\", \"n2\", \"n3\", \"n4\", \"n5\"]]],\n"
+    "   \"task\": \"Emb_item\", \"source\": \"Fashion\"},\n"
+    "  {\"query\": [\"q\", \"t\"], \"pos\": [[\"p\", \"single\"]], \"neg\": [[\"n\", [\"only\"]]], \"task\": \"Emb_item\"}\n"
+    "]\n";
+
+/* write every record with the writer, read it back: equal field by field */
+static void round_trip(const char *dir, const char *name, Record *recs, int n, int is_array) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    DataWriter w;
+    ck_assert_msg(data_writer_open(&w, path, is_array) == 0, "%s", rf_last_error());
+    for (int i = 0; i < n; i++) ck_assert_int_eq(data_writer_put(&w, &recs[i]), 0);
+    ck_assert_msg(data_writer_close(&w) == 0, "%s", rf_last_error());
+    Record back[8];
+    int m = read_all(path, back, 8);
+    ck_assert_int_eq(m, n);
+    for (int i = 0; i < n; i++) {
+        ck_assert_msg(record_equal(&recs[i], &back[i]), "%s: record %d differs after write", name, i);
+        /* and the copy is equal too */
+        Record c;
+        ck_assert_int_eq(record_copy(&c, &back[i]), 0);
+        ck_assert(record_equal(&c, &recs[i]));
+        record_free(&c);
+        record_free(&back[i]);
+    }
+}
+
+START_TEST(test_roundtrip_embedding) {
+    char dir[64], path[4096];
+    tmpdir(dir, sizeof dir);
+    write_text(dir, "Embedding_dataset_train.jsonl", EMB_FILE, path, sizeof path);
+    Record r[8];
+    int n = read_all(path, r, 8);
+    ck_assert_int_eq(n, 3);
+    ck_assert_int_eq(r[0].task, TASK_Q2I);
+    ck_assert_int_eq(r[0].kind, KIND_EMB);
+    ck_assert_str_eq(r[0].query.instr, "Represent this user query to find a matching item: ");
+    ck_assert_str_eq(r[0].query.texts[0], "red mug");
+    ck_assert_int_eq(r[0].n_pos, 1);
+    ck_assert_str_eq(r[0].pos[0].texts[0], "Acme Red Ceramic Mug");
+    ck_assert_int_eq(r[0].n_neg, 2);
+    ck_assert_str_eq(r[0].neg[1].instr, "");
+    ck_assert_str_eq(r[0].neg[1].texts[0], "Zed Lamp");
+    ck_assert_str_eq(r[0].id, "17");
+    ck_assert_int_eq(r[0].id_is_number, 1);
+    ck_assert_str_eq(r[0].source, "Home");
+    ck_assert_int_eq(r[0].line, 1);
+    /* second record: bare-string query and positive, \u escapes with a surrogate pair */
+    ck_assert_int_eq(r[1].task, TASK_U2I);
+    ck_assert_int_eq(r[1].query.is_string, 1);
+    ck_assert_str_eq(r[1].query.texts[0], "caf\xc3\xa9 \xf0\x9f\x98\x80");
+    ck_assert_int_eq(r[1].pos[0].is_string, 1);
+    ck_assert_int_eq(r[1].n_neg, 0);
+    ck_assert_str_eq(r[1].id, "u-1");
+    ck_assert_int_eq(r[1].id_is_number, 0);
+    ck_assert_ptr_null(r[1].source);
+    ck_assert_int_eq(r[1].line, 3);
+    ck_assert_int_eq(r[2].task, TASK_I2I);
+    ck_assert_ptr_null(r[2].id);
+    round_trip(dir, "rt.jsonl", r, n, 0);
+    /* the written text of the first record is the published layout */
+    RfBuf b = {0};
+    record_to_json(&b, &r[0]);
+    buf_append(&b, "", 1);
+    ck_assert_str_eq(b.data,
+                     "{\"query\": [\"Represent this user query to find a matching item: \", \"red mug\"], "
+                     "\"pos\": [[\"Represent the product:\", \"Acme Red Ceramic Mug\"]], "
+                     "\"neg\": [[\"Represent the product:\", \"Acme Blue Glass\"], [\"\", \"Zed Lamp\"]], "
+                     "\"task\": \"Emb_query\", \"id\": 17, \"source\": \"Home\"}");
+    buf_free(&b);
+    for (int i = 0; i < n; i++) record_free(&r[i]);
+    rm_tree(dir);
+}
+END_TEST
+
+START_TEST(test_roundtrip_generative) {
+    char dir[64], path[4096];
+    tmpdir(dir, sizeof dir);
+    write_text(dir, "Generative_dataset_test.jsonl", GEN_FILE, path, sizeof path);
+    Record r[8];
+    int n = read_all(path, r, 8);
+    ck_assert_int_eq(n, 3);
+    ck_assert_int_eq(r[0].task, TASK_PM);
+    ck_assert_int_eq(r[0].kind, KIND_GEN);
+    ck_assert_int_eq(r[0].n_turns, 2);
+    ck_assert_str_eq(r[0].turns[0], "Is it blue?");
+    ck_assert_str_eq(r[0].turns[1], " yes\n"); /* stored unchanged; stripped only when formatted */
+    ck_assert_str_eq(r[0].source, "cat");
+    ck_assert_int_eq(r[1].task, TASK_QR);
+    ck_assert_int_eq(r[1].n_turns, 4);
+    ck_assert_str_eq(r[1].turns[3], "B: turns");
+    ck_assert_str_eq(r[1].id, "d-3");
+    ck_assert_int_eq(r[2].task, TASK_SA);
+    ck_assert_str_eq(r[2].turns[0], "tab\there \"q\" \\ /");
+    ck_assert_str_eq(r[2].id, "2.5");
+    ck_assert_int_eq(r[2].id_is_number, 1);
+    round_trip(dir, "rt.jsonl", r, n, 0);
+    for (int i = 0; i < n; i++) record_free(&r[i]);
+    rm_tree(dir);
+}
+END_TEST
+
+START_TEST(test_roundtrip_item_embedding_test) {
+    char dir[64], path[4096];
+    tmpdir(dir, sizeof dir);
+    write_text(dir, "item_embedding_test.json", ARRAY_FILE, path, sizeof path);
+    Record r[8];
+    int n = read_all(path, r, 8);
+    ck_assert_int_eq(n, 2);
+    ck_assert_int_eq(r[0].task, TASK_I2I);
+    ck_assert_int_eq(r[0].pos[0].is_list, 1);
+    ck_assert_int_eq(r[0].pos[0].n_texts, 2);
+    ck_assert_str_eq(r[0].pos[0].texts[1], "title: Terra Aviator");
+    ck_assert_int_eq(r[0].neg[0].n_texts, 5);
+    ck_assert_str_eq(r[0].neg[0].texts[4], "n5");
+    ck_assert_int_eq(r[0].line, 1);  /* element number */
+    ck_assert_int_eq(r[1].pos[0].is_list, 0);
+    ck_assert_int_eq(r[1].neg[0].is_list, 1); /* a one-element list stays a list */
+    ck_assert_int_eq(r[1].neg[0].n_texts, 1);
+    round_trip(dir, "rt.json", r, n, 1);
+    for (int i = 0; i < n; i++) record_free(&r[i]);
+    rm_tree(dir);
+}
+END_TEST
+
+START_TEST(test_dataset_pools) {
+    char dir[64], path[4096];
+    tmpdir(dir, sizeof dir);
+    write_text(dir, "Embedding_dataset_eval.jsonl", EMB_FILE, path, sizeof path);
+    write_text(dir, "Generative_dataset_eval.jsonl", GEN_FILE, path, sizeof path);
+    Dataset d;
+    memset(&d, 0, sizeof d);
+    ck_assert_msg(dataset_load_split(&d, dir, "eval", 0) == 0, "%s", rf_last_error());
+    int want[N_TASKS] = {0};
+    want[TASK_Q2I] = want[TASK_U2I] = want[TASK_I2I] = 1;
+    want[TASK_PM] = want[TASK_QR] = want[TASK_SA] = 1;
+    for (int t = 0; t < N_TASKS; t++) ck_assert_int_eq((int)d.pool[t].n, want[t]);
+    ck_assert_str_eq(d.pool[TASK_QR].recs[0].turns[0], "A: hi");
+    dataset_free(&d);
+    memset(&d, 0, sizeof d);
+    ck_assert_int_eq(dataset_load_split(&d, dir, "train", 0), -1); /* no such files */
+    ck_assert_ptr_nonnull(strstr(rf_last_error(), "Embedding_dataset_train.jsonl"));
+    dataset_free(&d);
+    rm_tree(dir);
+}
+END_TEST
+
+/* ------------------------------------------------------------ prompt formats */
+
+static void check_gen(const char *user, const char *ans, const char *want_p, const char *want_a) {
+    RfBuf p = {0}, a = {0};
+    format_gen(&p, &a, user, ans);
+    buf_append(&p, "", 1);
+    buf_append(&a, "", 1);
+    ck_assert_str_eq(p.data, want_p);
+    ck_assert_str_eq(a.data, want_a);
+    buf_free(&p);
+    buf_free(&a);
+}
+
+static void check_emb(const char *instr, const char *text, EmbFormat f, const char *want_p, const char *want_t) {
+    RfBuf p = {0}, t = {0};
+    format_emb(&p, &t, instr, text, f);
+    buf_append(&p, "", 1);
+    buf_append(&t, "", 1);
+    ck_assert_str_eq(p.data, want_p);
+    ck_assert_str_eq(t.data, want_t);
+    buf_free(&p);
+    buf_free(&t);
+}
+
+START_TEST(test_formats) {
+    /* <s><|user|>\n{text[0]}\n<|assistant|>\n{text[1].strip()}</s> */
+    check_gen("Is it blue?", " yes\n", "<s><|user|>\nIs it blue?\n<|assistant|>\n", "yes</s>");
+    check_gen("Q\n", "A: very positive", "<s><|user|>\nQ\n\n<|assistant|>\n", "A: very positive</s>");
+    /* Python's strip() also removes \v \f \x1c and U+00A0, U+3000 */
+    check_gen("p", "\x0b\x0c\x1c\xc2\xa0 B \xe3\x80\x80\r\n", "<s><|user|>\np\n<|assistant|>\n", "B</s>");
+    /* ...but not a non-space character that ends in a continuation byte (U+00E9) */
+    check_gen("p", " caf\xc3\xa9 ", "<s><|user|>\np\n<|assistant|>\n", "caf\xc3\xa9</s>");
+    /* embedding: instruction stripped of "\t\n :" */
+    check_emb("Represent this user query to find a matching item: ", "red mug", EMB_FMT_TRAIN,
+              "<s><|user|>\nRepresent this user query to find a matching item\n<|embed|>\n", "red mug");
+    check_emb(" \t:Encode this: \n", "x y", EMB_FMT_TRAIN, "<s><|user|>\nEncode this\n<|embed|>\n", "x y");
+    check_emb("", "plain", EMB_FMT_TRAIN, "<s><|embed|>\n", "plain");
+    check_emb(" : \n", "plain", EMB_FMT_TRAIN, "<s><|embed|>\n", "plain");
+    check_emb(NULL, "plain", EMB_FMT_TRAIN, "<s><|embed|>\n", "plain");
+    /* inner colons and other characters stay */
+    check_emb("a: b.", "t", EMB_FMT_TRAIN, "<s><|user|>\na: b.\n<|embed|>\n", "t");
+    /* the authors' test-time query: instruction + "\n" + text, no markers */
+    check_emb("Find the item:", "red mug", EMB_FMT_CODE_TEST, "<s>", "Find the item:\nred mug");
+}
+END_TEST
+
+/* ------------------------------------------------------------ bad input */
+
+static void expect_bad(const char *content, int kind, const char *line_tag, const char *problem) {
+    char dir[64], path[4096];
+    tmpdir(dir, sizeof dir);
+    write_text(dir, "bad.jsonl", content, path, sizeof path);
+    /* strict: one error line naming the file and line */
+    DataReader rd;
+    ck_assert_int_eq(data_open(&rd, path, 0), 0);
+    Record r;
+    int rc;
+    while ((rc = data_next(&rd, &r)) == 1) record_free(&r);
+    ck_assert_int_eq(rc, -1);
+    const char *e = rf_last_error();
+    char want[4200];
+    snprintf(want, sizeof want, "%s: %s: ", path, line_tag);
+    ck_assert_msg(!strncmp(e, want, strlen(want)), "error \"%s\" does not start with \"%s\"", e, want);
+    ck_assert_msg(strstr(e, problem), "error \"%s\" does not mention \"%s\"", e, problem);
+    ck_assert_ptr_null(strchr(e, '\n'));
+    data_close(&rd);
+    /* skip_bad: the good records come through and the bad one is counted */
+    ck_assert_int_eq(data_open(&rd, path, 1), 0);
+    int good = 0;
+    while ((rc = data_next(&rd, &r)) == 1) good++, record_free(&r);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_int_eq(good, 1);
+    for (int k = 0; k < N_BAD; k++) ck_assert_int_eq(rd.n_bad[k], k == kind);
+    data_close(&rd);
+    rm_tree(dir);
+}
+
+#define GOOD_GEN "{\"text\": [\"p\", \"a\"], \"task\": \"Sentiment_Analysis\"}\n"
+
+START_TEST(test_bad_input) {
+    expect_bad(GOOD_GEN "{\"text\": [\"p\", \"a\"], \"task\": \"Sentiment_Analysis\"\n", BAD_JSON, "line 2",
+               "bad JSON");
+    expect_bad(GOOD_GEN "[1, 2]\n", BAD_FIELD, "line 2", "JSON object");
+    expect_bad(GOOD_GEN "{\"text\": [\"p\", \"a\"]}\n", BAD_FIELD, "line 2", "missing field \"task\"");
+    expect_bad(GOOD_GEN "{\"text\": [\"p\", \"a\"], \"task\": 3}\n", BAD_FIELD, "line 2", "\"task\" is not a string");
+    expect_bad(GOOD_GEN "{\"task\": \"Sentiment_Analysis\"}\n", BAD_FIELD, "line 2", "missing field \"text\"");
+    expect_bad(GOOD_GEN "{\"text\": \"p\", \"task\": \"Sentiment_Analysis\"}\n", BAD_FIELD, "line 2", "\"text\"");
+    expect_bad(GOOD_GEN "{\"text\": [\"p\", 5], \"task\": \"Sentiment_Analysis\"}\n", BAD_FIELD, "line 2",
+               "text[1]");
+    expect_bad(GOOD_GEN "{\"text\": [\"p\", \"a\"], \"task\": \"Sentiment\"}\n", BAD_TASK, "line 2",
+               "unknown task \"Sentiment\"");
+    expect_bad(GOOD_GEN "{\"text\": [\"p\", \"caf\xe9\"], \"task\": \"Sentiment_Analysis\"}\n", BAD_UTF8, "line 2",
+               "invalid UTF-8 byte 0xE9");
+    expect_bad(GOOD_GEN "{\"text\": [\"p\", \"\xed\xa0\x80\"], \"task\": \"Sentiment_Analysis\"}\n", BAD_UTF8,
+               "line 2", "UTF-8"); /* an encoded surrogate */
+    expect_bad(GOOD_GEN "{\"text\": [\"p\", \" \\n \"], \"task\": \"Sentiment_Analysis\"}\n", BAD_EMPTY, "line 2",
+               "empty answer");
+    expect_bad(GOOD_GEN "{\"text\": [\"p\", \"a\"], \"task\": \"Sentiment_Analysis\", \"id\": [1]}\n", BAD_FIELD,
+               "line 2", "\"id\"");
+    expect_bad(GOOD_GEN "{\"text\": [\"p\", \"a\"], \"task\": \"Sentiment_Analysis\", \"source\": 1}\n", BAD_FIELD,
+               "line 2", "\"source\"");
+    /* embedding records */
+    expect_bad(GOOD_GEN "{\"query\": [\"i\", \"q\"], \"neg\": [], \"task\": \"Emb_user\"}\n", BAD_FIELD, "line 2",
+               "missing field \"pos\"");
+    expect_bad(GOOD_GEN "{\"query\": [\"i\", \"q\"], \"pos\": [], \"neg\": [], \"task\": \"Emb_user\"}\n", BAD_FIELD,
+               "line 2", "\"pos\"");
+    expect_bad(GOOD_GEN "{\"query\": [\"i\"], \"pos\": [[\"i\", \"p\"]], \"neg\": [], \"task\": \"Emb_user\"}\n",
+               BAD_FIELD, "line 2", "\"query\"");
+    expect_bad(GOOD_GEN "{\"query\": [\"i\", \"q\"], \"pos\": [[\"i\", \"p\"]], \"task\": \"Emb_user\"}\n",
+               BAD_FIELD, "line 2", "missing field \"neg\"");
+    /* an embedding task with a generative body */
+    expect_bad(GOOD_GEN "{\"text\": [\"p\", \"a\"], \"task\": \"Emb_query\"}\n", BAD_FIELD, "line 2",
+               "missing field \"query\"");
+    /* the error of a later line names that line (blank lines count) */
+    expect_bad(GOOD_GEN "\n\n{\"text\": [\"p\", \"\"], \"task\": \"Sentiment_Analysis\"}\n", BAD_EMPTY, "line 4",
+               "empty answer");
+}
+END_TEST
+
+START_TEST(test_bad_input_counts) {
+    char dir[64], path[4096];
+    tmpdir(dir, sizeof dir);
+    write_text(dir, "mixed.jsonl",
+               GOOD_GEN "{oops\n" GOOD_GEN "{\"text\": [\"p\", \"a\"], \"task\": \"X\"}\n{\"text\": [\"p\", \"\"], "
+                        "\"task\": \"Sentiment_Analysis\"}\n{bad\n",
+               path, sizeof path);
+    Dataset d;
+    memset(&d, 0, sizeof d);
+    ck_assert_int_eq(dataset_load_file(&d, path, 0), -1);
+    ck_assert_ptr_nonnull(strstr(rf_last_error(), "line 2"));
+    dataset_free(&d);
+    memset(&d, 0, sizeof d);
+    ck_assert_int_eq(dataset_load_file(&d, path, 1), 0);
+    ck_assert_int_eq((int)d.pool[TASK_SA].n, 2);
+    ck_assert_int_eq(d.n_bad[BAD_JSON], 2);
+    ck_assert_int_eq(d.n_bad[BAD_TASK], 1);
+    ck_assert_int_eq(d.n_bad[BAD_EMPTY], 1);
+    ck_assert_int_eq(d.n_bad[BAD_UTF8], 0);
+    dataset_free(&d);
+    /* the caller's report line */
+    DataReader rd;
+    ck_assert_int_eq(data_open(&rd, path, 1), 0);
+    Record r;
+    while (data_next(&rd, &r) == 1) record_free(&r);
+    char out[512] = {0};
+    FILE *f = fmemopen(out, sizeof out - 1, "w");
+    data_report_skipped(&rd, f);
+    fclose(f);
+    ck_assert_msg(strstr(out, "skipped 4 bad records") && strstr(out, "2 bad JSON") && strstr(out, "1 unknown task") &&
+                      strstr(out, "1 empty answer"),
+                  "report: %s", out);
+    data_close(&rd);
+    /* a missing file and a broken JSON array */
+    ck_assert_int_eq(data_open(&rd, "/nonexistent/x.jsonl", 0), -1);
+    ck_assert_ptr_nonnull(strstr(rf_last_error(), "/nonexistent/x.jsonl"));
+    write_text(dir, "arr.json", "[{\"query\": [\"i\", \"q\"], \"pos\": [[\"i\", \"p\"]], \"neg\": [], \"task\": \"Emb_item\"},\n"
+               " {\"query\": [\"i\", \"q\"], \"pos\": [[\"i\", [\"p\", 3]]], \"neg\": [], \"task\": \"Emb_item\"}]\n",
+               path, sizeof path);
+    ck_assert_int_eq(data_open(&rd, path, 0), 0);
+    ck_assert_int_eq(data_next(&rd, &r), 1);
+    record_free(&r);
+    ck_assert_int_eq(data_next(&rd, &r), -1);
+    ck_assert_ptr_nonnull(strstr(rf_last_error(), "element 2"));
+    data_close(&rd);
+    write_text(dir, "arr2.json", "[\n{\"query\": \"\xff\"}]", path, sizeof path);
+    ck_assert_int_eq(data_open(&rd, path, 0), -1);
+    ck_assert_ptr_nonnull(strstr(rf_last_error(), "line 2"));
+    rm_tree(dir);
+}
+END_TEST
+
+/* ------------------------------------------------------------ shuffling */
+
+START_TEST(test_shuffle) {
+    /* Reference: a Python transcription of splitmix64 (model.c), rejection
+     * sampling below n, and Fisher-Yates from the top:
+     *   r = seed 42; idx = list(range(10))
+     *   for i in range(10, 1, -1): j = below(i); idx[i-1], idx[j] = idx[j], idx[i-1]
+     * gives the first epoch, and the same loop again (continuing the stream
+     * on the shuffled list) the second. */
+    static const size_t e1[10] = {0, 9, 5, 8, 6, 4, 7, 2, 1, 3};
+    static const size_t e2[10] = {0, 3, 8, 5, 4, 2, 9, 7, 1, 6};
+    PoolIter it;
+    ck_assert_int_eq(pool_iter_init(&it, 10, 42), 0);
+    for (int i = 0; i < 10; i++) ck_assert_uint_eq(pool_iter_next(&it), e1[i]);
+    ck_assert_int_eq(it.epoch, 0);
+    for (int i = 0; i < 10; i++) ck_assert_uint_eq(pool_iter_next(&it), e2[i]);
+    ck_assert_int_eq(it.epoch, 1);
+    pool_iter_free(&it);
+    /* without replacement: each epoch of a bigger pool is a permutation */
+    ck_assert_int_eq(pool_iter_init(&it, 1000, 7), 0);
+    for (int ep = 0; ep < 3; ep++) {
+        char seen[1000] = {0};
+        for (int i = 0; i < 1000; i++) {
+            size_t k = pool_iter_next(&it);
+            ck_assert_uint_lt(k, 1000);
+            ck_assert_int_eq(seen[k], 0);
+            seen[k] = 1;
+        }
+    }
+    pool_iter_free(&it);
+    /* rng_below stays in range and is roughly uniform */
+    Rng r;
+    rng_seed(&r, 1);
+    int cnt[3] = {0};
+    for (int i = 0; i < 30000; i++) cnt[rng_below(&r, 3)]++;
+    for (int k = 0; k < 3; k++) ck_assert_int_gt(cnt[k], 9500);
+    ck_assert_int_eq((int)rng_below(&r, 1), 0);
+}
+END_TEST
+
+
+/* ------------------------------------------------------------ synth */
+
+static int run_synth(const char *out, const char *seed) {
+    char *argv[] = {"synth", "--out", (char *)out, "--seed", (char *)seed, NULL};
+    return synth_main(5, argv);
+}
+
+static int files_equal(const char *a, const char *b) {
+    char *x, *y;
+    size_t nx, ny;
+    ck_assert_int_eq(rf_read_file(a, &x, &nx), 0);
+    ck_assert_int_eq(rf_read_file(b, &y, &ny), 0);
+    int eq = nx == ny && !memcmp(x, y, nx);
+    free(x);
+    free(y);
+    return eq;
+}
+
+static const char *SYN_FILES[7] = {"Embedding_dataset_train.jsonl", "Embedding_dataset_eval.jsonl",
+                                   "Embedding_dataset_test.jsonl", "Generative_dataset_train.jsonl",
+                                   "Generative_dataset_eval.jsonl", "Generative_dataset_test.jsonl",
+                                   "item_embedding_test.json"};
+
+START_TEST(test_synth_deterministic) {
+    char d1[64], d2[64], d3[64], a[4096], b[4096];
+    tmpdir(d1, sizeof d1);
+    tmpdir(d2, sizeof d2);
+    tmpdir(d3, sizeof d3);
+    ck_assert_msg(run_synth(d1, "7") == 0, "%s", rf_last_error());
+    ck_assert_msg(run_synth(d2, "7") == 0, "%s", rf_last_error());
+    ck_assert_msg(run_synth(d3, "8") == 0, "%s", rf_last_error());
+    for (int f = 0; f < 7; f++) {
+        snprintf(a, sizeof a, "%s/%s", d1, SYN_FILES[f]);
+        snprintf(b, sizeof b, "%s/%s", d2, SYN_FILES[f]);
+        ck_assert_msg(files_equal(a, b), "%s differs between two runs with seed 7", SYN_FILES[f]);
+        snprintf(b, sizeof b, "%s/%s", d3, SYN_FILES[f]);
+        ck_assert_msg(!files_equal(a, b), "%s is the same for seeds 7 and 8", SYN_FILES[f]);
+    }
+    /* no temp files are left behind */
+    DIR *dd = opendir(d1);
+    struct dirent *e;
+    int n = 0;
+    while ((e = readdir(dd))) n += e->d_name[0] != '.';
+    closedir(dd);
+    ck_assert_int_eq(n, 7);
+    rm_tree(d1);
+    rm_tree(d2);
+    rm_tree(d3);
+    /* bad options */
+    char *bad1[] = {"synth", "--scale", "0", "--out", "/tmp/x", NULL};
+    ck_assert_int_eq(synth_main(5, bad1), -1);
+    char *bad2[] = {"synth", "--scale", "0.01", NULL};
+    ck_assert_int_eq(synth_main(3, bad2), -1);
+    ck_assert_ptr_nonnull(strstr(rf_last_error(), "--out"));
+}
+END_TEST
+
+/* Every file parses; every task has records in every split; classification
+ * labels are balanced; answers are learnable-looking. */
+START_TEST(test_synth_content) {
+    char dir[64], path[4096];
+    tmpdir(dir, sizeof dir);
+    ck_assert_msg(run_synth(dir, "42") == 0, "%s", rf_last_error());
+    for (int s = 0; s < 3; s++) {
+        Dataset d;
+        memset(&d, 0, sizeof d);
+        ck_assert_msg(dataset_load_split(&d, dir, SPLIT_NAMES[s], 0) == 0, "%s", rf_last_error());
+        for (int t = 0; t < N_TASKS; t++) {
+            long want = (long)floor(TASKS[t].size[s] * 0.01 + 0.5);
+            if (want < 10) want = 10;
+            ck_assert_msg((long)d.pool[t].n == want, "%s %s: %zu records, want %ld", TASKS[t].short_name,
+                          SPLIT_NAMES[s], d.pool[t].n, want);
+        }
+        if (s == 0) {
+            /* label counts of the training split */
+            const int bin[2] = {TASK_PM, TASK_AP};
+            for (int k = 0; k < 2; k++) {
+                const Pool *p = &d.pool[bin[k]];
+                size_t yes = 0;
+                for (size_t i = 0; i < p->n; i++) {
+                    const char *a = p->recs[i].turns[1];
+                    ck_assert_msg(!strcmp(a, "yes") || !strcmp(a, "no"), "%s answer '%s'", TASKS[bin[k]].short_name, a);
+                    yes += !strcmp(a, "yes");
+                }
+                ck_assert_msg(yes <= 0.6 * p->n && yes >= 0.4 * p->n, "%s: %zu yes of %zu", TASKS[bin[k]].short_name,
+                              yes, p->n);
+            }
+            const int five[2] = {TASK_SA, TASK_PRP};
+            for (int k = 0; k < 2; k++) {
+                const Pool *p = &d.pool[five[k]];
+                size_t cnt[5] = {0};
+                for (size_t i = 0; i < p->n; i++) {
+                    int c = p->recs[i].turns[1][0] - 'A';
+                    ck_assert_msg(c >= 0 && c < 5, "%s answer '%s'", TASKS[five[k]].short_name, p->recs[i].turns[1]);
+                    cnt[c]++;
+                }
+                for (int c = 0; c < 5; c++)
+                    ck_assert_msg(cnt[c] > 0 && cnt[c] <= 0.4 * p->n, "%s: letter %c %zu of %zu",
+                                  TASKS[five[k]].short_name, 'A' + c, cnt[c], p->n);
+            }
+            const Pool *p = &d.pool[TASK_SR];
+            size_t cnt[20] = {0}, maxc = 0;
+            int letters = 0;
+            for (size_t i = 0; i < p->n; i++) {
+                const char *a = p->recs[i].turns[1];
+                ck_assert_msg(strlen(a) == 1 && a[0] >= 'A' && a[0] <= 'T', "SR answer '%s'", a);
+                /* the answer letter is one of the 20 options of the prompt */
+                char opt[8];
+                snprintf(opt, sizeof opt, "\n%c: ", a[0]);
+                ck_assert_ptr_nonnull(strstr(p->recs[i].turns[0], opt));
+                cnt[a[0] - 'A']++;
+            }
+            for (int c = 0; c < 20; c++) letters += cnt[c] > 0, maxc = cnt[c] > maxc ? cnt[c] : maxc;
+            ck_assert_int_ge(letters, 18);
+            ck_assert_uint_le(maxc, p->n / 5);
+            /* AVE answers are JSON lists of {attribute, value, source} */
+            p = &d.pool[TASK_AVE];
+            for (size_t i = 0; i < p->n; i++) {
+                Json v;
+                const char *a = p->recs[i].turns[1];
+                ck_assert_msg(json_parse(&v, a, strlen(a), "ave") == 0, "%s", rf_last_error());
+                ck_assert_int_eq(v.type, JSON_ARRAY);
+                ck_assert_uint_ge(v.count, 1);
+                for (size_t k = 0; k < v.count; k++) {
+                    const Json *val = json_get(&v.items[k], "value");
+                    ck_assert_ptr_nonnull(json_get(&v.items[k], "attribute"));
+                    ck_assert_ptr_nonnull(json_get(&v.items[k], "source"));
+                    ck_assert_ptr_nonnull(val);
+                    /* the value occurs in the product text (case-insensitively: titles capitalise) */
+                    char low[4096];
+                    size_t n = strlen(p->recs[i].turns[0]);
+                    if (n >= sizeof low) n = sizeof low - 1;
+                    for (size_t j = 0; j < n; j++) low[j] = (char)tolower((unsigned char)p->recs[i].turns[0][j]);
+                    low[n] = 0;
+                    ck_assert_ptr_nonnull(strstr(low, val->string));
+                }
+                json_free(&v);
+            }
+            /* every embedding record has a positive different from its negative */
+            for (int t = 0; t < 3; t++)
+                for (size_t i = 0; i < d.pool[t].n; i++) {
+                    const Record *r = &d.pool[t].recs[i];
+                    ck_assert_int_ge(r->n_pos, 1);
+                    ck_assert_int_ge(r->n_neg, 1);
+                    ck_assert_str_ne(r->pos[0].texts[0], r->neg[0].texts[0]);
+                }
+        }
+        dataset_free(&d);
+    }
+    /* item_embedding_test.json: list positives and five negatives */
+    snprintf(path, sizeof path, "%s/item_embedding_test.json", dir);
+    Dataset d;
+    memset(&d, 0, sizeof d);
+    ck_assert_msg(dataset_load_file(&d, path, 0) == 0, "%s", rf_last_error());
+    ck_assert_uint_eq(d.pool[TASK_I2I].n, 48);
+    for (size_t i = 0; i < d.pool[TASK_I2I].n; i++) {
+        const Record *r = &d.pool[TASK_I2I].recs[i];
+        ck_assert_int_eq(r->pos[0].is_list, 1);
+        ck_assert_int_eq(r->neg[0].is_list, 1);
+        ck_assert_int_eq(r->neg[0].n_texts, 5);
+    }
+    dataset_free(&d);
+    rm_tree(dir);
+}
+END_TEST
+
+/* ------------------------------------------------------------ build-data */
+
+START_TEST(test_build_data) {
+    char buf[4096], raw[4096], dir[64];
+    if (!shared_path("data/raw/README.md", buf, sizeof buf)) {
+        printf("test_build_data: skipped: %s not found (set RECFOUND_SHARED)\n", buf);
+        return;
+    }
+    snprintf(raw, sizeof raw, "%s", buf);
+    raw[strlen(raw) - strlen("/README.md")] = 0;
+    tmpdir(dir, sizeof dir);
+    char *argv[] = {"build-data", "--raw", raw, "--out", dir, NULL};
+    ck_assert_msg(build_data_main(5, argv) == 0, "%s", rf_last_error());
+    long n[N_TASKS] = {0};
+    for (int s = 0; s < 3; s++) {
+        Dataset d;
+        memset(&d, 0, sizeof d);
+        /* strict reading: every record the builder wrote is valid */
+        ck_assert_msg(dataset_load_split(&d, dir, SPLIT_NAMES[s], 0) == 0, "%s", rf_last_error());
+        for (int t = 0; t < N_TASKS; t++) n[t] += (long)d.pool[t].n;
+        dataset_free(&d);
+    }
+    /* what the README says each source can feed (counts from the files) */
+    ck_assert_int_gt(n[TASK_QR], 100);   /* MuDoCo news + weather dialogues needing a rewrite */
+    ck_assert_int_gt(n[TASK_PM], 1200);  /* 1,300 gold Amazon-Google matches, half kept as "yes" */
+    ck_assert_int_gt(n[TASK_Q2I], 400);  /* 485 ESCI exact rows */
+    ck_assert_int_gt(n[TASK_AG], 5000);  /* 7,407 AmazonQA questions */
+    ck_assert_int_gt(n[TASK_SR], 1000);  /* ml-100k users with >= 12 ratings + Amazon 2023 users */
+    ck_assert_int_gt(n[TASK_U2I], 1000);
+    ck_assert_int_gt(n[TASK_SA], 3000);  /* 5 reviews per Amazon 2023 user */
+    ck_assert_int_gt(n[TASK_UP], 900);
+    ck_assert_int_gt(n[TASK_IP], 500);
+    rm_tree(dir);
+}
+END_TEST
+
+Suite *data_suite(void) {
+    Suite *s = suite_create("data");
+    TCase *tc = tcase_create("tasks");
+    tcase_add_test(tc, test_task_table);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("records");
+    tcase_add_test(tc, test_roundtrip_embedding);
+    tcase_add_test(tc, test_roundtrip_generative);
+    tcase_add_test(tc, test_roundtrip_item_embedding_test);
+    tcase_add_test(tc, test_dataset_pools);
+    tcase_add_test(tc, test_bad_input);
+    tcase_add_test(tc, test_bad_input_counts);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("formats");
+    tcase_add_test(tc, test_formats);
+    tcase_add_test(tc, test_shuffle);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("synth");
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, test_synth_deterministic);
+    tcase_add_test(tc, test_synth_content);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("build-data");
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, test_build_data);
+    suite_add_tcase(s, tc);
+    return s;
+}

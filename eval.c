@@ -1,0 +1,2 @@
+/* eval.c */
+#include "recfound.h"

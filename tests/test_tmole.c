@@ -1,0 +1,293 @@
+/*
+ * test_tmole.c - the "tmole" suite: TMoLE (§4.2, eq. 1-2) on a tiny decoder.
+ *
+ * Finite differences (check_util.h) over every adapter tensor - each A_j, B_j,
+ * the router layers and the task-embedding table - in both passes, with and
+ * without dropout and with a hidden router layer; the mask of eq. (1) by hand;
+ * LoRA (N = 1, no router) against W0 + (alpha/r) B A folded into the backbone;
+ * and the save/load round trip.  A 2% error in the router's or an expert's
+ * backward fails the finite-difference checks.
+ */
+#include "check_util.h"
+#include "recfound.h"
+
+static void tiny_model(Model *m) {
+    Config cfg;
+    config_preset(&cfg, "tiny", 64);
+    cfg.hidden_size = 32; cfg.intermediate_size = 48; cfg.n_heads = 4; cfg.n_kv_heads = 2; cfg.head_dim = 8;
+    ck_assert_int_eq(model_alloc(m, &cfg), 0);
+    model_init_random(m, 7);
+    for (size_t i = 0; i < m->total; i++) m->params[i] *= 5.0f;  /* 0.1 std */
+    for (int i = 0; i < m->n_params; i++)
+        if (m->spec[i].ndim == 1)
+            for (size_t j = 0; j < m->spec[i].numel; j++) m->params[m->spec[i].offset + j] = 1.0f;
+}
+
+/* Adapters with B != 0 (B = 0 at init would make every other gradient vanish). */
+static void tiny_tmole(Tmole *t, const Model *m, const TmoleConfig *c) {
+    ck_assert_msg(tmole_alloc(t, c, &m->cfg) == 0, "%s", rf_last_error());
+    tmole_init(t, 11);
+    Rng r;
+    rng_seed(&r, 12);
+    for (int i = 0; i < t->n_sites; i++) {
+        const TmoleSite *s = &t->site[i];
+        if (!s->in) continue;
+        for (int j = 0; j < tmole_n_experts(c); j++)
+            for (int k = 0; k < s->out * c->rank; k++) t->params[s->B[j] + k] = 0.3f * rng_normal(&r);
+        /* Hidden router units biased to +-1, far from the ReLU's kink (|W e| ~ 0.1),
+         * so a finite difference never straddles it; half the units stay off. */
+        for (int h = 0; h < c->n_hidden; h++)
+            for (int k = 0; k < c->hidden[h]; k++) t->params[s->hb[h] + k] = k % 2 ? -1.0f : 1.0f;
+    }
+}
+
+static void small_config(TmoleConfig *c) {
+    tmole_config_default(c);
+    c->rank = 4;
+    c->alpha = 8;
+    c->task_dim = 8;
+}
+
+typedef struct {
+    Model *m;
+    Tmole *t;
+    Acts *a;
+    Batch b;
+    float *w, *probe, *emb, norms[8];
+    int from[8];
+    AttnMode mode;
+} Ctx;
+
+/* The generative branch's loss (causal, token CE) or an embedding objective
+ * <pooled embedding, probe> (bidirectional), as the two branches of §4.1 use them. */
+static double loss_f(void *p) {
+    Ctx *c = p;
+    model_forward(c->m, c->t, c->a, &c->b, c->mode);
+    if (c->mode == ATTN_CAUSAL) return model_lm_loss(c->m, c->a, &c->b, c->w, NULL, NULL, 0);
+    pool_forward(c->emb, c->norms, acts_hidden(c->a), &c->b, c->from, c->m->cfg.hidden_size);
+    return dotd(c->emb, c->probe, (size_t)c->b.B * c->m->cfg.hidden_size);
+}
+
+static void check_adapter_fd(const TmoleConfig *tc, AttnMode mode, uint64_t dropout_seed) {
+    Model m;
+    Tmole t;
+    tiny_model(&m);
+    tiny_tmole(&t, &m, tc);
+    int B = 3, T = 6, C = m.cfg.hidden_size, ids[18], len[3] = {6, 5, 3};
+    int tasks[3] = {mode == ATTN_CAUSAL ? TASK_SR : TASK_U2I, mode == ATTN_CAUSAL ? TASK_QR : TASK_I2I, TASK_PM};
+    for (int i = 0; i < 18; i++) ids[i] = (i * 29 + 3) % 64;
+    float w[18], probe[3 * 32], emb[3 * 32];
+    Ctx c = {&m, &t, acts_new(&m, B, T), {.B = B, .T = T, .ids = ids, .lengths = len, .tasks = tasks,
+             .dropout_seed = dropout_seed}, w, probe, emb, {0}, {1, 0, 1}, mode};
+    lm_weights_mean(w, &c.b);
+    fill_normal(probe, (size_t)B * C, 1.0f, 5);
+    float *g = calloc(t.total, sizeof(float));
+    loss_f(&c);
+    if (mode == ATTN_CAUSAL) {
+        model_lm_loss(&m, c.a, &c.b, w, NULL, NULL, 1);
+    } else {
+        pool_backward(acts_dhidden(c.a), probe, emb, c.norms, &c.b, c.from, C);
+    }
+    model_backward(&m, &t, c.a, &c.b, mode, NULL, g);
+    int checked = 0;
+    for (int i = 0; i < t.n_params; i++) {
+        double gn = sqrt(dotd(g + t.spec[i].offset, g + t.spec[i].offset, t.spec[i].numel));
+        if (gn == 0) continue;  /* masked experts: checked separately to be exactly zero */
+        checked++;
+        assert_fd(loss_f, &c, t.params + t.spec[i].offset, t.spec[i].numel, g + t.spec[i].offset, t.spec[i].name);
+    }
+    ck_assert_int_gt(checked, 0);
+    /* The experts closed in this pass get no gradient at all. */
+    const TmoleSite *s = tmole_site(&t, 0, PROJ_Q);
+    int closed = mode == ATTN_CAUSAL ? 0 : tc->n_emb + tc->n_shared;
+    int n_closed = mode == ATTN_CAUSAL ? tc->n_emb : tc->n_gen;
+    for (int j = closed; j < closed + n_closed; j++)
+        for (int k = 0; k < tc->rank * s->in; k++) ck_assert_float_eq(g[s->A[j] + k], 0.0f);
+    free(g);
+    acts_free(c.a);
+    tmole_free(&t);
+    model_free(&m);
+}
+
+START_TEST(test_fd_generative_pass) {
+    TmoleConfig c;
+    small_config(&c);
+    check_adapter_fd(&c, ATTN_CAUSAL, 0);
+}
+END_TEST
+
+START_TEST(test_fd_embedding_pass) {
+    TmoleConfig c;
+    small_config(&c);
+    check_adapter_fd(&c, ATTN_BIDIRECTIONAL, 0);
+}
+END_TEST
+
+START_TEST(test_fd_dropout_and_hidden_router) {
+    TmoleConfig c;
+    small_config(&c);
+    c.n_hidden = 1;
+    c.hidden[0] = 5;
+    c.dropout = 0.25f;
+    check_adapter_fd(&c, ATTN_CAUSAL, 99);
+    check_adapter_fd(&c, ATTN_BIDIRECTIONAL, 77);
+}
+END_TEST
+
+START_TEST(test_fd_lora_and_code_split) {
+    TmoleConfig c;
+    small_config(&c);
+    tmole_config_lora(&c);
+    c.rank = 4;
+    c.alpha = 8;
+    check_adapter_fd(&c, ATTN_CAUSAL, 0);
+    small_config(&c);
+    c.n_emb = 3; c.n_shared = 0; c.n_gen = 3;  /* the split the authors' code effectively runs */
+    check_adapter_fd(&c, ATTN_BIDIRECTIONAL, 0);
+}
+END_TEST
+
+/* eq. (1) by hand: a router with zero weight and bias (1, 2, 3, 4, 5, 6) over
+ * groups 2/2/2.  Generative pass: experts 0, 1 masked, softmax over logits 3..6:
+ * v_j = e^(j+1) / (e^3 + e^4 + e^5 + e^6).  Embedding pass: experts 4, 5 masked. */
+START_TEST(test_route_mask_by_hand) {
+    Model m;
+    Tmole t;
+    TmoleConfig c;
+    small_config(&c);
+    tiny_model(&m);
+    ck_assert_int_eq(tmole_alloc(&t, &c, &m.cfg), 0);
+    const TmoleSite *s = tmole_site(&t, 1, PROJ_O);
+    for (int j = 0; j < 6; j++) t.params[s->hb[0] + j] = (float)(j + 1);
+    float v[6];
+    double zg = exp(3) + exp(4) + exp(5) + exp(6), ze = exp(1) + exp(2) + exp(3) + exp(4);
+    tmole_route(&t, s, TASK_SA, ATTN_CAUSAL, v);
+    ck_assert_float_eq(v[0], 0.0f);
+    ck_assert_float_eq(v[1], 0.0f);
+    for (int j = 2; j < 6; j++) ck_assert_float_eq_tol(v[j], exp(j + 1) / zg, 1e-6);
+    tmole_route(&t, s, TASK_U2I, ATTN_BIDIRECTIONAL, v);
+    for (int j = 0; j < 4; j++) ck_assert_float_eq_tol(v[j], exp(j + 1) / ze, 1e-6);
+    ck_assert_float_eq(v[4], 0.0f);
+    ck_assert_float_eq(v[5], 0.0f);
+    tmole_free(&t);
+    model_free(&m);
+}
+END_TEST
+
+/* B = 0 at initialisation: the adapted model is exactly the backbone. */
+START_TEST(test_init_is_identity) {
+    Model m;
+    Tmole t;
+    TmoleConfig c;
+    small_config(&c);
+    tiny_model(&m);
+    ck_assert_int_eq(tmole_alloc(&t, &c, &m.cfg), 0);
+    tmole_init(&t, 3);
+    int ids[8] = {1, 5, 9, 13, 17, 21, 25, 29}, len[2] = {4, 3}, tasks[2] = {TASK_AG, TASK_QR};
+    Batch b = {.B = 2, .T = 4, .ids = ids, .lengths = len, .tasks = tasks};
+    Acts *a = acts_new(&m, 2, 4);
+    size_t n = 8 * m.cfg.hidden_size;
+    float *h = malloc(n * 4);
+    model_forward(&m, NULL, a, &b, ATTN_CAUSAL);
+    memcpy(h, acts_hidden(a), n * 4);
+    model_forward(&m, &t, a, &b, ATTN_CAUSAL);
+    for (size_t i = 0; i < n; i++) ck_assert_float_eq(acts_hidden(a)[i], h[i]);
+    free(h);
+    acts_free(a);
+    tmole_free(&t);
+    model_free(&m);
+}
+END_TEST
+
+/* Folding one task's mixture into the backbone (W0 + sum_j v_j (alpha/r) B_j A_j)
+ * gives the same hidden states as running the adapters; with N = 1 and no router
+ * this is plain LoRA. */
+static void check_fold(TmoleConfig *c, AttnMode mode) {
+    Model m, folded;
+    Tmole t;
+    tiny_model(&m);
+    tiny_tmole(&t, &m, c);
+    tiny_model(&folded);
+    int task = mode == ATTN_CAUSAL ? TASK_PRP : TASK_Q2I;
+    for (int l = 0; l < m.cfg.n_layers; l++)
+        for (int p = 0; p < N_PROJ; p++) {
+            const TmoleSite *s = tmole_site(&t, l, p);
+            if (s) tmole_fold(&t, s, task, mode, folded.layer[l * P_PER_LAYER + P_Q + p]);
+        }
+    int ids[10] = {2, 4, 6, 8, 10, 12, 14, 16, 18, 20}, len[2] = {5, 4}, tasks[2] = {task, task};
+    Batch b = {.B = 2, .T = 5, .ids = ids, .lengths = len, .tasks = tasks};
+    Acts *a1 = acts_new(&m, 2, 5), *a2 = acts_new(&m, 2, 5);
+    model_forward(&m, &t, a1, &b, mode);
+    model_forward(&folded, NULL, a2, &b, mode);
+    for (int r = 0; r < 2; r++)
+        assert_allclose(acts_hidden(a1) + r * 5 * 32, acts_hidden(a2) + r * 5 * 32, (size_t)len[r] * 32, 1e-4, 1e-5,
+                        "adapters vs folded weights");
+    acts_free(a1);
+    acts_free(a2);
+    tmole_free(&t);
+    model_free(&m);
+    model_free(&folded);
+}
+
+START_TEST(test_fold_equals_adapters) {
+    TmoleConfig c;
+    small_config(&c);
+    check_fold(&c, ATTN_CAUSAL);
+    check_fold(&c, ATTN_BIDIRECTIONAL);
+    tmole_config_lora(&c);
+    c.rank = 4;
+    check_fold(&c, ATTN_CAUSAL);
+}
+END_TEST
+
+START_TEST(test_save_load_round_trip) {
+    Model m;
+    Tmole t, u;
+    TmoleConfig c;
+    small_config(&c);
+    c.n_hidden = 1;
+    c.hidden[0] = 3;
+    c.targets = (1 << PROJ_Q) | (1 << PROJ_V);
+    tiny_model(&m);
+    tiny_tmole(&t, &m, &c);
+    char dir[] = "/tmp/rftmoleXXXXXX", cmd[64];
+    ck_assert(mkdtemp(dir) != NULL);
+    ck_assert_msg(tmole_save(&t, dir) == 0, "%s", rf_last_error());
+    ck_assert_msg(tmole_load(&u, dir, &m.cfg) == 0, "%s", rf_last_error());
+    ck_assert_int_eq(u.total, t.total);
+    ck_assert_int_eq(u.cfg.targets, c.targets);
+    ck_assert_int_eq(u.cfg.hidden[0], 3);
+    ck_assert(memcmp(u.params, t.params, t.total * sizeof(float)) == 0);
+    ck_assert_str_eq(t.spec[0].name, "base_model.model.model.layers.0.self_attn.q_proj.lora_A.0.weight");
+    ck_assert_str_eq(t.spec[t.n_params - 1].name, "task_embedding.weight");
+    tmole_free(&u);
+    /* a model of another width does not fit these adapters */
+    Config other = m.cfg;
+    other.hidden_size = 48;
+    other.head_dim = 12;
+    ck_assert_int_ne(tmole_load(&u, dir, &other), 0);
+    ck_assert_msg(strstr(rf_last_error(), "shape") != NULL, "%s", rf_last_error());
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+    tmole_free(&t);
+    model_free(&m);
+}
+END_TEST
+
+Suite *tmole_suite(void) {
+    Suite *s = suite_create("tmole");
+    TCase *fd = tcase_create("finite_differences");
+    tcase_set_timeout(fd, 120);
+    tcase_add_test(fd, test_fd_generative_pass);
+    tcase_add_test(fd, test_fd_embedding_pass);
+    tcase_add_test(fd, test_fd_dropout_and_hidden_router);
+    tcase_add_test(fd, test_fd_lora_and_code_split);
+    suite_add_tcase(s, fd);
+    TCase *by_hand = tcase_create("routing_and_folding");
+    tcase_add_test(by_hand, test_route_mask_by_hand);
+    tcase_add_test(by_hand, test_init_is_identity);
+    tcase_add_test(by_hand, test_fold_equals_adapters);
+    tcase_add_test(by_hand, test_save_load_round_trip);
+    suite_add_tcase(s, by_hand);
+    return s;
+}

@@ -1,0 +1,570 @@
+/*
+ * tmole.c - Task-wise Mixture of Low-rank Experts (TMoLE), paper §4.2.
+ *
+ * Each adapted projection W0 (q, k, v, o of every layer by default) gets N LoRA
+ * experts and a task-wise router:
+ *
+ *   v_i = Softmax(Mask(MLP(e_i)))                                  eq. (1)
+ *   o   = W0 x + sum_j v_ij (alpha / r) B_j A_j dropout_j(x)       eq. (2)
+ *
+ * e_i is row i of a learnable task-embedding table; routing is per sample (the
+ * same for all of its tokens) and depends only on the task and the pass, so it
+ * is computed once per task and pass.  The experts come in three groups,
+ * embedding | shared | generative; Mask puts -inf on the generative experts in
+ * the embedding (bidirectional) pass and on the embedding experts in the
+ * generative (causal) pass.  The paper writes A_j B_j with A in R^{d x r}; here,
+ * as in PEFT and the authors' code, A_j is [r, in] and B_j is [out, r], so the
+ * term is B_j A_j x.
+ *
+ * Dropout masks are not stored: each element's keep/drop decision is a hash of
+ * (the pass's seed, site, expert, position), recomputed in backward.
+ */
+#include "recfound.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TMOLE_MAX_WIDTH 4096  /* widest router layer (task embedding or hidden) */
+
+static const char *PROJ_NAMES[N_PROJ] = {"q_proj", "k_proj", "v_proj", "o_proj"};
+
+void tmole_config_default(TmoleConfig *c) {
+    memset(c, 0, sizeof *c);
+    c->n_emb = 2; c->n_shared = 2; c->n_gen = 2;   /* §5.1: E = 2, S = 2, G = 2 */
+    c->rank = 16;
+    c->alpha = 64.0f;
+    c->dropout = 0.1f;
+    c->task_dim = 512;
+    c->router = 1;
+    c->targets = (1 << PROJ_Q) | (1 << PROJ_K) | (1 << PROJ_V) | (1 << PROJ_O);
+}
+
+void tmole_config_lora(TmoleConfig *c) {
+    tmole_config_default(c);
+    c->n_emb = 0; c->n_shared = 1; c->n_gen = 0;
+    c->router = 0;
+}
+
+int tmole_n_experts(const TmoleConfig *c) { return c->n_emb + c->n_shared + c->n_gen; }
+
+/* ------------------------------------------------------ parameter table */
+
+static size_t add_param(Tmole *t, const char *name, int rows, int cols) {
+    ParamSpec *p = &t->spec[t->n_params++];
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->ndim = cols ? 2 : 1;
+    p->shape[0] = rows;
+    p->shape[1] = cols;
+    p->numel = (size_t)rows * (cols ? cols : 1);
+    p->offset = t->total;
+    t->total += p->numel;
+    return p->offset;
+}
+
+int tmole_alloc(Tmole *t, const TmoleConfig *c, const Config *mc) {
+    memset(t, 0, sizeof *t);
+    t->cfg = *c;
+    int N = tmole_n_experts(c);
+    if (N < 1 || N > TMOLE_MAX_EXPERTS || c->n_emb < 0 || c->n_shared < 0 || c->n_gen < 0)
+        return rf_error("TMoLE: expert split %d/%d/%d must give 1 to %d experts", c->n_emb, c->n_shared, c->n_gen,
+                        TMOLE_MAX_EXPERTS);
+    if (c->rank < 1) return rf_error("TMoLE: rank must be positive, got %d", c->rank);
+    if (c->router && c->task_dim < 1) return rf_error("TMoLE: task-embedding size must be positive");
+    if (c->router && c->task_dim > TMOLE_MAX_WIDTH)
+        return rf_error("TMoLE: task-embedding size %d is above %d", c->task_dim, TMOLE_MAX_WIDTH);
+    if (c->n_hidden < 0 || c->n_hidden > TMOLE_MAX_HIDDEN)
+        return rf_error("TMoLE: at most %d router hidden layers", TMOLE_MAX_HIDDEN);
+    if (!(c->dropout >= 0 && c->dropout < 1)) return rf_error("TMoLE: dropout must be in [0, 1)");
+    t->n_layers = mc->n_layers;
+    t->n_sites = mc->n_layers * N_PROJ;
+    t->site = calloc(t->n_sites, sizeof *t->site);
+    size_t per_site = 2 * N + 2 * (c->n_hidden + 1);
+    t->spec = calloc((size_t)t->n_sites * per_site + 1, sizeof *t->spec);
+    if (!t->site || !t->spec) return rf_error("TMoLE: out of memory");
+    int qd = mc->n_heads * mc->head_dim, kvd = mc->n_kv_heads * mc->head_dim, C = mc->hidden_size;
+    int ins[N_PROJ] = {C, C, C, qd}, outs[N_PROJ] = {qd, kvd, kvd, C};
+    char name[80];
+    for (int l = 0; l < mc->n_layers; l++)
+        for (int p = 0; p < N_PROJ; p++) {
+            if (!(c->targets & (1 << p))) continue;
+            TmoleSite *s = &t->site[l * N_PROJ + p];
+            s->layer = l; s->proj = p; s->in = ins[p]; s->out = outs[p];
+            const char *pre = "base_model.model.model.layers";
+            for (int j = 0; j < N; j++) {
+                snprintf(name, sizeof name, "%s.%d.self_attn.%s.lora_A.%d.weight", pre, l, PROJ_NAMES[p], j);
+                s->A[j] = add_param(t, name, c->rank, s->in);
+            }
+            for (int j = 0; j < N; j++) {
+                snprintf(name, sizeof name, "%s.%d.self_attn.%s.lora_B.%d.weight", pre, l, PROJ_NAMES[p], j);
+                s->B[j] = add_param(t, name, s->out, c->rank);
+            }
+            if (!c->router) continue;
+            int width = c->task_dim;
+            for (int h = 0; h <= c->n_hidden; h++) {
+                int rows = h < c->n_hidden ? c->hidden[h] : N;
+                if (rows < 1 || rows > TMOLE_MAX_WIDTH)
+                    return rf_error("TMoLE: router hidden layer %d has width %d (1 to %d)", h, rows, TMOLE_MAX_WIDTH);
+                if (h < c->n_hidden)
+                    snprintf(name, sizeof name, "%s.%d.self_attn.%s.lora_route.hidden.%d.weight", pre, l, PROJ_NAMES[p], h);
+                else
+                    snprintf(name, sizeof name, "%s.%d.self_attn.%s.lora_route.weight", pre, l, PROJ_NAMES[p]);
+                s->hw[h] = add_param(t, name, rows, width);
+                if (h < c->n_hidden)
+                    snprintf(name, sizeof name, "%s.%d.self_attn.%s.lora_route.hidden.%d.bias", pre, l, PROJ_NAMES[p], h);
+                else
+                    snprintf(name, sizeof name, "%s.%d.self_attn.%s.lora_route.bias", pre, l, PROJ_NAMES[p]);
+                s->hb[h] = add_param(t, name, rows, 0);
+                width = rows;
+            }
+        }
+    if (c->router) t->task_emb = add_param(t, "task_embedding.weight", TMOLE_TASK_ROWS, c->task_dim);
+    t->params = calloc(t->total ? t->total : 1, sizeof(float));
+    if (!t->params) return rf_error("TMoLE: out of memory for %zu adapter parameters", t->total);
+    return 0;
+}
+
+void tmole_free(Tmole *t) {
+    free(t->site);
+    free(t->spec);
+    free(t->params);
+    memset(t, 0, sizeof *t);
+}
+
+const TmoleSite *tmole_site(const Tmole *t, int layer, int proj) {
+    if (!t || !(t->cfg.targets & (1 << proj))) return NULL;
+    return &t->site[layer * N_PROJ + proj];
+}
+
+static void fill_uniform(float *x, size_t n, float bound, Rng *r) {
+    for (size_t i = 0; i < n; i++) x[i] = bound * (2.0f * rng_uniform(r) - 1.0f);
+}
+
+void tmole_init(Tmole *t, uint64_t seed) {
+    const TmoleConfig *c = &t->cfg;
+    int N = tmole_n_experts(c);
+    Rng r;
+    rng_seed(&r, seed);
+    memset(t->params, 0, t->total * sizeof(float));  /* B_j = 0: the adapted model starts as the backbone */
+    for (int i = 0; i < t->n_sites; i++) {
+        TmoleSite *s = &t->site[i];
+        if (!s->in) continue;
+        for (int j = 0; j < N; j++)  /* kaiming_uniform(a = sqrt 5): U(-1/sqrt(in), 1/sqrt(in)) */
+            fill_uniform(t->params + s->A[j], (size_t)c->rank * s->in, 1.0f / sqrtf((float)s->in), &r);
+        if (!c->router) continue;
+        int width = c->task_dim;
+        for (int h = 0; h <= c->n_hidden; h++) {
+            int rows = h < c->n_hidden ? c->hidden[h] : N;
+            float *w = t->params + s->hw[h];
+            if (h == c->n_hidden)  /* the authors' router: weight N(0, 1) */
+                for (size_t k = 0; k < (size_t)rows * width; k++) w[k] = rng_normal(&r);
+            else                   /* hidden layers: PyTorch's Linear default */
+                fill_uniform(w, (size_t)rows * width, 1.0f / sqrtf((float)width), &r);
+            fill_uniform(t->params + s->hb[h], rows, 1.0f / sqrtf((float)width), &r);
+            width = rows;
+        }
+    }
+    if (c->router) {  /* xavier_normal: std = sqrt(2 / (fan_in + fan_out)) */
+        float sd = sqrtf(2.0f / (TMOLE_TASK_ROWS + c->task_dim));
+        float *e = t->params + t->task_emb;
+        for (size_t k = 0; k < (size_t)TMOLE_TASK_ROWS * c->task_dim; k++) e[k] = sd * rng_normal(&r);
+    }
+}
+
+/* ------------------------------------------------------------- routing */
+
+/* Is expert j open in this pass?  Groups: [0, n_emb) embedding, then shared, then generative. */
+static int expert_open(const TmoleConfig *c, int j, AttnMode pass) {
+    if (j < c->n_emb) return pass == ATTN_BIDIRECTIONAL;
+    if (j < c->n_emb + c->n_shared) return 1;
+    return pass == ATTN_CAUSAL;
+}
+
+/* The router MLP on task row `task`: hidden layers with ReLU, then N logits.
+ * pre/post, when given, keep each layer's pre- and post-activation for backward. */
+static void router_logits(const Tmole *t, const TmoleSite *s, int task, float *z, float *pre, float *post) {
+    const TmoleConfig *c = &t->cfg;
+    int N = tmole_n_experts(c), width = c->task_dim;
+    float buf[2][TMOLE_MAX_WIDTH];
+    const float *in = t->params + t->task_emb + (size_t)task * c->task_dim;
+    for (int h = 0; h <= c->n_hidden; h++) {
+        int rows = h < c->n_hidden ? c->hidden[h] : N;
+        const float *W = t->params + s->hw[h], *bias = t->params + s->hb[h];
+        float *out = h == c->n_hidden ? z : buf[h & 1];
+        for (int o = 0; o < rows; o++) {
+            double acc = bias[o];
+            for (int k = 0; k < width; k++) acc += (double)W[(size_t)o * width + k] * in[k];
+            out[o] = (float)acc;
+        }
+        if (h < c->n_hidden) {
+            if (pre) memcpy(pre + h * TMOLE_MAX_WIDTH, out, rows * sizeof(float));
+            for (int o = 0; o < rows; o++) out[o] = out[o] > 0 ? out[o] : 0;  /* ReLU */
+            if (post) memcpy(post + h * TMOLE_MAX_WIDTH, out, rows * sizeof(float));
+        }
+        in = out;
+        width = rows;
+    }
+}
+
+void tmole_route(const Tmole *t, const TmoleSite *s, int task, AttnMode pass, float *v) {
+    const TmoleConfig *c = &t->cfg;
+    int N = tmole_n_experts(c);
+    float z[TMOLE_MAX_EXPERTS];
+    if (!c->router) {  /* no router: every open expert counts fully (plain LoRA when N = 1) */
+        for (int j = 0; j < N; j++) v[j] = expert_open(c, j, pass) ? 1.0f : 0.0f;
+        return;
+    }
+    router_logits(t, s, task, z, NULL, NULL);
+    float mx = -INFINITY;
+    for (int j = 0; j < N; j++)
+        if (expert_open(c, j, pass) && z[j] > mx) mx = z[j];
+    double sum = 0;
+    for (int j = 0; j < N; j++) {   /* Mask: -inf logits give exactly 0 after the softmax */
+        v[j] = expert_open(c, j, pass) ? expf(z[j] - mx) : 0.0f;
+        sum += v[j];
+    }
+    for (int j = 0; j < N; j++) v[j] = (float)(v[j] / sum);
+}
+
+/* --------------------------------------------------------- activations */
+
+struct TmoleActs {
+    int rows;         /* capacity in B*T rows */
+    int N, r, max_in;
+    float *U;         /* [n_sites][N][rows][r]: A_j dropout_j(x), kept for backward */
+    float *v;         /* [n_sites][14][N]: routing of this pass per task */
+    float *dv;        /* [n_sites][14][N]: d loss / d v, accumulated in backward */
+    float *xd, *G, *tmp; /* scratch [rows][max_in], [rows][r], [rows][max_in] */
+};
+
+TmoleActs *tmole_acts_new(const Tmole *t, int B, int T) {
+    TmoleActs *ta = calloc(1, sizeof *ta);
+    if (!ta) return NULL;
+    ta->rows = B * T;
+    ta->N = tmole_n_experts(&t->cfg);
+    ta->r = t->cfg.rank;
+    for (int i = 0; i < t->n_sites; i++)
+        if (t->site[i].in > ta->max_in) ta->max_in = t->site[i].in;
+    size_t rows = ta->rows, N = ta->N, r = ta->r, S = t->n_sites;
+    ta->U = calloc(S * N * rows * r, sizeof(float));
+    ta->v = calloc(S * TMOLE_TASK_ROWS * N, sizeof(float));
+    ta->dv = calloc(S * TMOLE_TASK_ROWS * N, sizeof(float));
+    ta->xd = calloc(rows * ta->max_in, sizeof(float));
+    ta->G = calloc(rows * r, sizeof(float));
+    ta->tmp = calloc(rows * ta->max_in, sizeof(float));
+    if (!ta->U || !ta->v || !ta->dv || !ta->xd || !ta->G || !ta->tmp) {
+        tmole_acts_free(ta);
+        rf_error("TMoLE: out of memory for adapter activations");
+        return NULL;
+    }
+    return ta;
+}
+
+void tmole_acts_free(TmoleActs *ta) {
+    if (!ta) return;
+    free(ta->U); free(ta->v); free(ta->dv); free(ta->xd); free(ta->G); free(ta->tmp);
+    free(ta);
+}
+
+/* Routing of every site for every task row in this pass, and cleared dv. */
+void tmole_acts_begin(TmoleActs *ta, const Tmole *t, const Batch *b, AttnMode pass) {
+    (void)b;
+    int N = ta->N;
+    for (int i = 0; i < t->n_sites; i++) {
+        if (!t->site[i].in) continue;
+        for (int k = 0; k < TMOLE_TASK_ROWS; k++) tmole_route(t, &t->site[i], k, pass, ta->v + ((size_t)i * TMOLE_TASK_ROWS + k) * N);
+    }
+    memset(ta->dv, 0, (size_t)t->n_sites * TMOLE_TASK_ROWS * N * sizeof(float));
+}
+
+static int site_index(const Tmole *t, const TmoleSite *s) { return (int)(s - t->site); }
+
+/* Keep/drop of element e of expert j at a site: a splitmix64 hash of
+ * (seed, site, expert, element), so backward can recompute it. */
+static inline int dropout_keep(uint64_t seed, int site, int j, size_t e, float p) {
+    uint64_t z = seed ^ ((uint64_t)site << 40) ^ ((uint64_t)j << 56) ^ (e * 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    return (float)(z >> 40) * (1.0f / 16777216.0f) >= p;
+}
+
+/* x after expert j's dropout (inverted dropout: kept values scaled by 1/(1-p)),
+ * or x itself when there is no dropout in this pass. */
+static const float *dropped_input(const Tmole *t, TmoleActs *ta, int si, int j, const float *x, int rows, int in,
+                                  const Batch *b) {
+    float p = t->cfg.dropout;
+    if (!b->dropout_seed || p == 0) return x;
+    float keep_scale = 1.0f / (1.0f - p);
+#pragma omp parallel for
+    for (int n = 0; n < rows; n++)
+        for (int i = 0; i < in; i++) {
+            size_t e = (size_t)n * in + i;
+            ta->xd[e] = dropout_keep(b->dropout_seed, si, j, e, p) ? x[e] * keep_scale : 0.0f;
+        }
+    return ta->xd;
+}
+
+/* Row n of the batch belongs to sample n / T, whose task picks the routing row. */
+static inline float route_of(const TmoleActs *ta, int si, const Batch *b, int n, int j) {
+    int task = b->tasks ? b->tasks[n / b->T] : 0;
+    return ta->v[((size_t)si * TMOLE_TASK_ROWS + task) * ta->N + j];
+}
+
+static int expert_used(const TmoleActs *ta, int si, const Batch *b, int j) {
+    for (int r = 0; r < b->B; r++)
+        if (route_of(ta, si, b, r * b->T, j) != 0) return 1;
+    return 0;
+}
+
+/* eq. (2): y += sum_j v_ij (alpha/r) B_j A_j dropout_j(x), one expert at a time:
+ * U_j = dropout_j(x) A_j^T, then y += (v (alpha/r) U_j) B_j^T. */
+void tmole_forward(const Tmole *t, TmoleActs *ta, const TmoleSite *s, float *y, const float *x,
+                   const Batch *b, AttnMode pass) {
+    (void)pass;
+    int si = site_index(t, s), rows = b->B * b->T, r = ta->r, N = ta->N;
+    float scaling = t->cfg.alpha / r;
+    for (int j = 0; j < N; j++) {
+        if (!expert_used(ta, si, b, j)) continue;   /* masked in this pass for every row */
+        float *U = ta->U + (((size_t)si * N + j) * ta->rows) * r;
+        const float *xin = dropped_input(t, ta, si, j, x, rows, s->in, b);
+        matmul_nt(U, xin, t->params + s->A[j], rows, s->in, r, 0);
+        for (int n = 0; n < rows; n++) {
+            float g = scaling * route_of(ta, si, b, n, j);
+            for (int q = 0; q < r; q++) ta->G[(size_t)n * r + q] = g * U[(size_t)n * r + q];
+        }
+        matmul_nt(y, ta->G, t->params + s->B[j], rows, r, s->out, 1);
+    }
+}
+
+/* With G_j = dy B_j and g_n = (alpha/r) v_{task(n), j}:
+ *   dv_{task, j} += (alpha/r) sum_n G_j[n] . U_j[n]
+ *   dB_j += dy^T (g U_j),   dA_j += (g G_j)^T dropout_j(x),   dx += dropout_j'((g G_j) A_j). */
+void tmole_backward(const Tmole *t, TmoleActs *ta, const TmoleSite *s, float *dx, float *grads,
+                    const float *dy, const float *x, const Batch *b, AttnMode pass) {
+    (void)pass;
+    int si = site_index(t, s), rows = b->B * b->T, r = ta->r, N = ta->N;
+    float scaling = t->cfg.alpha / r;
+    for (int j = 0; j < N; j++) {
+        if (!expert_used(ta, si, b, j)) continue;
+        const float *U = ta->U + (((size_t)si * N + j) * ta->rows) * r;
+        matmul_nn(ta->G, dy, t->params + s->B[j], rows, s->out, r, 0);  /* G = dy B_j */
+        for (int n = 0; n < rows; n++) {
+            double d = 0;
+            for (int q = 0; q < r; q++) d += (double)ta->G[(size_t)n * r + q] * U[(size_t)n * r + q];
+            int task = b->tasks ? b->tasks[n / b->T] : 0;
+            ta->dv[((size_t)si * TMOLE_TASK_ROWS + task) * N + j] += scaling * (float)d;
+        }
+        /* dB_j += dy^T (g U): build g U in tmp (rows x r) */
+        for (int n = 0; n < rows; n++) {
+            float g = scaling * route_of(ta, si, b, n, j);
+            for (int q = 0; q < r; q++) ta->tmp[(size_t)n * r + q] = g * U[(size_t)n * r + q];
+        }
+        matmul_tn(grads + s->B[j], dy, ta->tmp, s->out, rows, r, 1);
+        /* dU = g G */
+        for (int n = 0; n < rows; n++) {
+            float g = scaling * route_of(ta, si, b, n, j);
+            for (int q = 0; q < r; q++) ta->G[(size_t)n * r + q] *= g;
+        }
+        const float *xin = dropped_input(t, ta, si, j, x, rows, s->in, b);
+        matmul_tn(grads + s->A[j], ta->G, xin, r, rows, s->in, 1);
+        if (xin == x) {
+            matmul_nn(dx, ta->G, t->params + s->A[j], rows, r, s->in, 1);
+        } else {  /* through the dropout: only kept elements pass, scaled by 1/(1-p) */
+            matmul_nn(ta->tmp, ta->G, t->params + s->A[j], rows, r, s->in, 0);
+            float p = t->cfg.dropout, keep_scale = 1.0f / (1.0f - p);
+#pragma omp parallel for
+            for (int n = 0; n < rows; n++)
+                for (int i = 0; i < s->in; i++) {
+                    size_t e = (size_t)n * s->in + i;
+                    if (dropout_keep(b->dropout_seed, si, j, e, p)) dx[e] += keep_scale * ta->tmp[e];
+                }
+        }
+    }
+}
+
+/* Router backward for every site and task row that received a gradient:
+ *   softmax: dz_j = v_j (dv_j - sum_k v_k dv_k)   (zero on masked experts, where v = 0)
+ *   Linear layers: dW += dz h^T, db += dz, dh = W^T dz; ReLU passes where pre > 0;
+ *   finally the task-embedding row: de_task += dh_0. */
+void tmole_backward_router(const Tmole *t, TmoleActs *ta, float *grads, AttnMode pass) {
+    (void)pass;
+    const TmoleConfig *c = &t->cfg;
+    if (!c->router) return;
+    int N = ta->N;
+    float z[TMOLE_MAX_EXPERTS];
+    float *pre = malloc(sizeof(float) * (2 * TMOLE_MAX_HIDDEN + 2) * TMOLE_MAX_WIDTH);
+    if (!pre) return;  /* tiny allocation; without it there is nothing to update */
+    float *post = pre + TMOLE_MAX_HIDDEN * TMOLE_MAX_WIDTH, *dcur = post + TMOLE_MAX_HIDDEN * TMOLE_MAX_WIDTH;
+    float *dnext = dcur + TMOLE_MAX_WIDTH;
+    for (int i = 0; i < t->n_sites; i++) {
+        const TmoleSite *s = &t->site[i];
+        if (!s->in) continue;
+        for (int k = 0; k < TMOLE_TASK_ROWS; k++) {
+            const float *v = ta->v + ((size_t)i * TMOLE_TASK_ROWS + k) * N;
+            const float *dv = ta->dv + ((size_t)i * TMOLE_TASK_ROWS + k) * N;
+            int any = 0;
+            for (int j = 0; j < N; j++) any |= dv[j] != 0;
+            if (!any) continue;
+            router_logits(t, s, k, z, pre, post);
+            double dot = 0;
+            for (int j = 0; j < N; j++) dot += (double)v[j] * dv[j];
+            for (int j = 0; j < N; j++) dcur[j] = v[j] * (dv[j] - (float)dot);
+            for (int h = c->n_hidden; h >= 0; h--) {
+                int rows = h < c->n_hidden ? c->hidden[h] : N;
+                int width = h > 0 ? c->hidden[h - 1] : c->task_dim;
+                const float *in = h > 0 ? post + (h - 1) * TMOLE_MAX_WIDTH : t->params + t->task_emb + (size_t)k * c->task_dim;
+                const float *W = t->params + s->hw[h];
+                float *dW = grads + s->hw[h], *db = grads + s->hb[h];
+                for (int o = 0; o < rows; o++) {
+                    db[o] += dcur[o];
+                    for (int q = 0; q < width; q++) dW[(size_t)o * width + q] += dcur[o] * in[q];
+                }
+                for (int q = 0; q < width; q++) {
+                    double acc = 0;
+                    for (int o = 0; o < rows; o++) acc += (double)W[(size_t)o * width + q] * dcur[o];
+                    dnext[q] = (float)acc;
+                }
+                if (h > 0)  /* through the ReLU of the layer below */
+                    for (int q = 0; q < width; q++) dnext[q] = pre[(h - 1) * TMOLE_MAX_WIDTH + q] > 0 ? dnext[q] : 0.0f;
+                memcpy(dcur, dnext, width * sizeof(float));
+            }
+            float *de = grads + t->task_emb + (size_t)k * c->task_dim;
+            for (int q = 0; q < c->task_dim; q++) de[q] += dcur[q];
+        }
+    }
+    free(pre);
+}
+
+void tmole_fold(const Tmole *t, const TmoleSite *s, int task, AttnMode pass, float *W) {
+    int N = tmole_n_experts(&t->cfg), r = t->cfg.rank;
+    float v[TMOLE_MAX_EXPERTS], scaling = t->cfg.alpha / r;
+    tmole_route(t, s, task, pass, v);
+    for (int j = 0; j < N; j++) {
+        if (v[j] == 0) continue;
+        const float *A = t->params + s->A[j], *B = t->params + s->B[j];
+        for (int o = 0; o < s->out; o++)
+            for (int q = 0; q < r; q++) {
+                float g = v[j] * scaling * B[(size_t)o * r + q];
+                const float *a = A + (size_t)q * s->in;
+                float *w = W + (size_t)o * s->in;
+                for (int i = 0; i < s->in; i++) w[i] += g * a[i];
+            }
+    }
+}
+
+/* ---------------------------------------------------------- checkpoints */
+
+/* adapter_config.json: the TMoLE settings, in PEFT's spelling where PEFT has one. */
+static int tmole_config_save(const TmoleConfig *c, const char *path) {
+    RfBuf b = {0};
+    buf_printf(&b, "{\n  \"peft_type\": \"TMOLE\",\n  \"r\": %d,\n  \"lora_alpha\": %.9g,\n  \"lora_dropout\": %.9g,\n",
+               c->rank, c->alpha, c->dropout);
+    buf_printf(&b, "  \"target_modules\": [");
+    int first = 1;
+    for (int p = 0; p < N_PROJ; p++)
+        if (c->targets & (1 << p)) {
+            buf_printf(&b, "%s\"%s\"", first ? "" : ", ", PROJ_NAMES[p]);
+            first = 0;
+        }
+    buf_printf(&b, "],\n  \"num_embedding_experts\": %d,\n  \"num_shared_experts\": %d,\n"
+               "  \"num_generative_experts\": %d,\n  \"router\": %s,\n  \"task_embedding_dim\": %d,\n"
+               "  \"num_task_rows\": %d,\n  \"router_hidden\": [",
+               c->n_emb, c->n_shared, c->n_gen, c->router ? "true" : "false", c->task_dim, TMOLE_TASK_ROWS);
+    for (int h = 0; h < c->n_hidden; h++) buf_printf(&b, "%s%d", h ? ", " : "", c->hidden[h]);
+    buf_printf(&b, "]\n}\n");
+    int rc = b.data ? rf_write_file_atomic(path, b.data, b.len) : rf_error("%s: out of memory", path);
+    buf_free(&b);
+    return rc;
+}
+
+static int json_int_field(const Json *o, const char *key, int *out, const char *path) {
+    const Json *v = json_get(o, key);
+    if (!v || v->type != JSON_NUMBER || v->number != (int)v->number)
+        return rf_error("%s: key \"%s\" is missing or not a whole number", path, key);
+    *out = (int)v->number;
+    return 0;
+}
+
+static int tmole_config_load(TmoleConfig *c, const char *path) {
+    char *text;
+    size_t len;
+    Json o;
+    if (rf_read_file(path, &text, &len)) return -1;
+    int rc = json_parse(&o, text, len, path);
+    free(text);
+    if (rc) return -1;
+    tmole_config_default(c);
+    c->targets = 0;
+    const Json *v;
+    rc = -1;
+    if (o.type != JSON_OBJECT) { rf_error("%s: not a JSON object", path); goto done; }
+    if (json_int_field(&o, "r", &c->rank, path) || json_int_field(&o, "num_embedding_experts", &c->n_emb, path) ||
+        json_int_field(&o, "num_shared_experts", &c->n_shared, path) ||
+        json_int_field(&o, "num_generative_experts", &c->n_gen, path) ||
+        json_int_field(&o, "task_embedding_dim", &c->task_dim, path))
+        goto done;
+    if (!(v = json_get(&o, "lora_alpha")) || v->type != JSON_NUMBER) { rf_error("%s: key \"lora_alpha\" is missing or not a number", path); goto done; }
+    c->alpha = (float)v->number;
+    if ((v = json_get(&o, "lora_dropout")) && v->type == JSON_NUMBER) c->dropout = (float)v->number;
+    if ((v = json_get(&o, "router")) && v->type == JSON_BOOL) c->router = v->boolean;
+    if (!(v = json_get(&o, "target_modules")) || v->type != JSON_ARRAY) { rf_error("%s: key \"target_modules\" is missing or not a list", path); goto done; }
+    for (size_t i = 0; i < v->count; i++) {
+        int found = 0;
+        for (int p = 0; p < N_PROJ; p++)
+            if (v->items[i].type == JSON_STRING && !strcmp(v->items[i].string, PROJ_NAMES[p])) c->targets |= 1 << p, found = 1;
+        if (!found) { rf_error("%s: target module %zu is not one of q_proj, k_proj, v_proj, o_proj", path, i); goto done; }
+    }
+    if ((v = json_get(&o, "router_hidden")) && v->type == JSON_ARRAY) {
+        if (v->count > TMOLE_MAX_HIDDEN) { rf_error("%s: at most %d router hidden layers", path, TMOLE_MAX_HIDDEN); goto done; }
+        c->n_hidden = (int)v->count;
+        for (size_t i = 0; i < v->count; i++) c->hidden[i] = v->items[i].type == JSON_NUMBER ? (int)v->items[i].number : 0;
+    }
+    rc = 0;
+done:
+    json_free(&o);
+    return rc;
+}
+
+int tmole_save(const Tmole *t, const char *dir) {
+    char path[4096];
+    if (rf_mkdirs(dir)) return -1;
+    StOut *outs = calloc(t->n_params ? t->n_params : 1, sizeof *outs);
+    if (!outs) return rf_error("%s: out of memory", dir);
+    for (int i = 0; i < t->n_params; i++) {
+        const ParamSpec *p = &t->spec[i];
+        outs[i].name = p->name;
+        outs[i].ndim = p->ndim;
+        outs[i].shape[0] = p->shape[0];
+        outs[i].shape[1] = p->shape[1];
+        outs[i].data = t->params + p->offset;
+    }
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    int rc = st_write(path, outs, t->n_params);
+    free(outs);
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    return rc ? rc : tmole_config_save(&t->cfg, path);
+}
+
+int tmole_load(Tmole *t, const char *dir, const Config *model) {
+    char path[4096];
+    TmoleConfig c;
+    StFile f;
+    memset(t, 0, sizeof *t);
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    if (tmole_config_load(&c, path) || tmole_alloc(t, &c, model)) { tmole_free(t); return -1; }
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    if (st_open(&f, path)) { tmole_free(t); return -1; }
+    int rc = 0;
+    for (int i = 0; i < t->n_params && !rc; i++) {
+        const ParamSpec *p = &t->spec[i];
+        const StTensor *st = st_find(&f, p->name);
+        if (!st) { rc = rf_error("%s: tensor %s is missing", path, p->name); break; }
+        int ok = st->ndim == p->ndim && st->shape[0] == p->shape[0] && (p->ndim == 1 || st->shape[1] == p->shape[1]);
+        if (!ok) { rc = rf_error("%s: tensor %s has a shape that disagrees with adapter_config.json and the model", path, p->name); break; }
+        rc = st_read_f32(&f, st, t->params + p->offset);
+    }
+    st_close(&f);
+    if (rc) tmole_free(t);
+    return rc;
+}

@@ -54,6 +54,8 @@ bench: recfound
 
 fixtures:
 	$(PYTHON) tests/reference/make_fixtures.py tests/fixtures
+	$(PYTHON) tests/reference/make_tmole_fixtures.py tests/fixtures/tmole
+	cd tests/reference && npm ci && node tokenizer_cases.mjs ../fixtures/tokenizer
 
 clean:
 	rm -rf build build-san recfound

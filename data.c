@@ -2321,3 +2321,171 @@ int build_data_main(int argc, char **argv) {
     free(B);
     return rc;
 }
+
+/* ---------------------------------------------------- tokenised samples */
+
+/* Tokens of `text`; the markers "<s>" and "</s>" inside it become the special
+ * tokens, as the prompt formats above spell them out. */
+static int encode(const Tokenizer *tok, const char *text, size_t len, int **ids, int *n) {
+    return tok_encode(tok, text, len, 0, ids, n);
+}
+
+/* Encode head + tail as one string and find where the tail starts: the
+ * length of enc(head), or, when the tokenizer merged across the boundary, the
+ * longest common prefix of enc(head) and enc(head + tail) (counted in *merged). */
+static int encode_split(const Tokenizer *tok, const RfBuf *head, const RfBuf *tail, int **ids, int *n, int *start,
+                        long *merged) {
+    RfBuf all = {0};
+    int *hid = NULL, nh = 0;
+    buf_append(&all, head->data ? head->data : "", head->len);
+    buf_append(&all, tail->data ? tail->data : "", tail->len);
+    if (!all.data) return rf_error("out of memory while tokenising");
+    int rc = encode(tok, all.data, all.len, ids, n);
+    if (!rc) rc = encode(tok, head->data ? head->data : "", head->len, &hid, &nh);
+    if (!rc) {
+        int k = 0;
+        while (k < nh && k < *n && hid[k] == (*ids)[k]) k++;
+        if (k < nh && merged) (*merged)++;
+        *start = k;
+    }
+    free(hid);
+    buf_free(&all);
+    return rc;
+}
+
+void sample_free(Sample *s) {
+    free(s->ids);
+    memset(s, 0, sizeof *s);
+}
+
+/* Generative sample (official-code.md §3): prompt tokens [0, start), answer
+ * tokens and </s> [start, len).  Too long for max_len: the prompt loses its
+ * oldest tokens after <s> (the answer and the end of the prompt, with its
+ * instruction to answer, stay); when not even the answer fits, the sample is
+ * dropped.  Returns 1 (kept), 0 (dropped, st->dropped counts it) or -1. */
+int sample_gen(Sample *s, const Tokenizer *tok, const Record *r, int max_len, SampleStats *st) {
+    memset(s, 0, sizeof *s);
+    if (r->n_turns < 2) return rf_error("record of line %ld has no answer", r->line);
+    RfBuf prompt = {0}, answer = {0};
+    format_gen(&prompt, &answer, r->turns[0], r->turns[1]);
+    int rc = encode_split(tok, &prompt, &answer, &s->ids, &s->len, &s->start, st ? &st->boundary_merges : NULL);
+    buf_free(&prompt);
+    buf_free(&answer);
+    if (rc) return -1;
+    s->task = r->task;
+    if (s->len <= max_len) return 1;
+    int n_answer = s->len - s->start, keep_prompt = max_len - n_answer;
+    if (keep_prompt < 2) {  /* room for <s> and at least one prompt token, or nothing */
+        if (st) st->dropped++;
+        sample_free(s);
+        return 0;
+    }
+    /* keep ids[0] (<s>), drop the oldest prompt tokens after it */
+    int cut = s->start - keep_prompt;
+    memmove(s->ids + 1, s->ids + 1 + cut, (size_t)(s->len - 1 - cut) * sizeof(int));
+    s->len -= cut;
+    s->start -= cut;
+    if (st) st->truncated++;
+    return 1;
+}
+
+/* Embedding sample: prefix tokens [0, start) (attended to, not pooled), text
+ * tokens [start, len).  Too long: the text is cut at max_len; a prefix that
+ * leaves no text token drops the sample. */
+int sample_emb(Sample *s, const Tokenizer *tok, const char *instr, const char *text, int task, int max_len,
+               EmbFormat fmt, SampleStats *st) {
+    memset(s, 0, sizeof *s);
+    RfBuf prefix = {0}, body = {0};
+    format_emb(&prefix, &body, instr, text, fmt);
+    int rc = encode_split(tok, &prefix, &body, &s->ids, &s->len, &s->start, st ? &st->boundary_merges : NULL);
+    buf_free(&prefix);
+    buf_free(&body);
+    if (rc) return -1;
+    s->task = task;
+    if (s->start >= s->len || s->start >= max_len) {
+        if (st) st->dropped++;
+        sample_free(s);
+        return 0;
+    }
+    if (s->len > max_len) {
+        s->len = max_len;
+        if (st) st->truncated++;
+    }
+    return 1;
+}
+
+int batch_alloc(TokBatch *tb, int rows, int max_len) {
+    memset(tb, 0, sizeof *tb);
+    tb->cap_rows = rows;
+    tb->cap_len = max_len;
+    tb->ids = calloc((size_t)rows * max_len, sizeof(int));
+    tb->lengths = calloc(rows, sizeof(int));
+    tb->tasks = calloc(rows, sizeof(int));
+    tb->start = calloc(rows, sizeof(int));
+    tb->weights = calloc((size_t)rows * max_len, sizeof(float));
+    if (!tb->ids || !tb->lengths || !tb->tasks || !tb->start || !tb->weights) {
+        batch_free(tb);
+        return rf_error("out of memory for a batch of %d x %d tokens", rows, max_len);
+    }
+    return 0;
+}
+
+void batch_free(TokBatch *tb) {
+    free(tb->ids); free(tb->lengths); free(tb->tasks); free(tb->start); free(tb->weights);
+    memset(tb, 0, sizeof *tb);
+}
+
+/* Right-pad samples[0..n) into tb (pad id `pad`) and describe them as a Batch.
+ * weights[b, t] = 1 where token t + 1 is an answer token (t in [start-1, len-1)),
+ * for generative samples; scaled later by the caller. */
+Batch batch_fill(TokBatch *tb, Sample *const *samples, int n, int pad) {
+    int T = 1;
+    for (int i = 0; i < n; i++)
+        if (samples[i]->len > T) T = samples[i]->len;
+    for (int i = 0; i < n; i++) {
+        const Sample *s = samples[i];
+        tb->lengths[i] = s->len;
+        tb->tasks[i] = s->task;
+        tb->start[i] = s->start;
+        for (int t = 0; t < T; t++) {
+            tb->ids[i * T + t] = t < s->len ? s->ids[t] : pad;
+            tb->weights[i * T + t] = (t >= s->start - 1 && t < s->len - 1) ? 1.0f : 0.0f;
+        }
+    }
+    Batch b = {.B = n, .T = T, .ids = tb->ids, .lengths = tb->lengths, .tasks = tb->tasks};
+    return b;
+}
+
+/* Every training text of a dataset as the model sees it (the formats above,
+ * markers included): generative prompt + answer, and the query, positive and
+ * negative texts of embedding records.  fn(ctx, text, len) is called on each;
+ * a non-zero return stops the walk.  This is the corpus of `tokenizer train
+ * --data` and of `pretrain --data`. */
+int dataset_for_each_text(const Dataset *d, int (*fn)(void *ctx, const char *s, size_t n), void *ctx) {
+    RfBuf a = {0}, b = {0};
+    int rc = 0;
+    for (int t = 0; t < N_TASKS && !rc; t++)
+        for (size_t i = 0; i < d->pool[t].n && !rc; i++) {
+            const Record *r = &d->pool[t].recs[i];
+            if (r->kind == KIND_GEN) {
+                if (r->n_turns < 2) continue;
+                a.len = b.len = 0;
+                format_gen(&a, &b, r->turns[0], r->turns[1]);
+                buf_append(&a, b.data ? b.data : "", b.len);
+                rc = a.data ? fn(ctx, a.data, a.len) : rf_error("out of memory");
+                continue;
+            }
+            for (int k = -1; k < r->n_pos + r->n_neg && !rc; k++) {  /* k = -1: the query */
+                const Passage *p = k < 0 ? &r->query : k < r->n_pos ? &r->pos[k] : &r->neg[k - r->n_pos];
+                for (int x = 0; x < p->n_texts && !rc; x++) {
+                    a.len = b.len = 0;
+                    format_emb(&a, &b, p->instr, p->texts[x], EMB_FMT_TRAIN);
+                    buf_append(&a, b.data ? b.data : "", b.len);
+                    rc = a.data ? fn(ctx, a.data, a.len) : rf_error("out of memory");
+                }
+            }
+        }
+    buf_free(&a);
+    buf_free(&b);
+    return rc;
+}

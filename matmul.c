@@ -208,9 +208,11 @@ static void kernel(int kc, const float *restrict A, const float *restrict B, flo
 #endif
 
 /* Cache blocks: an A block (MC x KC, 96 KB with AVX-512) stays in L2, a B
- * micro-panel (KC x NR) in L1/L2, the B panel (KC x NC) in L3.  Measured on
- * the bench shapes, MC from 4 to 16 strips and KC from 192 to 512 are within
- * a few percent.  KC must depend on K only (see top); -DKC= / -DMC= override. */
+ * micro-panel (KC x NR) in L1/L2, the B panel (KC x NC, 1 MB) in L2/L3.
+ * Measured on the bench shapes, MC from 4 to 16 strips, KC from 192 to 512 and
+ * NC from 1024 to 4096 are within a few percent; NC = 1024 keeps the packing
+ * buffers at about 1 MB per thread.  KC must depend on K only (see top);
+ * -DKC= / -DMC= / -DNC= override them. */
 #ifndef KC
 #define KC 256
 #endif
@@ -218,7 +220,7 @@ static void kernel(int kc, const float *restrict A, const float *restrict B, flo
 #define MC (MR * 8)
 #endif
 #ifndef NC
-#define NC 4096
+#define NC 1024
 #endif
 
 /* ------------------------------------------------------------- packing */
@@ -305,7 +307,7 @@ static void pack_b(float *restrict Bp, View B, int p0, int kc, int j0, int nc) {
 /* ------------------------------------------------------ blocked GEMM */
 
 /* C[m0:m1, n0:n1] (+)= A[m0:m1, :] B[:, n0:n1] on one thread.  Ap holds
- * MC x KC floats, Bp KC x NC (both 64-byte aligned). */
+ * MC x KC floats, Bp KC x NC (both rounded up to whole strips). */
 static void gemm_block(float *C, size_t ldc, View A, View B, int K, int m0, int m1, int n0, int n1, int acc,
                        float *Ap, float *Bp) {
     float tile[MR * NR];

@@ -142,7 +142,8 @@ void model_init_random(Model *m, uint64_t seed) {
 /* ---------------------------------------------------------- activations */
 
 struct Acts {
-    int B, T, cap_bt, cap_att;   /* capacity in rows (B*T) and attention entries */
+    int B, T, cap_bt;    /* the allocation's batch, length and capacity in rows (B*T) */
+    size_t cap_att;      /* capacity in attention probabilities (B*H*T*T) */
     int C, I, qd, kvd, L, V, hd;
     /* per layer, [L][...] */
     float *x_in;    /* residual stream entering layer l          [L][BT*C] */
@@ -192,7 +193,7 @@ void acts_free(Acts *a) {
 static int acts_fill(Acts *a, const Model *m, int B, int T) {
     const Config *c = &m->cfg;
     size_t BT = (size_t)B * T, L = c->n_layers, H = c->n_heads;
-    a->B = B; a->T = T; a->cap_bt = (int)BT; a->cap_att = (int)(B * H * T * T);
+    a->B = B; a->T = T; a->cap_bt = (int)BT; a->cap_att = (size_t)B * H * T * T;
     a->C = c->hidden_size; a->I = c->intermediate_size; a->hd = c->head_dim;
     a->qd = c->n_heads * c->head_dim; a->kvd = c->n_kv_heads * c->head_dim;
     a->L = c->n_layers; a->V = c->vocab_size;
@@ -202,7 +203,7 @@ static int acts_fill(Acts *a, const Model *m, int B, int T) {
     a->rstd1 = alloc_f(L * BT, by);
     a->q = alloc_f(L * BT * qd, by);     a->k = alloc_f(L * BT * kvd, by);
     a->v = alloc_f(L * BT * kvd, by);
-    a->att = alloc_f(L * (size_t)a->cap_att, by);
+    a->att = alloc_f(L * a->cap_att, by);
     a->atty = alloc_f(L * BT * qd, by);  a->h = alloc_f(L * BT * C, by);
     a->ln2 = alloc_f(L * BT * C, by);    a->rstd2 = alloc_f(L * BT, by);
     a->gate = alloc_f(L * BT * I, by);   a->up = alloc_f(L * BT * I, by);
@@ -246,10 +247,14 @@ Acts *acts_new(const Model *m, int B, int T) {
     return a;
 }
 
-/* Reuse the buffers when the new batch fits; reallocate only when it grows or T changes. */
+/* Reuse the buffers whenever the new batch fits: every per-layer array is laid
+ * out by the capacity, and the RoPE tables hold positions 0 .. T-1 whatever
+ * the batch.  Otherwise reallocate for (B, T). */
 int acts_ensure(Acts **pa, const Model *m, int B, int T) {
     Acts *a = *pa;
-    if (a && a->T == T && B * T <= a->cap_bt) { a->B = B; return 0; }
+    if (a && T <= a->T && (size_t)B * T <= (size_t)a->cap_bt &&
+        (size_t)B * m->cfg.n_heads * T * T <= (size_t)a->cap_att)
+        return 0;
     if (a) { acts_release(a); } else if (!(a = calloc(1, sizeof *a))) return rf_error("out of memory");
     *pa = a;
     return acts_fill(a, m, B, T);
@@ -804,3 +809,41 @@ float lr_schedule(float lr, long step, long warmup, long total) {
 
 const float *acts_rope_cos(const Acts *a) { return a->rope_cos; }
 const float *acts_rope_sin(const Acts *a) { return a->rope_sin; }
+
+/* --------------------------------------------------------------- InfoNCE */
+
+/* The embedding branch's loss (§4.1): with unit embeddings q_i (Q queries) and
+ * p_k (P passages: the Q positives, then the hard negatives), scores
+ * s_ik = q_i . p_k / tau, and the target of query i its own positive p_i:
+ *   L = (1/Q) sum_i [ logsumexp_k s_ik - s_ii ]
+ * Every other passage in the batch is a negative.  Gradients are added:
+ *   ds_ik = (softmax_k(s_i) - [k = i]) / Q,  dq_i += sum_k ds_ik p_k / tau,
+ *   dp_k += sum_i ds_ik q_i / tau. */
+double infonce(float *dq, float *dp, const float *q, const float *p, int Q, int P, int C, float tau) {
+    double loss = 0;
+    double *s = malloc((size_t)P * sizeof(double));
+    if (!s) return NAN;
+    for (int i = 0; i < Q; i++) {
+        const float *qi = q + (size_t)i * C;
+        double mx = -INFINITY, sum = 0;
+        for (int k = 0; k < P; k++) {
+            double d = 0;
+            for (int c = 0; c < C; c++) d += (double)qi[c] * p[(size_t)k * C + c];
+            s[k] = d / tau;
+            if (s[k] > mx) mx = s[k];
+        }
+        for (int k = 0; k < P; k++) sum += exp(s[k] - mx);
+        double lse = mx + log(sum);
+        loss += lse - s[i];
+        if (!dq && !dp) continue;
+        for (int k = 0; k < P; k++) {
+            double g = (exp(s[k] - lse) - (k == i)) / Q / tau;
+            for (int c = 0; c < C; c++) {
+                if (dq) dq[(size_t)i * C + c] += (float)(g * p[(size_t)k * C + c]);
+                if (dp) dp[(size_t)k * C + c] += (float)(g * qi[c]);
+            }
+        }
+    }
+    free(s);
+    return loss / Q;
+}

@@ -24,63 +24,50 @@
 
 /* ------------------------------------------------------- argument parsing */
 
-typedef struct {
-    const char *name;   /* "--model" */
-    const char *value;  /* NULL when absent; "1" for a present switch */
-    int is_switch;
-    const char *help;
-} Opt;
-
-/* Fill opts from argv[1..]; unknown options are an error.  Returns 1 for --help. */
-static int parse_opts(int argc, char **argv, Opt *opts, int n, const char *usage) {
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: recfound %s %s\n\n", argv[0], usage);
-            for (int k = 0; k < n; k++) printf("  %-18s %s\n", opts[k].name, opts[k].help);
-            return 1;
-        }
-        int found = 0;
-        for (int k = 0; k < n && !found; k++) {
-            if (strcmp(argv[i], opts[k].name)) continue;
-            found = 1;
-            if (opts[k].is_switch) {
-                opts[k].value = "1";
-            } else {
-                if (i + 1 >= argc) return rf_error("%s: option %s needs a value", argv[0], argv[i]);
-                opts[k].value = argv[++i];
-            }
-        }
-        if (!found) return rf_error("%s: unknown option '%s' (see recfound %s --help)", argv[0], argv[i], argv[0]);
-    }
-    return 0;
-}
-
-static const char *opt(const Opt *opts, int n, const char *name) {
-    for (int k = 0; k < n; k++)
-        if (!strcmp(opts[k].name, name)) return opts[k].value;
-    return NULL;
-}
-
 static int need(const char *cmd, const char *name, const char *value) {
     if (value) return 0;
     return rf_error("%s: missing required option %s (see recfound %s --help)", cmd, name, cmd);
 }
 
-/* Parse a whole-number option into [lo, hi]. */
-static int int_opt(const char *cmd, const char *name, const char *s, long lo, long hi, long *out) {
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (*s == 0 || *end || v < lo || v > hi)
-        return rf_error("%s: %s must be a whole number in [%ld, %ld], got '%s'", cmd, name, lo, hi, s);
-    *out = v;
-    return 0;
-}
+/* A typed option table: each flag writes straight into a variable that holds
+ * its default.  type 's' string, 'i' whole number (long), 'f' number (double),
+ * 'b' switch (int set to 1). */
+typedef struct {
+    const char *name;
+    char type;
+    void *target;
+    const char *help;
+} Flag;
 
-static int float_opt(const char *cmd, const char *name, const char *s, double *out) {
-    char *end;
-    double v = strtod(s, &end);
-    if (*s == 0 || *end || !isfinite(v)) return rf_error("%s: %s must be a number, got '%s'", cmd, name, s);
-    *out = v;
+static int parse_flags(int argc, char **argv, const Flag *f, int n, const char *usage) {
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: recfound %s %s\n\n", argv[0], usage);
+            for (int k = 0; k < n; k++) printf("  %-22s %s\n", f[k].name, f[k].help);
+            return 1;
+        }
+        int k = 0;
+        while (k < n && strcmp(argv[i], f[k].name)) k++;
+        if (k == n) return rf_error("%s: unknown option '%s' (see recfound %s --help)", argv[0], argv[i], argv[0]);
+        if (f[k].type == 'b') {
+            *(int *)f[k].target = 1;
+            continue;
+        }
+        if (i + 1 >= argc) return rf_error("%s: option %s needs a value", argv[0], argv[i]);
+        const char *v = argv[++i];
+        char *end;
+        if (f[k].type == 's') {
+            *(const char **)f[k].target = v;
+        } else if (f[k].type == 'i') {
+            long x = strtol(v, &end, 10);
+            if (!*v || *end) return rf_error("%s: %s must be a whole number, got '%s'", argv[0], f[k].name, v);
+            *(long *)f[k].target = x;
+        } else {
+            double x = strtod(v, &end);
+            if (!*v || *end || !isfinite(x)) return rf_error("%s: %s must be a number, got '%s'", argv[0], f[k].name, v);
+            *(double *)f[k].target = x;
+        }
+    }
     return 0;
 }
 
@@ -194,17 +181,17 @@ static Batch make_batch(const IdFile *f, int r0, int B, int *ids, int *lengths) 
 /* --------------------------------------------------------------- init */
 
 static int cmd_init(int argc, char **argv) {
-    Opt o[] = {{"--preset", NULL, 0, "tiny | small | mistral-7b (see weights/README.md)"},
-               {"--out", NULL, 0, "model folder to write (config.json + model.safetensors)"},
-               {"--vocab", NULL, 0, "vocabulary size (default: the preset's; match your tokenizer)"},
-               {"--seed", NULL, 0, "random seed (default 42)"}};
-    int n = sizeof o / sizeof o[0], r = parse_opts(argc, argv, o, n, "--preset NAME --out DIR [--vocab N] [--seed S]");
-    if (r) return r > 0 ? 0 : -1;
-    const char *preset = opt(o, n, "--preset"), *out = opt(o, n, "--out");
-    if (need("init", "--preset", preset) || need("init", "--out", out)) return -1;
+    const char *preset = NULL, *out = NULL;
     long vocab = 0, seed = 42;
-    if (opt(o, n, "--vocab") && int_opt("init", "--vocab", opt(o, n, "--vocab"), 3, 1 << 24, &vocab)) return -1;
-    if (opt(o, n, "--seed") && int_opt("init", "--seed", opt(o, n, "--seed"), 0, 0x7fffffffL, &seed)) return -1;
+    Flag f[] = {{"--preset", 's', &preset, "tiny | small | mistral-7b (see weights/README.md)"},
+                {"--out", 's', &out, "model folder to write (config.json + model.safetensors)"},
+                {"--vocab", 'i', &vocab, "vocabulary size (default: the preset's; match your tokenizer)"},
+                {"--seed", 'i', &seed, "random seed (default 42)"}};
+    int r = parse_flags(argc, argv, f, 4, "--preset NAME --out DIR [--vocab N] [--seed S]");
+    if (r) return r > 0 ? 0 : -1;
+    if (need("init", "--preset", preset) || need("init", "--out", out)) return -1;
+    if (vocab != 0 && (vocab < 3 || vocab > (1 << 24))) return rf_error("init: --vocab must be in [3, 2^24]");
+    if (seed < 0) return rf_error("init: --seed must be >= 0");
     Config c;
     Model m;
     if (config_preset(&c, preset, (int)vocab)) return -1;
@@ -221,14 +208,15 @@ static int cmd_init(int argc, char **argv) {
 #define CHUNK 8  /* sequences per forward pass */
 
 static int cmd_score(int argc, char **argv) {
-    Opt o[] = {{"--model", NULL, 0, "model folder (Hugging Face layout)"},
-               {"--ids", NULL, 0, "file with one sequence of token ids per line"},
-               {"--bidirectional", NULL, 1, "attend in both directions (embedding-pass attention)"}};
-    int n = sizeof o / sizeof o[0], r = parse_opts(argc, argv, o, n, "--model DIR --ids FILE [--bidirectional]");
+    const char *mdir = NULL, *idp = NULL;
+    int bidir = 0;
+    Flag fl[] = {{"--model", 's', &mdir, "model folder (Hugging Face layout)"},
+                {"--ids", 's', &idp, "file with one sequence of token ids per line"},
+                {"--bidirectional", 'b', &bidir, "attend in both directions (embedding-pass attention)"}};
+    int r = parse_flags(argc, argv, fl, 3, "--model DIR --ids FILE [--bidirectional]");
     if (r) return r > 0 ? 0 : -1;
-    const char *mdir = opt(o, n, "--model"), *idp = opt(o, n, "--ids");
     if (need("score", "--model", mdir) || need("score", "--ids", idp)) return -1;
-    AttnMode mode = opt(o, n, "--bidirectional") ? ATTN_BIDIRECTIONAL : ATTN_CAUSAL;
+    AttnMode mode = bidir ? ATTN_BIDIRECTIONAL : ATTN_CAUSAL;
     Model m;
     IdFile f;
     if (model_load(&m, mdir)) return -1;
@@ -259,16 +247,15 @@ static int cmd_score(int argc, char **argv) {
 }
 
 static int cmd_embed(int argc, char **argv) {
-    Opt o[] = {{"--model", NULL, 0, "model folder (Hugging Face layout)"},
-               {"--ids", NULL, 0, "file with one sequence of token ids per line"},
-               {"--pool-from", NULL, 0, "first position pooled (instruction prefix length; default 0)"}};
-    int n = sizeof o / sizeof o[0], r = parse_opts(argc, argv, o, n, "--model DIR --ids FILE [--pool-from K]");
-    if (r) return r > 0 ? 0 : -1;
-    const char *mdir = opt(o, n, "--model"), *idp = opt(o, n, "--ids");
-    if (need("embed", "--model", mdir) || need("embed", "--ids", idp)) return -1;
+    const char *mdir = NULL, *idp = NULL;
     long from = 0;
-    if (opt(o, n, "--pool-from") && int_opt("embed", "--pool-from", opt(o, n, "--pool-from"), 0, 1 << 30, &from))
-        return -1;
+    Flag fl[] = {{"--model", 's', &mdir, "model folder (Hugging Face layout)"},
+                {"--ids", 's', &idp, "file with one sequence of token ids per line"},
+                {"--pool-from", 'i', &from, "first position pooled (instruction prefix length; default 0)"}};
+    int r = parse_flags(argc, argv, fl, 3, "--model DIR --ids FILE [--pool-from K]");
+    if (r) return r > 0 ? 0 : -1;
+    if (need("embed", "--model", mdir) || need("embed", "--ids", idp)) return -1;
+    if (from < 0 || from > (1 << 30)) return rf_error("embed: --pool-from must be >= 0");
     Model m;
     IdFile f;
     if (model_load(&m, mdir)) return -1;
@@ -320,60 +307,132 @@ static double batch_grad(const Model *m, Acts **a, const IdFile *f, int micro, f
     return loss;
 }
 
+/* pretrain --data: every training text of a dataset, tokenised and cut to max_len. */
+typedef struct { IdFile *f; const Tokenizer *tok; int max_len, cap; } TextIds;
+
+static int add_text_ids(void *vctx, const char *s, size_t n) {
+    TextIds *c = vctx;
+    int *ids, len;
+    if (tok_encode(c->tok, s, n, 0, &ids, &len)) return -1;
+    if (len < 2) { free(ids); return 0; }
+    if (len > c->max_len) len = c->max_len;
+    IdFile *f = c->f;
+    if (f->n == c->cap) {
+        c->cap = c->cap ? 2 * c->cap : 1024;
+        int **i2 = realloc(f->ids, c->cap * sizeof *i2);
+        if (i2) f->ids = i2;
+        int *l2 = realloc(f->len, c->cap * sizeof *l2);
+        if (l2) f->len = l2;
+        if (!i2 || !l2) { free(ids); return rf_error("out of memory"); }
+    }
+    f->ids[f->n] = ids;
+    f->len[f->n++] = len;
+    if (len > f->max_len) f->max_len = len;
+    return 0;
+}
+
 static int cmd_pretrain(int argc, char **argv) {
-    Opt o[] = {{"--model", NULL, 0, "model folder to start from"},
-               {"--ids", NULL, 0, "token ids, one sequence per line; every step trains on all of them"},
-               {"--steps", NULL, 0, "optimisation steps (default 1)"},
-               {"--lr", NULL, 0, "learning rate (default 1e-3)"},
-               {"--optimizer", NULL, 0, "sgd | adamw (default adamw)"},
-               {"--weight-decay", NULL, 0, "AdamW decoupled weight decay (default 0)"},
-               {"--clip", NULL, 0, "global grad-norm clip, 0 = off (default 0)"},
-               {"--warmup", NULL, 0, "linear warmup steps, then linear decay (default 0 = constant lr)"},
-               {"--micro", NULL, 0, "rows per micro-batch (gradient accumulation; default 8)"},
-               {"--out", NULL, 0, "model folder to write"}};
-    int n = sizeof o / sizeof o[0],
-        r = parse_opts(argc, argv, o, n, "--model DIR --ids FILE --steps N --lr X --optimizer sgd|adamw --out DIR");
+    const char *mdir = NULL, *idp = NULL, *out = NULL, *optim = "adamw", *data = NULL, *tokp = NULL;
+    long steps = 1, micro = 8, warmup = 0, batch = 16, max_len = 256, seed = 42, epochs = 0;
+    double lr = 1e-3, wd = 0, clip = 0;
+    Flag fl[] = {
+        {"--model", 's', &mdir, "model folder to start from"},
+        {"--ids", 's', &idp, "token ids, one sequence per line; every step trains on all of them"},
+        {"--data", 's', &data, "instead of --ids: every training text of a dataset folder (with --tokenizer)"},
+        {"--tokenizer", 's', &tokp, "tokenizer.json for --data (default: MODEL/tokenizer.json)"},
+        {"--batch", 'i', &batch, "with --data: sequences per step, drawn without replacement (default 16)"},
+        {"--max-len", 'i', &max_len, "with --data: tokens per sequence at most (default 256)"},
+        {"--epochs", 'i', &epochs, "with --data: passes over the texts (instead of --steps)"},
+        {"--steps", 'i', &steps, "optimisation steps (default 1)"},
+        {"--lr", 'f', &lr, "learning rate (default 1e-3)"},
+        {"--optimizer", 's', &optim, "sgd | adamw (default adamw)"},
+        {"--weight-decay", 'f', &wd, "AdamW decoupled weight decay (default 0)"},
+        {"--clip", 'f', &clip, "global grad-norm clip, 0 = off (default 0)"},
+        {"--warmup", 'i', &warmup, "linear warmup steps, then linear decay (default 0 = constant lr)"},
+        {"--micro", 'i', &micro, "rows per micro-batch (gradient accumulation; default 8)"},
+        {"--seed", 'i', &seed, "order of the --data texts (default 42)"},
+        {"--out", 's', &out, "model folder to write"}};
+    int n = sizeof fl / sizeof fl[0];
+    int r = parse_flags(argc, argv, fl, n, "--model DIR (--ids FILE | --data DIR) --steps N --lr X "
+                        "--optimizer sgd|adamw --out DIR");
     if (r) return r > 0 ? 0 : -1;
-    const char *mdir = opt(o, n, "--model"), *idp = opt(o, n, "--ids"), *out = opt(o, n, "--out");
-    const char *optim = opt(o, n, "--optimizer") ? opt(o, n, "--optimizer") : "adamw";
-    if (need("pretrain", "--model", mdir) || need("pretrain", "--ids", idp) || need("pretrain", "--out", out))
-        return -1;
+    if (need("pretrain", "--model", mdir) || need("pretrain", "--out", out)) return -1;
+    if (!idp == !data) return rf_error("pretrain: give one of --ids or --data");
     if (strcmp(optim, "sgd") && strcmp(optim, "adamw"))
         return rf_error("pretrain: --optimizer must be sgd or adamw, got '%s'", optim);
-    long steps = 1, micro = 8, warmup = 0;
-    double lr = 1e-3, wd = 0, clip = 0;
-    if ((opt(o, n, "--steps") && int_opt("pretrain", "--steps", opt(o, n, "--steps"), 0, 100000000, &steps)) ||
-        (opt(o, n, "--micro") && int_opt("pretrain", "--micro", opt(o, n, "--micro"), 1, 1 << 20, &micro)) ||
-        (opt(o, n, "--warmup") && int_opt("pretrain", "--warmup", opt(o, n, "--warmup"), 0, 100000000, &warmup)) ||
-        (opt(o, n, "--lr") && float_opt("pretrain", "--lr", opt(o, n, "--lr"), &lr)) ||
-        (opt(o, n, "--weight-decay") && float_opt("pretrain", "--weight-decay", opt(o, n, "--weight-decay"), &wd)) ||
-        (opt(o, n, "--clip") && float_opt("pretrain", "--clip", opt(o, n, "--clip"), &clip)))
-        return -1;
+    if (steps < 0 || micro < 1 || warmup < 0 || batch < 1 || max_len < 2)
+        return rf_error("pretrain: --steps, --warmup >= 0; --micro, --batch >= 1; --max-len >= 2");
     Model m;
-    IdFile f;
+    IdFile f = {0}, view = {0};
     if (model_load(&m, mdir)) return -1;
-    if (idfile_read(&f, idp, m.cfg.vocab_size, 2)) { model_free(&m); return -1; }
+    if (idp && idfile_read(&f, idp, m.cfg.vocab_size, 2)) { model_free(&m); return -1; }
+    if (data) {
+        Tokenizer tok;
+        Dataset d = {0};
+        char path[4096];
+        if (!tokp) { snprintf(path, sizeof path, "%s/tokenizer.json", mdir); tokp = path; }
+        int rc = tok_load(&tok, tokp), loaded = !rc;
+        if (!rc && tok.n_vocab > m.cfg.vocab_size)
+            rc = rf_error("%s: %d tokens, more than the model's vocabulary (%d)", tokp, tok.n_vocab, m.cfg.vocab_size);
+        if (!rc) rc = dataset_load_split(&d, data, "train", 0);
+        TextIds c = {&f, &tok, (int)max_len, 0};
+        if (!rc) rc = dataset_for_each_text(&d, add_text_ids, &c);
+        if (!rc && f.n == 0) rc = rf_error("%s: no training texts", data);
+        dataset_free(&d);  /* the ids are all pretraining needs */
+        if (loaded) tok_free(&tok);
+        if (rc) { idfile_free(&f); model_free(&m); return -1; }
+        if (epochs > 0) steps = epochs * ((f.n + batch - 1) / batch);
+        fprintf(stderr, "pretrain: %d texts from %s, up to %ld tokens each\n", f.n, data, max_len);
+    }
     float *grads = calloc(m.total, sizeof(float));
     AdamW adam = {0};
     Acts *a = NULL;
+    PoolIter it = {0};
     int rc = grads ? 0 : rf_error("pretrain: out of memory for gradients");
     if (!rc && !strcmp(optim, "adamw")) rc = adamw_init(&adam, m.total, (float)lr, 0.9f, 0.999f, 1e-8f, (float)wd);
+    if (!rc && data) {
+        rc = pool_iter_init(&it, (size_t)f.n, (uint64_t)seed);
+        view.ids = malloc(batch * sizeof *view.ids);
+        view.len = malloc(batch * sizeof *view.len);
+        if (!rc && (!view.ids || !view.len)) rc = rf_error("out of memory");
+    }
+    double t_start = now_s();
     for (long s = 0; !rc && s < steps; s++) {
         double t0 = now_s();
         long tokens;
+        const IdFile *bf = &f;
+        if (data) {  /* this step's batch: the next `batch` texts of a seeded shuffle */
+            view.n = (int)(batch < f.n ? batch : f.n);
+            view.max_len = 0;
+            for (int i = 0; i < view.n; i++) {
+                size_t k = pool_iter_next(&it);
+                view.ids[i] = f.ids[k];
+                view.len[i] = f.len[k];
+                if (f.len[k] > view.max_len) view.max_len = f.len[k];
+            }
+            bf = &view;
+        }
         memset(grads, 0, m.total * sizeof(float));
-        double loss = batch_grad(&m, &a, &f, (int)micro, grads, &tokens);
+        double loss = batch_grad(&m, &a, bf, (int)micro, grads, &tokens);
         if (!isfinite(loss)) { rc = rf_last_error()[0] ? -1 : rf_error("pretrain: step %ld: loss is not finite", s + 1); break; }
         double gnorm = clip_grad_norm(grads, m.total, clip);
         float lr_now = warmup ? lr_schedule((float)lr, s, warmup, steps) : (float)lr;
         if (!strcmp(optim, "sgd")) sgd_step(m.params, grads, m.total, lr_now);
         else adamw_step(&adam, m.params, grads, lr_now);
         double dt = now_s() - t0;
-        fprintf(stderr, "pretrain: step %ld/%ld  loss %.6f  grad-norm %.4g  lr %.3g  %.0f tokens/s\n", s + 1,
-                steps, loss, gnorm, lr_now, tokens / dt);
+        if (data)
+            fprintf(stderr, "\rpretrain: step %ld/%ld  loss %.4f  grad-norm %.3g  lr %.2e  %.0f tokens/s  %.0f s left   ",
+                    s + 1, steps, loss, gnorm, lr_now, tokens / dt, (now_s() - t_start) / (s + 1) * (steps - s - 1));
+        else
+            fprintf(stderr, "pretrain: step %ld/%ld  loss %.6f  grad-norm %.4g  lr %.3g  %.0f tokens/s\n", s + 1,
+                    steps, loss, gnorm, lr_now, tokens / dt);
     }
+    if (data) fprintf(stderr, "\n");
     if (!rc) rc = model_save(&m, out);
     if (!rc) fprintf(stderr, "pretrain: wrote %s\n", out);
+    free(view.ids);
+    free(view.len);
+    pool_iter_free(&it);
     adamw_free(&adam);
     acts_free(a);
     free(grads);
@@ -382,24 +441,468 @@ static int cmd_pretrain(int argc, char **argv) {
     return rc;
 }
 
+/* ============================================================ training */
+
+/* RecFound's joint training (§4.1): one frozen backbone, TMoLE adapters
+ * (§4.2), and per step an embedding batch (InfoNCE over query / positive /
+ * hard-negative triplets, bidirectional pass, mean pooling) and a generative
+ * batch (answer-token cross-entropy, causal pass), L = L_emb + λ L_gen, both
+ * backpropagated into the same adapters.  S2Sched (§4.3) decides how many
+ * samples of each task go into each batch. */
+
+typedef struct {
+    /* what is trained on */
+    Model m;
+    Tokenizer tok;
+    Dataset train, val;
+    Tmole tm;
+    /* options */
+    long emb_batch, gen_batch, micro, steps, max_len, save_every, seed, sched_val;
+    double lr, warmup_ratio, clip, wd, tau, lambda_gen;
+    int use_sched;
+    const char *out;
+    /* state */
+    AdamW opt;
+    float *grads;
+    Acts *acts;
+    PoolIter it[N_TASKS];
+    Rng rng;
+    Sched sched;
+    int tasks[2][N_TASKS], n_tasks[2];   /* tasks with training data, by kind */
+    size_t *val_pick[N_TASKS];           /* fixed validation sample of each task (S2Sched) */
+    int n_val[N_TASKS];
+    SampleStats stats;
+    long skipped_no_negative;
+    FILE *loss_csv, *sched_csv;
+} Trainer;
+
+/* A random text of a passage ([instruction, text], or a list of texts). */
+static const char *passage_text(const Passage *p, Rng *r) { return p->texts[rng_below(r, p->n_texts)]; }
+
+/* Query, one positive and one hard negative of an embedding record (§4.1). */
+static int make_triplet(Trainer *tr, const Record *rec, Sample out[3]) {
+    if (rec->n_pos < 1 || rec->n_neg < 1) {
+        tr->skipped_no_negative++;
+        return 0;
+    }
+    const Passage *pos = &rec->pos[rng_below(&tr->rng, rec->n_pos)];
+    const Passage *neg = &rec->neg[rng_below(&tr->rng, rec->n_neg)];
+    const Passage *ps[3] = {&rec->query, pos, neg};
+    for (int k = 0; k < 3; k++) {
+        int rc = sample_emb(&out[k], &tr->tok, ps[k]->instr, passage_text(ps[k], &tr->rng), rec->task,
+                            (int)tr->max_len, EMB_FMT_TRAIN, &tr->stats);
+        if (rc != 1) {
+            for (int j = 0; j < k; j++) sample_free(&out[j]);
+            return rc;
+        }
+    }
+    return 1;
+}
+
+/* Embeddings of n samples, in chunks of at most `chunk` rows (no backward). */
+static int embed_samples(Trainer *tr, Sample **smp, int n, float *emb, int chunk) {
+    int C = tr->m.cfg.hidden_size;
+    TokBatch tb;
+    if (batch_alloc(&tb, chunk, (int)tr->max_len)) return -1;
+    float norms[256];
+    for (int r0 = 0; r0 < n; r0 += chunk) {
+        int k = n - r0 < chunk ? n - r0 : chunk;
+        Batch b = batch_fill(&tb, smp + r0, k, 0);
+        if (acts_ensure(&tr->acts, &tr->m, k, b.T)) { batch_free(&tb); return -1; }
+        model_forward(&tr->m, &tr->tm, tr->acts, &b, ATTN_BIDIRECTIONAL);
+        pool_forward(emb + (size_t)r0 * C, norms, acts_hidden(tr->acts), &b, tb.start, C);
+    }
+    batch_free(&tb);
+    return 0;
+}
+
+/* The embedding branch on records recs[0..n): InfoNCE over their triplets.
+ * backward: one forward of all 3Q rows, then gradients into tr->grads scaled
+ * by `scale`.  Returns the loss, NAN on error, or -1 in *q_used when no triplet. */
+static double emb_branch(Trainer *tr, Record *const *recs, int n, int backward, float scale, int *q_used) {
+    int C = tr->m.cfg.hidden_size, Q = 0;
+    Sample *trip = calloc((size_t)3 * n, sizeof(Sample));
+    Sample **rows = calloc((size_t)3 * n, sizeof(Sample *));
+    double loss = NAN;
+    if (!trip || !rows) { free(trip); free(rows); rf_error("out of memory"); return NAN; }
+    for (int i = 0; i < n; i++) {
+        Sample t3[3];
+        int rc = make_triplet(tr, recs[i], t3);
+        if (rc < 0) goto done;
+        if (rc == 0) continue;
+        trip[Q] = t3[0]; trip[n + Q] = t3[1]; trip[2 * n + Q] = t3[2];
+        Q++;
+    }
+    *q_used = Q;
+    if (Q == 0) { loss = 0; goto done; }
+    for (int i = 0; i < Q; i++) {  /* rows: queries, then positives, then negatives */
+        rows[i] = &trip[i];
+        rows[Q + i] = &trip[n + i];
+        rows[2 * Q + i] = &trip[2 * n + i];
+    }
+    float *emb = calloc((size_t)3 * Q * C, sizeof(float)), *demb = calloc((size_t)3 * Q * C, sizeof(float));
+    if (!emb || !demb) { free(emb); free(demb); rf_error("out of memory"); goto done; }
+    if (!backward) {
+        if (!embed_samples(tr, rows, 3 * Q, emb, 24))
+            loss = infonce(NULL, NULL, emb, emb + (size_t)Q * C, Q, 2 * Q, C, (float)tr->tau);
+    } else {
+        TokBatch tb;
+        float *norms = malloc((size_t)3 * Q * sizeof(float));
+        if (norms && !batch_alloc(&tb, 3 * Q, (int)tr->max_len)) {
+            Batch b = batch_fill(&tb, rows, 3 * Q, 0);
+            b.dropout_seed = rng_next(&tr->rng) | 1;
+            if (!acts_ensure(&tr->acts, &tr->m, 3 * Q, b.T)) {
+                model_forward(&tr->m, &tr->tm, tr->acts, &b, ATTN_BIDIRECTIONAL);
+                pool_forward(emb, norms, acts_hidden(tr->acts), &b, tb.start, C);
+                loss = infonce(demb, demb + (size_t)Q * C, emb, emb + (size_t)Q * C, Q, 2 * Q, C, (float)tr->tau);
+                for (size_t i = 0; i < (size_t)3 * Q * C; i++) demb[i] *= scale;
+                pool_backward(acts_dhidden(tr->acts), demb, emb, norms, &b, tb.start, C);
+                model_backward(&tr->m, &tr->tm, tr->acts, &b, ATTN_BIDIRECTIONAL, NULL, tr->grads);
+            }
+            batch_free(&tb);
+        }
+        free(norms);
+    }
+    free(emb);
+    free(demb);
+done:
+    for (int i = 0; i < 3 * n; i++) sample_free(&trip[i]);
+    free(trip);
+    free(rows);
+    return loss;
+}
+
+/* The generative branch on records recs[0..n): token-mean cross-entropy over
+ * the answer tokens of all of them, in micro-batches whose per-token weights
+ * 1/total make the accumulated gradient that of the whole batch. */
+static double gen_branch(Trainer *tr, Record *const *recs, int n, int backward, float scale, long *tokens) {
+    Sample *smp = calloc(n ? n : 1, sizeof(Sample));
+    Sample **rows = calloc(n ? n : 1, sizeof(Sample *));
+    double loss = NAN;
+    int k = 0;
+    long total = 0;
+    TokBatch tb = {0};
+    if (!smp || !rows) { rf_error("out of memory"); goto done; }
+    for (int i = 0; i < n; i++) {
+        int rc = sample_gen(&smp[k], &tr->tok, recs[i], (int)tr->max_len, &tr->stats);
+        if (rc < 0) goto done;
+        if (rc == 1) { total += smp[k].len - smp[k].start; rows[k] = &smp[k]; k++; }
+    }
+    *tokens = total;
+    loss = 0;
+    if (k == 0 || total == 0) goto done;
+    if (batch_alloc(&tb, (int)tr->micro, (int)tr->max_len)) { loss = NAN; goto done; }
+    for (int r0 = 0; r0 < k; r0 += (int)tr->micro) {
+        int B = k - r0 < tr->micro ? k - r0 : (int)tr->micro;
+        Batch b = batch_fill(&tb, rows + r0, B, 0);
+        if (backward) b.dropout_seed = rng_next(&tr->rng) | 1;
+        for (int i = 0; i < B * b.T; i++) tb.weights[i] /= (float)total;
+        if (acts_ensure(&tr->acts, &tr->m, B, b.T)) { loss = NAN; goto done; }
+        model_forward(&tr->m, &tr->tm, tr->acts, &b, ATTN_CAUSAL);
+        if (backward) {
+            for (int i = 0; i < B * b.T; i++) tb.weights[i] *= scale;
+            loss += model_lm_loss(&tr->m, tr->acts, &b, tb.weights, NULL, NULL, 1) / scale;
+            model_backward(&tr->m, &tr->tm, tr->acts, &b, ATTN_CAUSAL, NULL, tr->grads);
+        } else {
+            loss += model_lm_loss(&tr->m, tr->acts, &b, tb.weights, NULL, NULL, 0);
+        }
+    }
+done:
+    batch_free(&tb);
+    for (int i = 0; i < k; i++) sample_free(&smp[i]);
+    free(smp);
+    free(rows);
+    return loss;
+}
+
+/* The loss of every task on its fixed validation sample (NaN where a task has
+ * none): the input of S2Sched, and of `recfound train`'s held-out report. */
+static int task_losses(Trainer *tr, const Dataset *d, size_t *const *pick, const int *n_pick, double *loss) {
+    for (int t = 0; t < N_TASKS; t++) {
+        loss[t] = NAN;
+        if (!n_pick[t]) continue;
+        Record **recs = malloc(n_pick[t] * sizeof *recs);
+        if (!recs) return rf_error("out of memory");
+        for (int i = 0; i < n_pick[t]; i++) recs[i] = &d->pool[t].recs[pick[t][i]];
+        long tokens;
+        int q;
+        uint64_t keep = tr->rng.s;  /* validation must not move the training stream */
+        rng_seed(&tr->rng, 0x5EED + t);
+        loss[t] = TASKS[t].kind == KIND_EMB ? emb_branch(tr, recs, n_pick[t], 0, 1, &q)
+                                            : gen_branch(tr, recs, n_pick[t], 0, 1, &tokens);
+        tr->rng.s = keep;
+        free(recs);
+        if (rf_last_error()[0] && isnan(loss[t])) return -1;
+    }
+    return 0;
+}
+
+static int save_adapter(Trainer *tr, const char *name) {
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/%s", tr->out, name);
+    return tmole_save(&tr->tm, dir);
+}
+
+static void trainer_free(Trainer *tr) {
+    for (int t = 0; t < N_TASKS; t++) {
+        pool_iter_free(&tr->it[t]);
+        free(tr->val_pick[t]);
+    }
+    if (tr->use_sched) sched_free(&tr->sched);
+    if (tr->loss_csv) fclose(tr->loss_csv);
+    if (tr->sched_csv) fclose(tr->sched_csv);
+    adamw_free(&tr->opt);
+    free(tr->grads);
+    acts_free(tr->acts);
+    tmole_free(&tr->tm);
+    dataset_free(&tr->train);
+    dataset_free(&tr->val);
+    tok_free(&tr->tok);
+    model_free(&tr->m);
+}
+
+/* "2,2,2" -> embedding / shared / generative expert counts. */
+static int parse_experts(const char *s, TmoleConfig *c) {
+    if (sscanf(s, "%d,%d,%d", &c->n_emb, &c->n_shared, &c->n_gen) != 3)
+        return rf_error("train: --experts must look like E,S,G (e.g. 2,2,2), got '%s'", s);
+    return 0;
+}
+
+static int cmd_train(int argc, char **argv) {
+    Trainer trs, *tr = &trs;
+    memset(tr, 0, sizeof *tr);
+    const char *model = NULL, *data = NULL, *tokp = NULL, *experts = "2,2,2", *variant = "paper", *rem = "drop";
+    const char *hidden = NULL;
+    long rank = 16, task_dim = 512, no_tmole = 0, sched_window = 64, epochs = 0;
+    double alpha = 64, dropout = 0.1, sched_tau = 10, sched_warm = 0.1;
+    int no_sched = 0, no_tmole_flag = 0;
+    tr->emb_batch = 8; tr->gen_batch = 8; tr->micro = 8; tr->steps = 100; tr->max_len = 256;
+    tr->save_every = 0; tr->seed = 42; tr->sched_val = 16;
+    tr->lr = 1e-3; tr->warmup_ratio = 0.03; tr->clip = 1.0; tr->wd = 0; tr->tau = 0.02; tr->lambda_gen = 1.0;
+    (void)no_tmole;
+    Flag f[] = {
+        {"--model", 's', &model, "backbone folder (frozen; Hugging Face layout)"},
+        {"--data", 's', &data, "dataset folder: {Embedding,Generative}_dataset_{train,eval}.jsonl"},
+        {"--tokenizer", 's', &tokp, "tokenizer.json (default: MODEL/tokenizer.json)"},
+        {"--out", 's', &tr->out, "run folder: step-0, step-K, final, losses.csv, sched.csv, plots"},
+        {"--steps", 'i', &tr->steps, "optimisation steps (default 100)"},
+        {"--epochs", 'i', &epochs, "instead of --steps: passes over the generative training set"},
+        {"--emb-batch", 'i', &tr->emb_batch, "embedding queries per step (default 8; each brings a positive and a hard negative)"},
+        {"--gen-batch", 'i', &tr->gen_batch, "generative samples per step (default 8)"},
+        {"--micro", 'i', &tr->micro, "generative rows per micro-batch (gradient accumulation; default 8)"},
+        {"--max-len", 'i', &tr->max_len, "tokens per sample at most (default 256)"},
+        {"--lr", 'f', &tr->lr, "peak learning rate (default 1e-3), linear warmup then linear decay"},
+        {"--warmup", 'f', &tr->warmup_ratio, "learning-rate warmup as a fraction of the steps (default 0.03)"},
+        {"--clip", 'f', &tr->clip, "global gradient-norm clip (default 1.0; 0 = off)"},
+        {"--weight-decay", 'f', &tr->wd, "AdamW decoupled weight decay (default 0)"},
+        {"--temperature", 'f', &tr->tau, "InfoNCE temperature (default 0.02)"},
+        {"--lambda-gen", 'f', &tr->lambda_gen, "weight of the generative loss (default 1)"},
+        {"--no-tmole", 'b', &no_tmole_flag, "one plain LoRA per projection instead of TMoLE (ablation)"},
+        {"--experts", 's', &experts, "embedding,shared,generative experts (default 2,2,2; the authors' code runs 3,0,3)"},
+        {"--rank", 'i', &rank, "LoRA rank r (default 16)"},
+        {"--alpha", 'f', &alpha, "LoRA alpha; scaling alpha/r (default 64)"},
+        {"--dropout", 'f', &dropout, "per-expert input dropout (default 0.1)"},
+        {"--task-dim", 'i', &task_dim, "task-embedding size (default 512)"},
+        {"--router-hidden", 's', &hidden, "router MLP hidden widths, e.g. 64 or 64,64 (default: none)"},
+        {"--no-s2sched", 'b', &no_sched, "uniform task mixing instead of S2Sched (ablation)"},
+        {"--sched-val", 'i', &tr->sched_val, "validation samples per task for S2Sched (default 16; the paper 128)"},
+        {"--sched-window", 'i', &sched_window, "S2Sched history window L (default 64)"},
+        {"--sched-tau", 'f', &sched_tau, "S2Sched temperature τ of eq. (5) (default 10)"},
+        {"--sched-warmup", 'f', &sched_warm, "S2Sched warmup ς as a fraction of the steps (default 0.1)"},
+        {"--sched-variant", 's', &variant, "paper | code (official-code.md §6)"},
+        {"--sched-remainder", 's', &rem, "drop | largest: the leftover of floor(B ω_i)"},
+        {"--save-every", 'i', &tr->save_every, "write RUN/step-K every K steps (default 0: only step-0 and final)"},
+        {"--seed", 'i', &tr->seed, "seed of initialisation, sampling and dropout (default 42)"},
+    };
+    int nf = sizeof f / sizeof f[0];
+    int r = parse_flags(argc, argv, f, nf, "--model DIR --data DIR --out RUN [options]");
+    if (r) return r > 0 ? 0 : -1;
+    if (need("train", "--model", model) || need("train", "--data", data) || need("train", "--out", tr->out)) return -1;
+    if (tr->emb_batch < 0 || tr->gen_batch < 0 || tr->micro < 1 || tr->max_len < 8 || tr->steps < 0 || rank < 1)
+        return rf_error("train: batch sizes must be >= 0, --micro >= 1, --max-len >= 8, --rank >= 1");
+    if (strcmp(variant, "paper") && strcmp(variant, "code"))
+        return rf_error("train: --sched-variant must be paper or code, got '%s'", variant);
+    if (strcmp(rem, "drop") && strcmp(rem, "largest"))
+        return rf_error("train: --sched-remainder must be drop or largest, got '%s'", rem);
+    tr->use_sched = !no_sched;
+
+    TmoleConfig tc;
+    if (no_tmole_flag) tmole_config_lora(&tc);
+    else {
+        tmole_config_default(&tc);
+        if (parse_experts(experts, &tc)) return -1;
+    }
+    tc.rank = (int)rank;
+    tc.alpha = (float)alpha;
+    tc.dropout = (float)dropout;
+    tc.task_dim = (int)task_dim;
+    if (hidden && !no_tmole_flag) {
+        char *p = (char *)hidden;
+        while (*p && tc.n_hidden < TMOLE_MAX_HIDDEN) {
+            tc.hidden[tc.n_hidden++] = (int)strtol(p, &p, 10);
+            if (*p == ',') p++;
+        }
+    }
+
+    char path[4096];
+    int rc = -1;
+    if (model_load(&tr->m, model)) return -1;
+    if (!tokp) { snprintf(path, sizeof path, "%s/tokenizer.json", model); tokp = path; }
+    if (tok_load(&tr->tok, tokp)) goto out;
+    if (tr->tok.n_vocab > tr->m.cfg.vocab_size) {
+        rf_error("%s: %d tokens, more than the model's vocabulary (%d)", tokp, tr->tok.n_vocab, tr->m.cfg.vocab_size);
+        goto out;
+    }
+    if (dataset_load_split(&tr->train, data, "train", 0) || dataset_load_split(&tr->val, data, "eval", 0)) goto out;
+    if (tmole_alloc(&tr->tm, &tc, &tr->m.cfg)) goto out;
+    tmole_init(&tr->tm, (uint64_t)tr->seed);
+    rng_seed(&tr->rng, (uint64_t)tr->seed * 7919 + 1);
+    for (int t = 0; t < N_TASKS; t++) {
+        if (pool_iter_init(&tr->it[t], tr->train.pool[t].n, (uint64_t)tr->seed + 101 * t)) goto out;
+        if (tr->train.pool[t].n) tr->tasks[TASKS[t].kind][tr->n_tasks[TASKS[t].kind]++] = t;
+        /* the fixed validation sample of S2Sched: the first sched_val of a seeded shuffle */
+        size_t nv = tr->val.pool[t].n;
+        tr->n_val[t] = (int)(nv < (size_t)tr->sched_val ? nv : (size_t)tr->sched_val);
+        tr->val_pick[t] = malloc((nv ? nv : 1) * sizeof(size_t));
+        if (!tr->val_pick[t]) { rf_error("out of memory"); goto out; }
+        for (size_t i = 0; i < nv; i++) tr->val_pick[t][i] = i;
+        Rng vr;
+        rng_seed(&vr, (uint64_t)tr->seed + 977 * t);
+        shuffle_idx(tr->val_pick[t], nv, &vr);
+    }
+    if (!tr->n_tasks[KIND_EMB] && !tr->n_tasks[KIND_GEN]) { rf_error("%s: no training records", data); goto out; }
+    if (epochs > 0) {
+        long n_gen = 0;
+        for (int t = 0; t < N_TASKS; t++)
+            if (TASKS[t].kind == KIND_GEN) n_gen += (long)tr->train.pool[t].n;
+        tr->steps = epochs * ((n_gen + tr->gen_batch - 1) / (tr->gen_batch ? tr->gen_batch : 1));
+    }
+    tr->grads = calloc(tr->tm.total, sizeof(float));
+    if (!tr->grads || adamw_init(&tr->opt, tr->tm.total, (float)tr->lr, 0.9f, 0.999f, 1e-8f, (float)tr->wd)) {
+        rf_error("out of memory for adapter gradients");
+        goto out;
+    }
+    if (tr->use_sched) {
+        SchedConfig sc;
+        sched_config_default(&sc, tr->steps);
+        sc.window = (int)sched_window;
+        sc.tau = sched_tau;
+        sc.warmup = sched_warmup_steps(sched_warm, tr->steps);
+        sc.variant = strcmp(variant, "code") ? SCHED_PAPER : SCHED_CODE;
+        sc.remainder = strcmp(rem, "largest") ? REM_DROP : REM_LARGEST;
+        sc.batch[KIND_EMB] = (int)tr->emb_batch;
+        sc.batch[KIND_GEN] = (int)tr->gen_batch;
+        int all[N_TASKS], n_all = 0;
+        for (int k = 0; k < 2; k++)
+            for (int i = 0; i < tr->n_tasks[k]; i++) all[n_all++] = tr->tasks[k][i];
+        if (sched_init(&tr->sched, &sc, all, n_all)) goto out;
+    }
+    /* step-0 is written before any update: Model Merge needs it (§4.4) */
+    if (save_adapter(tr, "step-0")) goto out;
+    snprintf(path, sizeof path, "%s/losses.csv", tr->out);
+    if (!(tr->loss_csv = fopen(path, "w"))) { rf_error("%s: cannot write", path); goto out; }
+    fprintf(tr->loss_csv, "step,lr,loss,loss_emb,loss_gen,grad_norm,emb_queries,gen_samples,tokens,seconds\n");
+    if (tr->use_sched) {
+        snprintf(path, sizeof path, "%s/sched.csv", tr->out);
+        if (!(tr->sched_csv = fopen(path, "w"))) { rf_error("%s: cannot write", path); goto out; }
+        fprintf(tr->sched_csv, "step,group,task,alpha,gamma_inter,gamma_intra,beta,omega,n\n");
+    }
+    fprintf(stderr, "train: %s + %s adapters (%zu parameters, experts %d/%d/%d, rank %d), %ld steps, "
+            "batches %ld emb + %ld gen, S2Sched %s\n", model, no_tmole_flag ? "LoRA" : "TMoLE", tr->tm.total,
+            tc.n_emb, tc.n_shared, tc.n_gen, tc.rank, tr->steps, tr->emb_batch, tr->gen_batch,
+            tr->use_sched ? variant : "off");
+
+    long warmup = (long)(tr->warmup_ratio * tr->steps + 0.5);
+    double t_start = now_s();
+    for (long step = 0; step < tr->steps; step++) {
+        double t0 = now_s();
+        int counts[N_TASKS] = {0};
+        /* how many samples of each task (§4.3.2): S2Sched, or uniform over tasks */
+        if (tr->use_sched) {
+            double vl[N_TASKS];
+            if (task_losses(tr, &tr->val, tr->val_pick, tr->n_val, vl)) goto out;
+            if (sched_update(&tr->sched, vl)) goto out;
+            for (int k = 0; k < 2; k++) {
+                sched_counts(&tr->sched, (TaskKind)k, NULL, counts);
+                const SchedGroup *g = &tr->sched.group[k];
+                if (!tr->sched.scheduled) continue;
+                for (int i = 0; i < g->m; i++)
+                    fprintf(tr->sched_csv, "%ld,%c,%s,%.9g,%.9g,%.9g,%.9g,%.9g,%d\n", step, k == KIND_EMB ? 'E' : 'G',
+                            TASKS[g->task[i]].short_name, g->alpha[i], g->g_inter[i], g->g_intra[i], g->beta,
+                            g->omega[i], counts[g->task[i]]);
+            }
+        } else {
+            for (int k = 0; k < 2; k++) {
+                int m = tr->n_tasks[k], n[N_TASKS];
+                double w[N_TASKS];
+                for (int i = 0; i < m; i++) w[i] = 1.0 / m;
+                sched_count_samples(n, w, NULL, m, k == KIND_EMB ? (int)tr->emb_batch : (int)tr->gen_batch, REM_LARGEST);
+                for (int i = 0; i < m; i++) counts[tr->tasks[k][i]] = n[i];
+            }
+        }
+        /* draw the records of this step's two batches */
+        Record *emb_recs[4096], *gen_recs[4096];
+        int ne = 0, ng = 0;
+        for (int t = 0; t < N_TASKS; t++)
+            for (int i = 0; i < counts[t] && ne < 4096 && ng < 4096; i++) {
+                Record *rec = &tr->train.pool[t].recs[pool_iter_next(&tr->it[t])];
+                if (TASKS[t].kind == KIND_EMB) emb_recs[ne++] = rec;
+                else gen_recs[ng++] = rec;
+            }
+        memset(tr->grads, 0, tr->tm.total * sizeof(float));
+        int q = 0;
+        long tokens = 0;
+        double le = ne ? emb_branch(tr, emb_recs, ne, 1, 1.0f, &q) : 0;
+        double lg = ng ? gen_branch(tr, gen_recs, ng, 1, (float)tr->lambda_gen, &tokens) : 0;
+        if (isnan(le) || isnan(lg)) goto out;
+        double loss = le + tr->lambda_gen * lg;
+        if (!isfinite(loss)) { rf_error("train: step %ld: the loss is not finite (emb %g, gen %g)", step + 1, le, lg); goto out; }
+        double gnorm = clip_grad_norm(tr->grads, tr->tm.total, tr->clip);
+        float lr = lr_schedule((float)tr->lr, step, warmup, tr->steps);
+        adamw_step(&tr->opt, tr->tm.params, tr->grads, lr);
+        double dt = now_s() - t0;
+        fprintf(tr->loss_csv, "%ld,%.6g,%.9g,%.9g,%.9g,%.6g,%d,%d,%ld,%.4f\n", step + 1, lr, loss, le, lg, gnorm, q, ng,
+                tokens, dt);
+        fflush(tr->loss_csv);
+        if (tr->sched_csv) fflush(tr->sched_csv);
+        fprintf(stderr, "\rtrain: step %ld/%ld  loss %.4f (emb %.4f, gen %.4f)  lr %.2e  %.1f s/step  %.0f s left   ",
+                step + 1, tr->steps, loss, le, lg, lr, dt, (now_s() - t_start) / (step + 1) * (tr->steps - step - 1));
+        if (tr->save_every > 0 && (step + 1) % tr->save_every == 0 && step + 1 < tr->steps) {
+            char name[64];
+            snprintf(name, sizeof name, "step-%ld", step + 1);
+            if (save_adapter(tr, name)) goto out;
+        }
+    }
+    fprintf(stderr, "\n");
+    if (save_adapter(tr, "final")) goto out;
+    if (tr->stats.dropped || tr->stats.truncated || tr->skipped_no_negative)
+        fprintf(stderr, "train: %ld samples dropped (answer or text beyond --max-len), %ld truncated, "
+                "%ld embedding records without a negative skipped\n", tr->stats.dropped, tr->stats.truncated,
+                tr->skipped_no_negative);
+    fprintf(stderr, "train: wrote %s/step-0, %s/final and %s/losses.csv in %.0f s\n", tr->out, tr->out, tr->out,
+            now_s() - t_start);
+    rc = 0;
+out:
+    trainer_free(tr);
+    return rc;
+}
+
 /* ------------------------------------------------------------ benchmarks */
 
 /* Full-parameter AdamW training steps on random ids: tokens/s and peak RSS. */
 static int cmd_bench_train(int argc, char **argv) {
-    Opt o[] = {{"--model", NULL, 0, "model folder (default: a random 'small' preset)"},
-               {"--batch", NULL, 0, "rows per step (default 8)"},
-               {"--len", NULL, 0, "tokens per row (default 256)"},
-               {"--steps", NULL, 0, "timed steps after one warm-up step (default 5)"}};
-    int n = sizeof o / sizeof o[0], r = parse_opts(argc, argv, o, n, "[--model DIR] [--batch B] [--len T] [--steps N]");
-    if (r) return r > 0 ? 0 : -1;
+    const char *mdir = NULL;
     long B = 8, T = 256, steps = 5;
-    if ((opt(o, n, "--batch") && int_opt("bench-train", "--batch", opt(o, n, "--batch"), 1, 4096, &B)) ||
-        (opt(o, n, "--len") && int_opt("bench-train", "--len", opt(o, n, "--len"), 2, 1 << 16, &T)) ||
-        (opt(o, n, "--steps") && int_opt("bench-train", "--steps", opt(o, n, "--steps"), 1, 100000, &steps)))
-        return -1;
+    Flag f[] = {{"--model", 's', &mdir, "model folder (default: a random 'small' preset)"},
+                {"--batch", 'i', &B, "rows per step (default 8)"},
+                {"--len", 'i', &T, "tokens per row (default 256)"},
+                {"--steps", 'i', &steps, "timed steps after one warm-up step (default 5)"}};
+    int r = parse_flags(argc, argv, f, 4, "[--model DIR] [--batch B] [--len T] [--steps N]");
+    if (r) return r > 0 ? 0 : -1;
+    if (B < 1 || T < 2 || steps < 1) return rf_error("bench-train: --batch >= 1, --len >= 2, --steps >= 1");
     Model m;
-    if (opt(o, n, "--model")) {
-        if (model_load(&m, opt(o, n, "--model"))) return -1;
+    if (mdir) {
+        if (model_load(&m, mdir)) return -1;
     } else {
         Config c;
         if (config_preset(&c, "small", 0) || model_alloc(&m, &c)) return -1;
@@ -457,6 +960,7 @@ static const Command commands[] = {
     {"score", cmd_score, "mean next-token cross-entropy of each sequence"},
     {"embed", cmd_embed, "pooled, L2-normalised embedding of each sequence"},
     {"pretrain", cmd_pretrain, "full-parameter causal-LM training steps"},
+    {"train", cmd_train, "RecFound: TMoLE adapters on both branches, S2Sched (§4)"},
     {"tokenizer", tokenizer_main, "encode | decode | train a tokenizer.json"},
     {"synth", synth_main, "write the synthetic recommendation world (all 13 tasks)"},
     {"build-data", build_data_main, "build the 13 tasks from the real public sources"},

@@ -264,6 +264,10 @@ void embedding_backward(float *dtable, const float *dout, const int *ids, int N,
 const float *acts_rope_cos(const Acts *a);
 const float *acts_rope_sin(const Acts *a);
 
+/* InfoNCE with in-batch negatives (§4.1): query i's target is passage i; the
+ * gradients with respect to the unit embeddings are added to dq, dp (may be NULL). */
+double infonce(float *dq, float *dp, const float *q, const float *p, int Q, int P, int C, float tau);
+
 /* Per-token weights for "mean next-token CE over all predicted tokens". */
 void lm_weights_mean(float *w, const Batch *b);
 
@@ -519,6 +523,23 @@ typedef struct { size_t *order; size_t n, pos; long epoch; Rng rng; } PoolIter;
 int pool_iter_init(PoolIter *it, size_t n, uint64_t seed);
 size_t pool_iter_next(PoolIter *it);
 void pool_iter_free(PoolIter *it);
+
+/* Tokenised samples (Tokenizer above).  A generative sample trains on tokens
+ * [start, len) (the answer and </s>); an embedding sample pools over them. */
+typedef struct { int *ids; int len, start, task; } Sample;
+typedef struct { long dropped, truncated, boundary_merges; } SampleStats;
+int sample_gen(Sample *s, const Tokenizer *tok, const Record *r, int max_len, SampleStats *st);
+int sample_emb(Sample *s, const Tokenizer *tok, const char *instr, const char *text, int task, int max_len,
+               EmbFormat fmt, SampleStats *st);
+void sample_free(Sample *s);
+/* A right-padded batch of samples and its per-row and per-token arrays. */
+typedef struct { int cap_rows, cap_len; int *ids, *lengths, *tasks, *start; float *weights; } TokBatch;
+int batch_alloc(TokBatch *tb, int rows, int max_len);
+void batch_free(TokBatch *tb);
+Batch batch_fill(TokBatch *tb, Sample *const *samples, int n, int pad);
+
+/* Every training text of a dataset, formatted as the model sees it. */
+int dataset_for_each_text(const Dataset *d, int (*fn)(void *ctx, const char *s, size_t n), void *ctx);
 
 /* `recfound synth` and `recfound build-data` (argv[0] is the sub-command). */
 int synth_main(int argc, char **argv);

@@ -69,6 +69,9 @@ int tmole_alloc(Tmole *t, const TmoleConfig *c, const Config *mc) {
     if (N < 1 || N > TMOLE_MAX_EXPERTS || c->n_emb < 0 || c->n_shared < 0 || c->n_gen < 0)
         return rf_error("TMoLE: expert split %d/%d/%d must give 1 to %d experts", c->n_emb, c->n_shared, c->n_gen,
                         TMOLE_MAX_EXPERTS);
+    if (c->n_emb + c->n_shared < 1 || c->n_gen + c->n_shared < 1)
+        return rf_error("TMoLE: expert split %d/%d/%d leaves a pass without an open expert", c->n_emb, c->n_shared,
+                        c->n_gen);
     if (c->rank < 1) return rf_error("TMoLE: rank must be positive, got %d", c->rank);
     if (c->router && c->task_dim < 1) return rf_error("TMoLE: task-embedding size must be positive");
     if (c->router && c->task_dim > TMOLE_MAX_WIDTH)

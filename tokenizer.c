@@ -1620,14 +1620,16 @@ done:
 static const char TOKENIZER_USAGE[] =
     "usage: recfound tokenizer encode --tokenizer FILE (--text STRING | --jsonl FILE) [--bos]\n"
     "       recfound tokenizer decode --tokenizer FILE --ids FILE\n"
-    "       recfound tokenizer train --corpus FILE.jsonl --vocab N --out PATH/tokenizer.json\n"
+    "       recfound tokenizer train (--corpus FILE.jsonl | --data DIR) --vocab N --out PATH/tokenizer.json\n"
     "\n"
     "  encode  prints the token ids of each input, space-separated, one line per input\n"
     "          (--jsonl: each line of FILE is one JSON string; --bos: add <s> as the\n"
     "          tokenizer's post-processor does)\n"
     "  decode  prints each line of ids of FILE (space-separated) as a JSON string\n"
     "  train   learns a BPE vocabulary of N tokens (Mistral scheme: <unk> <s> </s>,\n"
-    "          256 byte tokens, characters, merges) from a corpus of JSON strings\n";
+    "          256 byte tokens, characters, merges) from a corpus of JSON strings, or\n"
+    "          from every training text of a dataset folder (--data: its train split,\n"
+    "          formatted with the RecFound prompt formats)\n";
 
 /* Each line of a .jsonl file holding one JSON string; calls fn on it.  Blank
  * lines are skipped when skip_blank, else an error (encode keeps one output
@@ -1790,7 +1792,7 @@ static int cmd_encode_decode(int argc, char **argv, int decode) {
 }
 
 static int cmd_train(int argc, char **argv) {
-    const char *corpus = NULL, *out = NULL;
+    const char *corpus = NULL, *out = NULL, *data = NULL;
     long vocab = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -1800,6 +1802,7 @@ static int cmd_train(int argc, char **argv) {
         }
         if (need_value(argc, argv, i)) return -1;
         if (!strcmp(a, "--corpus")) corpus = argv[++i];
+        else if (!strcmp(a, "--data")) data = argv[++i];
         else if (!strcmp(a, "--out")) out = argv[++i];
         else if (!strcmp(a, "--vocab")) {
             char *end;
@@ -1809,14 +1812,21 @@ static int cmd_train(int argc, char **argv) {
             return rf_error("tokenizer train: unknown option %s (see --help)", a);
         }
     }
-    if (!corpus || !out || !vocab) return rf_error("tokenizer train: --corpus, --vocab and --out are required");
+    if ((!corpus == !data) || !out || !vocab)
+        return rf_error("tokenizer train: --vocab, --out and one of --corpus or --data are required");
     Corpus c = {0};
     Tokenizer t;
     char *dir = dup_bytes(out, strlen(out)), *slash = dir ? strrchr(dir, '/') : NULL;
     if (slash && slash != dir) *slash = '\0';
     int rc = !dir ? rf_error("out of memory") : slash && slash != dir ? rf_mkdirs(dir) : 0;
     free(dir);
-    if (!rc) rc = for_each_jsonl_string(corpus, 1, corpus_add, &c);
+    if (!rc && corpus) rc = for_each_jsonl_string(corpus, 1, corpus_add, &c);
+    if (!rc && data) {  /* the training split of a dataset folder, formatted as the model sees it */
+        Dataset d = {0};
+        rc = dataset_load_split(&d, data, "train", 0);
+        if (!rc) rc = dataset_for_each_text(&d, corpus_add, &c);
+        dataset_free(&d);
+    }
     if (!rc) rc = tok_train(&t, c.texts, c.lens, c.n, (int)(vocab > INT_MAX ? INT_MAX : vocab));
     if (!rc) {
         rc = tok_save(&t, out);

@@ -123,11 +123,12 @@ static void check_shape(int t, int M, int K, int N, int exact) {
     free(a), free(b), free(c0), free(fast), free(ref), free(want);
 }
 
-/* Tails on every side of the MR x NR tile and the KC/MC/NC blocks. */
+/* Tails on every side of the MR x NR tile (12 x 32, 6 x 16 or 4 x 8) and of
+ * the KC = 256, MC = 8 MR and NC = 1024 blocks. */
 static const int shapes[][3] = {
     {1, 1, 1},     {3, 5, 7},     {2, 3, 2},     {1, 300, 1},   {17, 33, 65},  {64, 64, 64},  {100, 257, 129},
     {12, 32, 32},  {13, 31, 33},  {6, 16, 16},   {7, 1, 17},    {31, 513, 47}, {200, 70, 300}, {193, 17, 33},
-    {5, 2, 4100},  {1, 64, 200},  {250, 64, 1},
+    {5, 2, 4100},  {1, 64, 200},  {250, 64, 1},  {20, 40, 1100},
 };
 #define NSHAPES (int)(sizeof shapes / sizeof shapes[0])
 

@@ -274,6 +274,162 @@ START_TEST(test_save_load_round_trip) {
 }
 END_TEST
 
+/* ------------------------------------------------ against the PyTorch reference */
+
+/* tests/reference/make_tmole_fixtures.py is an independent float64 PyTorch
+ * implementation of TMoLE, InfoNCE and the two branches (semantics in
+ * tests/reference/README.md).  Tensors compare by normalised error <= 1e-8, as
+ * in the backbone suite; a reference tensor that is exactly zero (masked
+ * experts, unused task rows) must come out exactly zero here too. */
+#define REF_NERR 1e-8
+
+static void expect_tensor(StFile *f, const char *name, const float *got, size_t n, const char *what) {
+    const StTensor *t = st_find(f, name);
+    ck_assert_msg(t != NULL, "expected.safetensors lacks %s", name);
+    ck_assert_msg((size_t)t->numel == n, "%s: %lld values, want %zu", name, (long long)t->numel, n);
+    float *want = malloc(n * sizeof(float));
+    ck_assert(st_read_f32(f, t, want) == 0);
+    double ref = dotd(want, want, n);
+    if (ref == 0) {
+        for (size_t i = 0; i < n; i++) ck_assert_msg(got[i] == 0, "%s (%s): [%zu] = %g, want exactly 0", what, name, i, got[i]);
+    } else {
+        double e = nerr(got, want, n);
+        ck_assert_msg(e <= REF_NERR, "%s (%s): normalised error %.3g > %.1g", what, name, e, REF_NERR);
+    }
+    free(want);
+}
+
+static int json_ints(const Json *arr, int *out, int max) {
+    int n = 0;
+    for (size_t i = 0; i < arr->count && n < max; i++) {
+        const Json *v = &arr->items[i];
+        if (v->type == JSON_ARRAY) n += json_ints(v, out + n, max - n);
+        else out[n++] = (int)v->number;
+    }
+    return n;
+}
+
+static void check_tmole_reference(const char *name) {
+    char path[512];
+    Model m;
+    Tmole t;
+    snprintf(path, sizeof path, "tests/fixtures/tmole/%s/model", name);
+    ck_assert_msg(model_load(&m, path) == 0, "%s", rf_last_error());
+    snprintf(path, sizeof path, "tests/fixtures/tmole/%s/adapter", name);
+    ck_assert_msg(tmole_load(&t, path, &m.cfg) == 0, "%s", rf_last_error());
+    snprintf(path, sizeof path, "tests/fixtures/tmole/%s/batch.json", name);
+    char *text;
+    size_t len;
+    Json bj;
+    ck_assert(rf_read_file(path, &text, &len) == 0 && json_parse(&bj, text, len, path) == 0);
+    free(text);
+    StFile ex;
+    snprintf(path, sizeof path, "tests/fixtures/tmole/%s/expected.safetensors", name);
+    ck_assert_msg(st_open(&ex, path) == 0, "%s", rf_last_error());
+    int C = m.cfg.hidden_size, N = tmole_n_experts(&t.cfg);
+    float lambda = (float)json_get(&bj, "lambda_gen")->number, tau = (float)json_get(&bj, "tau")->number;
+
+    /* routing, eq. (1), for every site and task row in both passes */
+    float *route = malloc((size_t)t.n_sites * TMOLE_TASK_ROWS * N * sizeof(float));
+    for (int pass = 0; pass < 2; pass++) {
+        AttnMode mode = pass ? ATTN_BIDIRECTIONAL : ATTN_CAUSAL;
+        for (int i = 0; i < t.n_sites; i++)
+            for (int k = 0; k < TMOLE_TASK_ROWS; k++) tmole_route(&t, &t.site[i], k, mode, route + ((size_t)i * TMOLE_TASK_ROWS + k) * N);
+        expect_tensor(&ex, pass ? "route_emb" : "route_gen", route, (size_t)t.n_sites * TMOLE_TASK_ROWS * N, "routing");
+    }
+    free(route);
+
+    /* the generative branch: answer tokens [P_b, len_b) predicted from t = P_b - 1 */
+    const Json *gj = json_get(&bj, "gen");
+    int gids[256], glen[16], gprompt[16], gtask[16];
+    int B = json_ints(json_get(gj, "lengths"), glen, 16);
+    json_ints(json_get(gj, "prompt_lengths"), gprompt, 16);
+    json_ints(json_get(gj, "tasks"), gtask, 16);
+    int T = json_ints(json_get(gj, "ids"), gids, 256) / B;
+    Batch gb = {.B = B, .T = T, .ids = gids, .lengths = glen, .tasks = gtask};
+    float w[256];
+    int count = 0;
+    for (int r = 0; r < B; r++) count += glen[r] - gprompt[r];
+    for (int r = 0; r < B; r++)
+        for (int x = 0; x < T; x++) w[r * T + x] = (x >= gprompt[r] - 1 && x < glen[r] - 1) ? 1.0f / count : 0.0f;
+    Acts *a = acts_new(&m, 8, 10);
+    float *g_gen = calloc(t.total, 4), *g_emb = calloc(t.total, 4), *g_all = calloc(t.total, 4);
+    model_forward(&m, &t, a, &gb, ATTN_CAUSAL);
+    expect_tensor(&ex, "gen_hidden", acts_hidden(a), (size_t)B * T * C, "generative hidden states");
+    float lg = (float)model_lm_loss(&m, a, &gb, w, NULL, NULL, 1);
+    model_backward(&m, &t, a, &gb, ATTN_CAUSAL, NULL, g_gen);
+    expect_tensor(&ex, "gen_loss", &lg, 1, "L_gen");
+
+    /* the embedding branch: rows [queries | positives | negatives], InfoNCE */
+    const Json *ej = json_get(&bj, "emb");
+    int eids[256], elen[16], efrom[16], etask[16], Q = (int)json_get(ej, "queries")->number;
+    int R = json_ints(json_get(ej, "lengths"), elen, 16);
+    json_ints(json_get(ej, "pool_from"), efrom, 16);
+    json_ints(json_get(ej, "tasks"), etask, 16);
+    int TE = json_ints(json_get(ej, "ids"), eids, 256) / R;
+    Batch eb = {.B = R, .T = TE, .ids = eids, .lengths = elen, .tasks = etask};
+    float *emb = malloc((size_t)R * C * 4), *demb = calloc((size_t)R * C, 4), norms[16];
+    model_forward(&m, &t, a, &eb, ATTN_BIDIRECTIONAL);
+    pool_forward(emb, norms, acts_hidden(a), &eb, efrom, C);
+    expect_tensor(&ex, "emb", emb, (size_t)R * C, "embeddings");
+    float le = (float)infonce(demb, demb + (size_t)Q * C, emb, emb + (size_t)Q * C, Q, R - Q, C, tau);
+    expect_tensor(&ex, "emb_loss", &le, 1, "L_emb");
+    pool_backward(acts_dhidden(a), demb, emb, norms, &eb, efrom, C);
+    model_backward(&m, &t, a, &eb, ATTN_BIDIRECTIONAL, NULL, g_emb);
+    float total = le + lambda * lg;
+    expect_tensor(&ex, "loss", &total, 1, "L = L_emb + lambda L_gen");
+
+    char key[160];
+    for (size_t i = 0; i < t.total; i++) g_all[i] = g_emb[i] + lambda * g_gen[i];
+    for (int i = 0; i < t.n_params; i++) {
+        const ParamSpec *p = &t.spec[i];
+        snprintf(key, sizeof key, "grad_gen.%s", p->name);
+        expect_tensor(&ex, key, g_gen + p->offset, p->numel, "dL_gen");
+        snprintf(key, sizeof key, "grad_emb.%s", p->name);
+        expect_tensor(&ex, key, g_emb + p->offset, p->numel, "dL_emb");
+        snprintf(key, sizeof key, "grad.%s", p->name);
+        expect_tensor(&ex, key, g_all + p->offset, p->numel, "dL");
+    }
+    free(emb); free(demb); free(g_gen); free(g_emb); free(g_all);
+    acts_free(a);
+    st_close(&ex);
+    json_free(&bj);
+    tmole_free(&t);
+    model_free(&m);
+}
+
+START_TEST(test_reference_tmole_222) { check_tmole_reference("tmole_222"); }
+END_TEST
+START_TEST(test_reference_tmole_303_hidden) { check_tmole_reference("tmole_303_hidden"); }
+END_TEST
+START_TEST(test_reference_lora) { check_tmole_reference("lora"); }
+END_TEST
+
+/* InfoNCE on its own: loss and the gradients with respect to the unit embeddings. */
+START_TEST(test_reference_infonce) {
+    StFile f;
+    ck_assert_msg(st_open(&f, "tests/fixtures/tmole/infonce.safetensors") == 0, "%s", rf_last_error());
+    float q[3 * 16], p[6 * 16], tau, dq[3 * 16] = {0}, dp[6 * 16] = {0};
+    ck_assert(st_read_f32(&f, st_find(&f, "q"), q) == 0);
+    ck_assert(st_read_f32(&f, st_find(&f, "p"), p) == 0);
+    ck_assert(st_read_f32(&f, st_find(&f, "tau"), &tau) == 0);
+    float loss = (float)infonce(dq, dp, q, p, 3, 6, 16, tau);
+    expect_tensor(&f, "loss", &loss, 1, "InfoNCE");
+    expect_tensor(&f, "dq", dq, 3 * 16, "InfoNCE dq");
+    expect_tensor(&f, "dp", dp, 6 * 16, "InfoNCE dp");
+    st_close(&f);
+}
+END_TEST
+
+/* InfoNCE by hand: one query, two passages with q.p = 0.02 and 0 at tau = 0.02:
+ * scores (1, 0), loss = log(1 + e^-1). */
+START_TEST(test_infonce_hand) {
+    float q[2] = {1, 0}, p[4] = {0.02f, 0.99979998f, 0, 1};
+    double loss = infonce(NULL, NULL, q, p, 1, 2, 2, 0.02f);
+    ck_assert_double_eq_tol(loss, log(1 + exp(-1.0)), 1e-6);
+}
+END_TEST
+
 Suite *tmole_suite(void) {
     Suite *s = suite_create("tmole");
     TCase *fd = tcase_create("finite_differences");
@@ -288,6 +444,14 @@ Suite *tmole_suite(void) {
     tcase_add_test(by_hand, test_init_is_identity);
     tcase_add_test(by_hand, test_fold_equals_adapters);
     tcase_add_test(by_hand, test_save_load_round_trip);
+    tcase_add_test(by_hand, test_infonce_hand);
     suite_add_tcase(s, by_hand);
+    TCase *ref = tcase_create("pytorch_reference");
+    tcase_set_timeout(ref, 60);
+    tcase_add_test(ref, test_reference_tmole_222);
+    tcase_add_test(ref, test_reference_tmole_303_hidden);
+    tcase_add_test(ref, test_reference_lora);
+    tcase_add_test(ref, test_reference_infonce);
+    suite_add_tcase(s, ref);
     return s;
 }

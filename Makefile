@@ -46,8 +46,9 @@ $(BUILD)/run_tests: $(TEST_OBJ) $(LIB_OBJ)
 	$(CC) $(CFLAGS) $^ -o $@ $(CHECK_LIBS) $(LDLIBS)
 
 # The suites run the binary too (cli tests), so both are built first.
+# OMP_PROC_BIND: keep OpenMP threads on separate cores (see main() in recfound.c).
 check: $(BIN) $(BUILD)/run_tests
-	RECFOUND_BIN=./$(BIN) ./$(BUILD)/run_tests
+	OMP_PROC_BIND=true RECFOUND_BIN=./$(BIN) ./$(BUILD)/run_tests
 
 bench: recfound
 	./tests/bench.sh

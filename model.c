@@ -342,81 +342,146 @@ static inline void attn_range(int *lo, int *hi, int i, int len, int T, AttnMode 
     *hi = b;
 }
 
-/* out[j] = sum_d x[d] * mt[d*ld + j] for j in [lo, hi): a row of dot products
- * against the columns of a transposed matrix, 16 columns at a time so that the
- * partial sums stay in one vector register.  mt must be readable up to the next
- * multiple of 16 past hi (callers pad it with zeros). */
-static void dot_rows16(float *out, const float *x, const float *mt, int ld, int lo, int hi, int n) {
-    for (int j0 = lo; j0 < hi; j0 += 16) {
-        float acc[16] = {0};
-        for (int d = 0; d < n; d++) {
-            const float *m = mt + (size_t)d * ld + j0;
-            float xd = x[d];
-            for (int jj = 0; jj < 16; jj++) acc[jj] += xd * m[jj];
-        }
-        int cnt = hi - j0 < 16 ? hi - j0 : 16;
-        for (int jj = 0; jj < cnt; jj++) out[j0 + jj] = acc[jj];
+/* The plain twins: one query row at a time, straight from the formulas.
+ *   out[b,i,h] = sum_j softmax_j(q_i . k_j / sqrt(hd)) v_j   over the allowed j,
+ * query head h reading kv head h / (H/KV) (grouped-query attention); att keeps
+ * the probabilities (zero outside the allowed range).  A query with no allowed
+ * key (possible only at padding) outputs zeros. */
+void attention_forward_ref(float *out, float *att, const float *q, const float *k, const float *v,
+                           const int *lengths, int B, int T, int H, int KV, int hd, AttnMode mode, int window) {
+    int qd = H * hd, kvd = KV * hd, group = H / KV;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < T; i++) {
+                const float *qi = q + (size_t)(b * T + i) * qd + h * hd;
+                float *p = att + (((size_t)b * H + h) * T + i) * T, *o = out + (size_t)(b * T + i) * qd + h * hd;
+                int lo, hi, kh = h / group;
+                attn_range(&lo, &hi, i, lengths[b], T, mode, window);
+                for (int j = 0; j < T; j++) p[j] = 0;
+                for (int d = 0; d < hd; d++) o[d] = 0;
+                if (lo >= hi) continue;
+                float mx = -INFINITY;
+                for (int j = lo; j < hi; j++) {
+                    const float *kj = k + (size_t)(b * T + j) * kvd + kh * hd;
+                    double s = 0;
+                    for (int d = 0; d < hd; d++) s += (double)qi[d] * kj[d];
+                    p[j] = (float)s * scale;
+                    if (p[j] > mx) mx = p[j];
+                }
+                double sum = 0;
+                for (int j = lo; j < hi; j++) sum += p[j] = expf(p[j] - mx);
+                for (int j = lo; j < hi; j++) {
+                    p[j] = (float)(p[j] / sum);
+                    const float *vj = v + (size_t)(b * T + j) * kvd + kh * hd;
+                    for (int d = 0; d < hd; d++) o[d] += p[j] * vj[d];
+                }
+            }
+}
+
+/* With P the probabilities and dO the output gradient:
+ *   dV_j += sum_i P_ij dO_i;  dP_ij = dO_i . V_j;  dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik);
+ *   dQ_i += scale sum_j dS_ij K_j;  dK_j += scale sum_i dS_ij Q_i. */
+void attention_backward_ref(float *dq, float *dk, float *dv, const float *dout, const float *att, const float *q,
+                            const float *k, const float *v, int B, int T, int H, int KV, int hd) {
+    int qd = H * hd, kvd = KV * hd, group = H / KV;
+    float scale = 1.0f / sqrtf((float)hd);
+    double *dp = malloc((size_t)T * sizeof(double));
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < T; i++) {
+                const float *p = att + (((size_t)b * H + h) * T + i) * T;
+                const float *doi = dout + (size_t)(b * T + i) * qd + h * hd, *qi = q + (size_t)(b * T + i) * qd + h * hd;
+                float *dqi = dq + (size_t)(b * T + i) * qd + h * hd;
+                int kh = h / group;
+                double dot = 0;
+                for (int j = 0; j < T; j++) {
+                    const float *vj = v + (size_t)(b * T + j) * kvd + kh * hd;
+                    float *dvj = dv + (size_t)(b * T + j) * kvd + kh * hd;
+                    dp[j] = 0;
+                    for (int d = 0; d < hd; d++) {
+                        dp[j] += (double)doi[d] * vj[d];
+                        dvj[d] += p[j] * doi[d];
+                    }
+                    dot += p[j] * dp[j];
+                }
+                for (int j = 0; j < T; j++) {
+                    float ds = (float)(p[j] * (dp[j] - dot)) * scale;
+                    const float *kj = k + (size_t)(b * T + j) * kvd + kh * hd;
+                    float *dkj = dk + (size_t)(b * T + j) * kvd + kh * hd;
+                    for (int d = 0; d < hd; d++) {
+                        dqi[d] += ds * kj[d];
+                        dkj[d] += ds * qi[d];
+                    }
+                }
+            }
+    free(dp);
+}
+
+/* Copy head columns [c0, c0 + hd) of rows b*T .. b*T + T-1 of x (row width ld) into
+ * a contiguous [T, hd] matrix, and back (adding). */
+static void head_gather(float *dst, const float *x, int b, int T, int ld, int c0, int hd) {
+    for (int t = 0; t < T; t++) memcpy(dst + (size_t)t * hd, x + (size_t)(b * T + t) * ld + c0, hd * sizeof(float));
+}
+
+static void head_scatter_add(float *x, const float *src, int b, int T, int ld, int c0, int hd) {
+    for (int t = 0; t < T; t++) {
+        float *d = x + (size_t)(b * T + t) * ld + c0;
+        const float *s = src + (size_t)t * hd;
+        for (int c = 0; c < hd; c++) d[c] += s[c];
     }
 }
 
-/* out[b,i,h] = sum_j softmax_j(q_i . k_j / sqrt(hd)) v_j over the allowed j; query
- * head h reads kv head h / (H/KV) (grouped-query attention); att keeps the
- * probabilities (zero outside the allowed range).  A query with no allowed key
- * (possible only at padding) outputs zeros.  K is transposed per (b, h) so the
- * score loop runs contiguously over keys. */
+/* The fast attention: the same computation as attention_forward_ref, written as
+ * the matrix products of the textbook form, one (batch row, head) at a time:
+ *   S = Q K^T / sqrt(hd),  P = softmax over each row's allowed keys,  O = P V.
+ * The products run on the blocked matmul kernels (single-threaded here, the
+ * heads are spread over the threads).  Masked scores are computed and thrown
+ * away, which costs less than the loops it replaces. */
 void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
                        const int *lengths, int B, int T, int H, int KV, int hd, AttnMode mode, int window) {
     int qd = H * hd, kvd = KV * hd, group = H / KV;
     float scale = 1.0f / sqrtf((float)hd);
 #pragma omp parallel
     {
-        int Tp = (T + 31) / 16 * 16; /* kt rows padded: a block of 16 may start at any key */
-        float *kt = calloc((size_t)hd * Tp, sizeof(float)); /* kt[d*Tp + j] = k[j][d] */
+        float *Q = malloc((size_t)T * hd * sizeof(float)), *K = malloc((size_t)T * hd * sizeof(float));
+        float *Vm = malloc((size_t)T * hd * sizeof(float)), *O = malloc((size_t)T * hd * sizeof(float));
 #pragma omp for collapse(2) schedule(static)
         for (int b = 0; b < B; b++)
             for (int h = 0; h < H; h++) {
-                int kh = h / group, len = lengths[b];
-                for (int j = 0; j < T; j++)
-                    for (int d = 0; d < hd; d++) kt[(size_t)d * Tp + j] = k[(size_t)(b * T + j) * kvd + kh * hd + d];
+                int kh = h / group;
+                float *P = att + ((size_t)b * H + h) * T * T;
+                head_gather(Q, q, b, T, qd, h * hd, hd);
+                head_gather(K, k, b, T, kvd, kh * hd, hd);
+                head_gather(Vm, v, b, T, kvd, kh * hd, hd);
+                matmul_nt(P, Q, K, T, hd, T, 0);                         /* S = Q K^T */
                 for (int i = 0; i < T; i++) {
-                    const float *qi = q + (size_t)(b * T + i) * qd + h * hd;
-                    float *p = att + (((size_t)b * H + h) * T + i) * T;
-                    float *o = out + (size_t)(b * T + i) * qd + h * hd;
+                    float *p = P + (size_t)i * T;
                     int lo, hi;
-                    attn_range(&lo, &hi, i, len, T, mode, window);
-                    memset(p, 0, (size_t)T * sizeof(float));
-                    memset(o, 0, (size_t)hd * sizeof(float));
-                    if (lo >= hi) continue;
-                    dot_rows16(p, qi, kt, Tp, lo, hi, hd);  /* p_j = q_i . k_j */
-                    float mx = -INFINITY;
-                    for (int j = lo; j < hi; j++) {
-                        p[j] *= scale;
+                    attn_range(&lo, &hi, i, lengths[b], T, mode, window);
+                    float mx = -INFINITY, sum = 0;
+                    for (int j = lo; j < hi; j++)
                         if (p[j] > mx) mx = p[j];
-                    }
-                    float sum = 0;
-                    for (int j = lo; j < hi; j++) {
-                        p[j] = expf(p[j] - mx);
+                    for (int j = 0; j < T; j++) {
+                        p[j] = (j >= lo && j < hi) ? expf((p[j] - mx) * scale) : 0.0f;
                         sum += p[j];
                     }
-                    float inv = 1.0f / sum;
-                    for (int j = lo; j < hi; j++) {
-                        p[j] *= inv;
-                        const float *vj = v + (size_t)(b * T + j) * kvd + kh * hd;
-                        for (int d = 0; d < hd; d++) o[d] += p[j] * vj[d];
-                    }
+                    float inv = sum > 0 ? 1.0f / sum : 0.0f;
+                    for (int j = lo; j < hi; j++) p[j] *= inv;
                 }
+                matmul_nn(O, P, Vm, T, T, hd, 0);                        /* O = P V */
+                for (int t = 0; t < T; t++)
+                    memcpy(out + (size_t)(b * T + t) * qd + h * hd, O + (size_t)t * hd, hd * sizeof(float));
             }
-        free(kt);
+        free(Q); free(K); free(Vm); free(O);
     }
 }
 
-/* With P the probabilities and dO the output gradient:
- *   dV_j += sum_i P_ij dO_i;  dP_ij = dO_i . V_j;  dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik);
- *   dQ_i += scale sum_j dS_ij K_j;  dK_j += scale sum_i dS_ij Q_i.
- * Parallel over (b, kv head) so that the query heads sharing a kv head never
- * race.  A first pass over query rows computes dS into `scratch` ([B*H*T*T])
- * and dQ; a second pass over key columns accumulates dK and dV, so each of
- * them is written once per key instead of once per (query, key) pair. */
+/* The backward of attention_forward in matrix form, per (batch row, kv head),
+ * so that the query heads sharing a kv head never race:
+ *   dP = dO V^T;  dS = P * (dP - rowsum(P * dP)) / sqrt(hd);
+ *   dQ += dS K;  dK += dS^T Q;  dV += P^T dO.
+ * `scratch` holds dS, [B*H*T*T]. */
 void attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
                         const float *att, const float *q, const float *k, const float *v,
                         int B, int T, int H, int KV, int hd) {
@@ -424,63 +489,38 @@ void attention_backward(float *dq, float *dk, float *dv, float *scratch, const f
     float scale = 1.0f / sqrtf((float)hd);
 #pragma omp parallel
     {
-        int Tp = (T + 31) / 16 * 16;
-        float *vt = calloc((size_t)hd * Tp, sizeof(float)); /* vt[d*Tp + j] = v[j][d] */
-        int *lo = malloc((size_t)group * T * sizeof(int)), *hi = malloc((size_t)group * T * sizeof(int));
+        size_t n = (size_t)T * hd;
+        float *Q = malloc(n * sizeof(float)), *K = malloc(n * sizeof(float)), *Vm = malloc(n * sizeof(float));
+        float *dO = malloc(n * sizeof(float)), *dQ = malloc(n * sizeof(float)), *dK = malloc(n * sizeof(float));
+        float *dV = malloc(n * sizeof(float));
 #pragma omp for collapse(2) schedule(static)
         for (int b = 0; b < B; b++)
             for (int kh = 0; kh < KV; kh++) {
-                for (int j = 0; j < T; j++)
-                    for (int d = 0; d < hd; d++) vt[(size_t)d * Tp + j] = v[(size_t)(b * T + j) * kvd + kh * hd + d];
-                /* pass 1, query rows: dS and dQ.  A row's allowed keys are where P > 0. */
-                for (int g = 0; g < group; g++) {
-                    int h = kh * group + g;
+                head_gather(K, k, b, T, kvd, kh * hd, hd);
+                head_gather(Vm, v, b, T, kvd, kh * hd, hd);
+                memset(dK, 0, n * sizeof(float));
+                memset(dV, 0, n * sizeof(float));
+                for (int h = kh * group; h < (kh + 1) * group; h++) {
+                    const float *P = att + ((size_t)b * H + h) * T * T;
+                    float *dS = scratch + ((size_t)b * H + h) * T * T;
+                    head_gather(Q, q, b, T, qd, h * hd, hd);
+                    head_gather(dO, dout, b, T, qd, h * hd, hd);
+                    matmul_nt(dS, dO, Vm, T, hd, T, 0);                  /* dP = dO V^T */
                     for (int i = 0; i < T; i++) {
-                        const float *p = att + (((size_t)b * H + h) * T + i) * T;
-                        float *ds = scratch + (((size_t)b * H + h) * T + i) * T;
-                        int a = 0, e = T;
-                        while (a < T && p[a] == 0) a++;
-                        while (e > a && p[e - 1] == 0) e--;
-                        lo[g * T + i] = a;
-                        hi[g * T + i] = e;
-                        if (a >= e) continue;
-                        const float *doi = dout + (size_t)(b * T + i) * qd + h * hd;
-                        dot_rows16(ds, doi, vt, Tp, a, e, hd);   /* dP_ij = dO_i . V_j */
-                        float dot = 0;
-                        for (int j = a; j < e; j++) dot += p[j] * ds[j];
-                        for (int j = a; j < e; j++) ds[j] = p[j] * (ds[j] - dot) * scale;
-                        float *dqi = dq + (size_t)(b * T + i) * qd + h * hd;
-                        for (int j = a; j < e; j++) {
-                            const float *kj = k + (size_t)(b * T + j) * kvd + kh * hd;
-                            float dsj = ds[j];
-                            for (int d = 0; d < hd; d++) dqi[d] += dsj * kj[d];
-                        }
+                        const float *p = P + (size_t)i * T;
+                        float *d = dS + (size_t)i * T, dot = 0;
+                        for (int j = 0; j < T; j++) dot += p[j] * d[j];
+                        for (int j = 0; j < T; j++) d[j] = p[j] * (d[j] - dot) * scale;
                     }
+                    matmul_nn(dQ, dS, K, T, T, hd, 0);                   /* dQ = dS K */
+                    head_scatter_add(dq, dQ, b, T, qd, h * hd, hd);
+                    matmul_tn(dK, dS, Q, T, T, hd, 1);                   /* dK += dS^T Q */
+                    matmul_tn(dV, P, dO, T, T, hd, 1);                   /* dV += P^T dO */
                 }
-                /* pass 2, key columns: dK_j and dV_j over every query row and head that sees j */
-                for (int j = 0; j < T; j++) {
-                    float *dkj = dk + (size_t)(b * T + j) * kvd + kh * hd;
-                    float *dvj = dv + (size_t)(b * T + j) * kvd + kh * hd;
-                    for (int g = 0; g < group; g++) {
-                        int h = kh * group + g;
-                        const float *P = att + ((size_t)b * H + h) * T * T;
-                        const float *S = scratch + ((size_t)b * H + h) * T * T;
-                        for (int i = 0; i < T; i++) {
-                            if (j < lo[g * T + i] || j >= hi[g * T + i]) continue;
-                            float pij = P[(size_t)i * T + j], sij = S[(size_t)i * T + j];
-                            const float *qi = q + (size_t)(b * T + i) * qd + h * hd;
-                            const float *doi = dout + (size_t)(b * T + i) * qd + h * hd;
-                            for (int d = 0; d < hd; d++) {
-                                dkj[d] += sij * qi[d];
-                                dvj[d] += pij * doi[d];
-                            }
-                        }
-                    }
-                }
+                head_scatter_add(dk, dK, b, T, kvd, kh * hd, hd);
+                head_scatter_add(dv, dV, b, T, kvd, kh * hd, hd);
             }
-        free(vt);
-        free(lo);
-        free(hi);
+        free(Q); free(K); free(Vm); free(dO); free(dQ); free(dK); free(dV);
     }
 }
 

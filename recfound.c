@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -476,6 +477,9 @@ typedef struct {
     FILE *loss_csv, *sched_csv;
 } Trainer;
 
+/* The adapters of a run, or NULL to run the backbone alone. */
+static const Tmole *adapters(const Trainer *tr) { return tr->tm.n_params ? &tr->tm : NULL; }
+
 /* A random text of a passage ([instruction, text], or a list of texts). */
 static const char *passage_text(const Passage *p, Rng *r) { return p->texts[rng_below(r, p->n_texts)]; }
 
@@ -509,7 +513,7 @@ static int embed_samples(Trainer *tr, Sample **smp, int n, float *emb, int chunk
         int k = n - r0 < chunk ? n - r0 : chunk;
         Batch b = batch_fill(&tb, smp + r0, k, 0);
         if (acts_ensure(&tr->acts, &tr->m, k, b.T)) { batch_free(&tb); return -1; }
-        model_forward(&tr->m, &tr->tm, tr->acts, &b, ATTN_BIDIRECTIONAL);
+        model_forward(&tr->m, adapters(tr), tr->acts, &b, ATTN_BIDIRECTIONAL);
         pool_forward(emb + (size_t)r0 * C, norms, acts_hidden(tr->acts), &b, tb.start, C);
     }
     batch_free(&tb);
@@ -552,12 +556,12 @@ static double emb_branch(Trainer *tr, Record *const *recs, int n, int backward, 
             Batch b = batch_fill(&tb, rows, 3 * Q, 0);
             b.dropout_seed = rng_next(&tr->rng) | 1;
             if (!acts_ensure(&tr->acts, &tr->m, 3 * Q, b.T)) {
-                model_forward(&tr->m, &tr->tm, tr->acts, &b, ATTN_BIDIRECTIONAL);
+                model_forward(&tr->m, adapters(tr), tr->acts, &b, ATTN_BIDIRECTIONAL);
                 pool_forward(emb, norms, acts_hidden(tr->acts), &b, tb.start, C);
                 loss = infonce(demb, demb + (size_t)Q * C, emb, emb + (size_t)Q * C, Q, 2 * Q, C, (float)tr->tau);
                 for (size_t i = 0; i < (size_t)3 * Q * C; i++) demb[i] *= scale;
                 pool_backward(acts_dhidden(tr->acts), demb, emb, norms, &b, tb.start, C);
-                model_backward(&tr->m, &tr->tm, tr->acts, &b, ATTN_BIDIRECTIONAL, NULL, tr->grads);
+                model_backward(&tr->m, adapters(tr), tr->acts, &b, ATTN_BIDIRECTIONAL, NULL, tr->grads);
             }
             batch_free(&tb);
         }
@@ -591,6 +595,7 @@ static double gen_branch(Trainer *tr, Record *const *recs, int n, int backward, 
     *tokens = total;
     loss = 0;
     if (k == 0 || total == 0) goto done;
+    if (tr->micro < 1) tr->micro = 1;
     if (batch_alloc(&tb, (int)tr->micro, (int)tr->max_len)) { loss = NAN; goto done; }
     for (int r0 = 0; r0 < k; r0 += (int)tr->micro) {
         int B = k - r0 < tr->micro ? k - r0 : (int)tr->micro;
@@ -598,11 +603,11 @@ static double gen_branch(Trainer *tr, Record *const *recs, int n, int backward, 
         if (backward) b.dropout_seed = rng_next(&tr->rng) | 1;
         for (int i = 0; i < B * b.T; i++) tb.weights[i] /= (float)total;
         if (acts_ensure(&tr->acts, &tr->m, B, b.T)) { loss = NAN; goto done; }
-        model_forward(&tr->m, &tr->tm, tr->acts, &b, ATTN_CAUSAL);
+        model_forward(&tr->m, adapters(tr), tr->acts, &b, ATTN_CAUSAL);
         if (backward) {
             for (int i = 0; i < B * b.T; i++) tb.weights[i] *= scale;
             loss += model_lm_loss(&tr->m, tr->acts, &b, tb.weights, NULL, NULL, 1) / scale;
-            model_backward(&tr->m, &tr->tm, tr->acts, &b, ATTN_CAUSAL, NULL, tr->grads);
+            model_backward(&tr->m, adapters(tr), tr->acts, &b, ATTN_CAUSAL, NULL, tr->grads);
         } else {
             loss += model_lm_loss(&tr->m, tr->acts, &b, tb.weights, NULL, NULL, 0);
         }
@@ -887,6 +892,58 @@ out:
     return rc;
 }
 
+/* `recfound loss`: the held-out loss of every task, the same measure S2Sched
+ * watches: answer-token cross-entropy for generative tasks, InfoNCE over the
+ * sampled records' triplets (in-sample negatives) for embedding tasks. */
+static int cmd_loss(int argc, char **argv) {
+    Trainer trs, *tr = &trs;
+    memset(tr, 0, sizeof *tr);
+    const char *model = NULL, *adapter = NULL, *data = NULL, *tokp = NULL, *split = "eval";
+    long samples = 64, seed = 42;
+    tr->max_len = 256;
+    tr->tau = 0.02;
+    tr->micro = 8;
+    Flag f[] = {{"--model", 's', &model, "backbone folder"},
+                {"--adapter", 's', &adapter, "adapter folder (adapter_model.safetensors); default: the backbone alone"},
+                {"--data", 's', &data, "dataset folder"},
+                {"--split", 's', &split, "train | eval | test (default eval)"},
+                {"--tokenizer", 's', &tokp, "tokenizer.json (default: MODEL/tokenizer.json)"},
+                {"--samples", 'i', &samples, "records per task, a seeded sample (default 64)"},
+                {"--max-len", 'i', &tr->max_len, "tokens per sample at most (default 256)"},
+                {"--temperature", 'f', &tr->tau, "InfoNCE temperature (default 0.02)"},
+                {"--seed", 'i', &seed, "which records are sampled (default 42)"}};
+    int r = parse_flags(argc, argv, f, sizeof f / sizeof f[0], "--model DIR [--adapter DIR] --data DIR [--split eval]");
+    if (r) return r > 0 ? 0 : -1;
+    if (need("loss", "--model", model) || need("loss", "--data", data)) return -1;
+    if (samples < 1 || tr->max_len < 8) return rf_error("loss: --samples >= 1 and --max-len >= 8");
+    char path[4096];
+    int rc = -1;
+    double loss[N_TASKS];
+    if (model_load(&tr->m, model)) return -1;
+    if (!tokp) { snprintf(path, sizeof path, "%s/tokenizer.json", model); tokp = path; }
+    if (tok_load(&tr->tok, tokp)) goto out;
+    if (adapter && tmole_load(&tr->tm, adapter, &tr->m.cfg)) goto out;
+    if (dataset_load_split(&tr->val, data, split, 0)) goto out;
+    for (int t = 0; t < N_TASKS; t++) {
+        size_t nv = tr->val.pool[t].n;
+        tr->n_val[t] = (int)(nv < (size_t)samples ? nv : (size_t)samples);
+        tr->val_pick[t] = malloc((nv ? nv : 1) * sizeof(size_t));
+        if (!tr->val_pick[t]) { rf_error("out of memory"); goto out; }
+        for (size_t i = 0; i < nv; i++) tr->val_pick[t][i] = i;
+        Rng vr;
+        rng_seed(&vr, (uint64_t)seed + 977 * t);
+        shuffle_idx(tr->val_pick[t], nv, &vr);
+    }
+    if (task_losses(tr, &tr->val, tr->val_pick, tr->n_val, loss)) goto out;
+    printf("task,kind,samples,loss\n");
+    for (int t = 0; t < N_TASKS; t++)
+        if (tr->n_val[t]) printf("%s,%s,%d,%.9g\n", TASKS[t].short_name, TASKS[t].kind == KIND_EMB ? "E" : "G", tr->n_val[t], loss[t]);
+    rc = 0;
+out:
+    trainer_free(tr);
+    return rc;
+}
+
 /* ------------------------------------------------------------ benchmarks */
 
 /* Full-parameter AdamW training steps on random ids: tokens/s and peak RSS. */
@@ -961,6 +1018,7 @@ static const Command commands[] = {
     {"embed", cmd_embed, "pooled, L2-normalised embedding of each sequence"},
     {"pretrain", cmd_pretrain, "full-parameter causal-LM training steps"},
     {"train", cmd_train, "RecFound: TMoLE adapters on both branches, S2Sched (§4)"},
+    {"loss", cmd_loss, "held-out loss of every task (backbone or adapters)"},
     {"tokenizer", tokenizer_main, "encode | decode | train a tokenizer.json"},
     {"synth", synth_main, "write the synthetic recommendation world (all 13 tasks)"},
     {"build-data", build_data_main, "build the 13 tasks from the real public sources"},
@@ -978,6 +1036,13 @@ static void usage(FILE *out) {
 }
 
 int main(int argc, char **argv) {
+#if defined(__linux__) && defined(_OPENMP)
+    /* Unbound OpenMP threads can stay stacked on one core (seen on virtual
+     * machines: every parallel loop then runs several times slower).  libgomp
+     * reads OMP_PROC_BIND only when it loads, so set it and start again; if
+     * that fails, run unbound. */
+    if (!getenv("OMP_PROC_BIND") && !setenv("OMP_PROC_BIND", "true", 1)) execv("/proc/self/exe", argv);
+#endif
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

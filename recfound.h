@@ -256,6 +256,11 @@ void attention_forward(float *out, float *att, const float *q, const float *k, c
 void attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
                         const float *att, const float *q, const float *k, const float *v,
                         int B, int T, int H, int KV, int hd);
+/* The plain twins of the two above (one query row at a time), tested equal. */
+void attention_forward_ref(float *out, float *att, const float *q, const float *k, const float *v,
+                           const int *lengths, int B, int T, int H, int KV, int hd, AttnMode mode, int window);
+void attention_backward_ref(float *dq, float *dk, float *dv, const float *dout, const float *att, const float *q,
+                            const float *k, const float *v, int B, int T, int H, int KV, int hd);
 void swiglu_forward(float *act, const float *gate, const float *up, size_t n);
 void swiglu_backward(float *dgate, float *dup, const float *dact, const float *gate, const float *up, size_t n);
 void embedding_forward(float *out, const int *ids, const float *table, int N, int C);

@@ -131,6 +131,37 @@ START_TEST(test_attention_window) {
 }
 END_TEST
 
+/* The fast attention (matrix products) equals its plain twin, forward and
+ * backward, in every mode, with padding, GQA and a window. */
+START_TEST(test_attention_fast_equals_plain) {
+    int B = 3, T = 37, H = 4, KV = 2, hd = 16, len[3] = {37, 20, 1};
+    size_t nq = (size_t)B * T * H * hd, nk = (size_t)B * T * KV * hd, na = (size_t)B * H * T * T;
+    float *q = malloc(nq * 4), *k = malloc(nk * 4), *v = malloc(nk * 4), *dout = malloc(nq * 4);
+    float *o1 = malloc(nq * 4), *o2 = malloc(nq * 4), *a1 = malloc(na * 4), *a2 = malloc(na * 4), *scr = malloc(na * 4);
+    float *g1 = calloc(nq + 2 * nk, 4), *g2 = calloc(nq + 2 * nk, 4);
+    fill_normal(q, nq, 1.0f, 51);
+    fill_normal(k, nk, 1.0f, 52);
+    fill_normal(v, nk, 1.0f, 53);
+    fill_normal(dout, nq, 1.0f, 54);
+    int windows[2] = {0, 5};
+    for (int mode = 0; mode < 2; mode++)
+        for (int w = 0; w < 2; w++) {
+            memset(g1, 0, (nq + 2 * nk) * 4);
+            memset(g2, 0, (nq + 2 * nk) * 4);
+            attention_forward_ref(o1, a1, q, k, v, len, B, T, H, KV, hd, (AttnMode)mode, windows[w]);
+            attention_forward(o2, a2, q, k, v, len, B, T, H, KV, hd, (AttnMode)mode, windows[w]);
+            assert_allclose(o2, o1, nq, 1e-5, 1e-6, "attention output");
+            assert_allclose(a2, a1, na, 1e-5, 1e-7, "attention probabilities");
+            attention_backward_ref(g1, g1 + nq, g1 + nq + nk, dout, a1, q, k, v, B, T, H, KV, hd);
+            attention_backward(g2, g2 + nq, g2 + nq + nk, scr, dout, a1, q, k, v, B, T, H, KV, hd);
+            assert_allclose(g2, g1, nq, 1e-4, 1e-5, "attention dq");
+            assert_allclose(g2 + nq, g1 + nq, nk, 1e-4, 1e-5, "attention dk");
+            assert_allclose(g2 + nq + nk, g1 + nq + nk, nk, 1e-4, 1e-5, "attention dv");
+        }
+    free(q); free(k); free(v); free(dout); free(o1); free(o2); free(a1); free(a2); free(scr); free(g1); free(g2);
+}
+END_TEST
+
 /* Hand computation: one head, hd = 1, keys 0 and 1 with scores 0 and ln 3 for query 1:
  * probabilities (1/4, 3/4), output 1/4 v0 + 3/4 v1. */
 START_TEST(test_attention_hand) {
@@ -474,6 +505,7 @@ Suite *backbone_suite(void) {
     tcase_add_test(ops, test_rmsnorm_backward);
     tcase_add_test(ops, test_rope);
     tcase_add_test(ops, test_attention_hand);
+    tcase_add_test(ops, test_attention_fast_equals_plain);
     tcase_add_test(ops, test_attention_causal_gqa);
     tcase_add_test(ops, test_attention_bidirectional_mha);
     tcase_add_test(ops, test_attention_window);

@@ -662,14 +662,16 @@ double model_lm_loss(const Model *m, Acts *a, const Batch *b, const float *w, fl
         float mx = z[0];
         for (int j = 1; j < V; j++) if (z[j] > mx) mx = z[j];
         double sum = 0;
-        for (int j = 0; j < V; j++) sum += expf(z[j] - mx);
-        double lse = mx + log(sum);
-        ce[n] = lse - z[target];
-        if (backward) {
-            float flse = (float)lse;
-            for (int j = 0; j < V; j++) z[j] = w[n] * expf(z[j] - flse);
+        float zt = z[target];
+        if (backward) {  /* keep exp(z - max): the softmax needs it again */
+            for (int j = 0; j < V; j++) sum += z[j] = expf(z[j] - mx);
+            float g = (float)(w[n] / sum);
+            for (int j = 0; j < V; j++) z[j] *= g;
             z[target] -= w[n];
+        } else {
+            for (int j = 0; j < V; j++) sum += expf(z[j] - mx);
         }
+        ce[n] = mx + log(sum) - zt;
     }
     double loss = 0;
     for (int n = 0; n < BT; n++) {

@@ -29,7 +29,7 @@ TEST_SRC = $(wildcard tests/*.c)
 TEST_OBJ = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%.o)
 BIN      = $(if $(filter 1,$(SANITIZE)),$(BUILD)/recfound,recfound)
 
-.PHONY: all check bench fixtures clean
+.PHONY: all check bench demo fixtures clean
 all: $(BIN)
 
 $(BUILD)/%.o: %.c recfound.h | $(BUILD)
@@ -51,7 +51,11 @@ check: $(BIN) $(BUILD)/run_tests
 	OMP_PROC_BIND=true RECFOUND_BIN=./$(BIN) ./$(BUILD)/run_tests
 
 bench: recfound
-	./tests/bench.sh
+	./scripts/bench.sh
+
+# The main job: a whole RecFound run on the synthetic world, nothing downloaded.
+demo: recfound
+	./scripts/demo.sh
 
 fixtures:
 	$(PYTHON) tests/reference/make_fixtures.py tests/fixtures

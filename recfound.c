@@ -208,20 +208,38 @@ static int cmd_init(int argc, char **argv) {
 
 #define CHUNK 8  /* sequences per forward pass */
 
+/* --adapter DIR --task NAME of score / embed: the adapters and the routing task. */
+static int load_adapter_task(Tmole *tm, int *task, const char *cmd, const char *adir, const char *tname,
+                             const Model *m) {
+    memset(tm, 0, sizeof *tm);
+    *task = 0;
+    if (!adir && !tname) return 0;
+    if (!adir || !tname) return rf_error("%s: --adapter and --task go together", cmd);
+    if ((*task = task_by_name(tname)) < 0 && (*task = task_by_short(tname)) < 0)
+        return rf_error("%s: unknown task '%s' (a task string like Emb_user or a short name like U2I)", cmd, tname);
+    return tmole_load(tm, adir, &m->cfg);
+}
+
 static int cmd_score(int argc, char **argv) {
-    const char *mdir = NULL, *idp = NULL;
+    const char *mdir = NULL, *idp = NULL, *adir = NULL, *tname = NULL;
     int bidir = 0;
     Flag fl[] = {{"--model", 's', &mdir, "model folder (Hugging Face layout)"},
                 {"--ids", 's', &idp, "file with one sequence of token ids per line"},
-                {"--bidirectional", 'b', &bidir, "attend in both directions (embedding-pass attention)"}};
-    int r = parse_flags(argc, argv, fl, 3, "--model DIR --ids FILE [--bidirectional]");
+                {"--bidirectional", 'b', &bidir, "attend in both directions (embedding-pass attention)"},
+                {"--adapter", 's', &adir, "TMoLE adapter folder (with --task)"},
+                {"--task", 's', &tname, "task whose routing the adapters use, e.g. SR or Sequential_Recommendation"}};
+    int r = parse_flags(argc, argv, fl, 5, "--model DIR --ids FILE [--bidirectional] [--adapter DIR --task NAME]");
     if (r) return r > 0 ? 0 : -1;
     if (need("score", "--model", mdir) || need("score", "--ids", idp)) return -1;
     AttnMode mode = bidir ? ATTN_BIDIRECTIONAL : ATTN_CAUSAL;
     Model m;
     IdFile f;
+    Tmole tm;
+    int task, tasks[CHUNK];
     if (model_load(&m, mdir)) return -1;
-    if (idfile_read(&f, idp, m.cfg.vocab_size, 2)) { model_free(&m); return -1; }
+    if (load_adapter_task(&tm, &task, "score", adir, tname, &m)) { model_free(&m); return -1; }
+    if (idfile_read(&f, idp, m.cfg.vocab_size, 2)) { tmole_free(&tm); model_free(&m); return -1; }
+    for (int i = 0; i < CHUNK; i++) tasks[i] = task;
     int *ids = malloc((size_t)CHUNK * f.max_len * sizeof(int)), lengths[CHUNK];
     float *w = malloc((size_t)CHUNK * f.max_len * sizeof(float));
     float *tl = malloc((size_t)CHUNK * f.max_len * sizeof(float));
@@ -232,7 +250,8 @@ static int cmd_score(int argc, char **argv) {
         Batch b = make_batch(&f, r0, B, ids, lengths);
         if ((rc = acts_ensure(&a, &m, B, b.T))) break;
         for (int i = 0; i < B * b.T; i++) w[i] = (i % b.T) < lengths[i / b.T] - 1;
-        model_forward(&m, NULL, a, &b, mode);
+        b.tasks = tasks;
+        model_forward(&m, adir ? &tm : NULL, a, &b, mode);
         model_lm_loss(&m, a, &b, w, tl, NULL, 0);
         for (int i = 0; i < B; i++) {
             double s = 0;
@@ -243,24 +262,31 @@ static int cmd_score(int argc, char **argv) {
     acts_free(a);
     free(ids); free(w); free(tl);
     idfile_free(&f);
+    tmole_free(&tm);
     model_free(&m);
     return rc;
 }
 
 static int cmd_embed(int argc, char **argv) {
-    const char *mdir = NULL, *idp = NULL;
+    const char *mdir = NULL, *idp = NULL, *adir = NULL, *tname = NULL;
     long from = 0;
     Flag fl[] = {{"--model", 's', &mdir, "model folder (Hugging Face layout)"},
                 {"--ids", 's', &idp, "file with one sequence of token ids per line"},
-                {"--pool-from", 'i', &from, "first position pooled (instruction prefix length; default 0)"}};
-    int r = parse_flags(argc, argv, fl, 3, "--model DIR --ids FILE [--pool-from K]");
+                {"--pool-from", 'i', &from, "first position pooled (instruction prefix length; default 0)"},
+                {"--adapter", 's', &adir, "TMoLE adapter folder (with --task)"},
+                {"--task", 's', &tname, "task whose routing the adapters use, e.g. U2I or Emb_user"}};
+    int r = parse_flags(argc, argv, fl, 5, "--model DIR --ids FILE [--pool-from K] [--adapter DIR --task NAME]");
     if (r) return r > 0 ? 0 : -1;
     if (need("embed", "--model", mdir) || need("embed", "--ids", idp)) return -1;
     if (from < 0 || from > (1 << 30)) return rf_error("embed: --pool-from must be >= 0");
     Model m;
     IdFile f;
+    Tmole tm;
+    int task, tasks[CHUNK];
     if (model_load(&m, mdir)) return -1;
-    if (idfile_read(&f, idp, m.cfg.vocab_size, (int)from + 1)) { model_free(&m); return -1; }
+    if (load_adapter_task(&tm, &task, "embed", adir, tname, &m)) { model_free(&m); return -1; }
+    if (idfile_read(&f, idp, m.cfg.vocab_size, (int)from + 1)) { tmole_free(&tm); model_free(&m); return -1; }
+    for (int i = 0; i < CHUNK; i++) tasks[i] = task;
     int C = m.cfg.hidden_size, *ids = malloc((size_t)CHUNK * f.max_len * sizeof(int)), lengths[CHUNK], froms[CHUNK];
     float *emb = malloc((size_t)CHUNK * C * sizeof(float)), norms[CHUNK];
     Acts *a = NULL;
@@ -270,7 +296,8 @@ static int cmd_embed(int argc, char **argv) {
         int B = f.n - r0 < CHUNK ? f.n - r0 : CHUNK;
         Batch b = make_batch(&f, r0, B, ids, lengths);
         if ((rc = acts_ensure(&a, &m, B, b.T))) break;
-        model_forward(&m, NULL, a, &b, ATTN_BIDIRECTIONAL);
+        b.tasks = tasks;
+        model_forward(&m, adir ? &tm : NULL, a, &b, ATTN_BIDIRECTIONAL);
         pool_forward(emb, norms, acts_hidden(a), &b, froms, C);
         for (int i = 0; i < B; i++)
             for (int c = 0; c < C; c++) printf("%.9g%c", emb[i * C + c], c + 1 < C ? ' ' : '\n');
@@ -278,6 +305,7 @@ static int cmd_embed(int argc, char **argv) {
     acts_free(a);
     free(ids); free(emb);
     idfile_free(&f);
+    tmole_free(&tm);
     model_free(&m);
     return rc;
 }
@@ -1004,6 +1032,92 @@ static int cmd_bench_train(int argc, char **argv) {
     return rc;
 }
 
+/* One RecFound joint step on random ids, as tests/reference/bench_torch_recfound.py
+ * times it in PyTorch: frozen backbone, TMoLE 2/2/2 rank 16 on q,k,v,o with
+ * dropout 0.1; an embedding branch of Q (query, positive, negative) triplets
+ * of length L (bidirectional, pooled from position 4, InfoNCE at 0.02) and a
+ * generative branch of G rows (causal, CE over the second half of each row),
+ * then AdamW on the adapters. */
+static int cmd_bench_recfound(int argc, char **argv) {
+    const char *mdir = NULL;
+    long Q = 8, G = 8, L = 128, steps = 5;
+    Flag f[] = {{"--model", 's', &mdir, "backbone folder (default: a random 'small' preset)"},
+                {"--queries", 'i', &Q, "embedding queries per step (each with a positive and a negative; default 8)"},
+                {"--gen", 'i', &G, "generative rows per step (default 8)"},
+                {"--len", 'i', &L, "tokens per row (default 128)"},
+                {"--steps", 'i', &steps, "timed steps after one warm-up step (default 5)"}};
+    int r = parse_flags(argc, argv, f, 5, "[--model DIR] [--queries Q] [--gen G] [--len L] [--steps N]");
+    if (r) return r > 0 ? 0 : -1;
+    if (Q < 1 || G < 1 || L < 8 || steps < 1) return rf_error("bench-recfound: --queries, --gen, --steps >= 1, --len >= 8");
+    Model m;
+    if (mdir) {
+        if (model_load(&m, mdir)) return -1;
+    } else {
+        Config c;
+        if (config_preset(&c, "small", 0) || model_alloc(&m, &c)) return -1;
+        model_init_random(&m, 42);
+    }
+    TmoleConfig tc;
+    Tmole tm;
+    tmole_config_default(&tc);
+    if (tmole_alloc(&tm, &tc, &m.cfg)) { model_free(&m); return -1; }
+    tmole_init(&tm, 1);
+    Rng rng;
+    rng_seed(&rng, 3);
+    for (int i = 0; i < tm.n_sites; i++)  /* B != 0, so that every gradient is real work */
+        for (int j = 0; j < tmole_n_experts(&tc) && tm.site[i].in; j++)
+            for (int k = 0; k < tm.site[i].out * tc.rank; k++) tm.params[tm.site[i].B[j] + k] = 0.02f * rng_normal(&rng);
+    int R = (int)(3 * Q > G ? 3 * Q : G), C = m.cfg.hidden_size;
+    int *ids = malloc((size_t)R * L * sizeof(int)), *len = malloc(R * sizeof(int)), *tasks = malloc(R * sizeof(int));
+    int *from = malloc(R * sizeof(int));
+    float *w = malloc((size_t)R * L * sizeof(float)), *grads = calloc(tm.total, sizeof(float));
+    float *emb = malloc((size_t)3 * Q * C * sizeof(float)), *demb = malloc((size_t)3 * Q * C * sizeof(float));
+    float *norms = malloc(3 * Q * sizeof(float));
+    AdamW opt = {0};
+    Acts *a = NULL;
+    int rc = (ids && len && tasks && from && w && grads && emb && demb && norms) ? 0 : rf_error("out of memory");
+    if (!rc) rc = adamw_init(&opt, tm.total, 1e-4f, 0.9f, 0.999f, 1e-8f, 0);
+    if (!rc) rc = acts_ensure(&a, &m, R, (int)L);
+    double t0 = 0;
+    for (long s = 0; !rc && s <= steps; s++) {
+        if (s == 1) t0 = now_s();
+        for (long i = 0; i < (long)R * L; i++) ids[i] = (int)(rng_next(&rng) % m.cfg.vocab_size);
+        memset(grads, 0, tm.total * sizeof(float));
+        /* embedding branch: rows [queries | positives | negatives] */
+        for (int i = 0; i < 3 * Q; i++) { len[i] = (int)L; from[i] = 4; tasks[i] = (i % Q) % 2; }
+        Batch eb = {.B = (int)(3 * Q), .T = (int)L, .ids = ids, .lengths = len, .tasks = tasks, .dropout_seed = rng_next(&rng) | 1};
+        model_forward(&m, &tm, a, &eb, ATTN_BIDIRECTIONAL);
+        pool_forward(emb, norms, acts_hidden(a), &eb, from, C);
+        memset(demb, 0, (size_t)3 * Q * C * sizeof(float));
+        infonce(demb, demb + (size_t)Q * C, emb, emb + (size_t)Q * C, (int)Q, (int)(2 * Q), C, 0.02f);
+        pool_backward(acts_dhidden(a), demb, emb, norms, &eb, from, C);
+        model_backward(&m, &tm, a, &eb, ATTN_BIDIRECTIONAL, NULL, grads);
+        /* generative branch: CE over the second half of each row */
+        for (int i = 0; i < G; i++) { len[i] = (int)L; tasks[i] = 3 + i % 10; }
+        for (long i = 0; i < G * L; i++) {
+            long t = i % L;
+            w[i] = (t >= L / 2 - 1 && t < L - 1) ? 1.0f / (G * (L - L / 2)) : 0.0f;
+        }
+        Batch gb = {.B = (int)G, .T = (int)L, .ids = ids, .lengths = len, .tasks = tasks, .dropout_seed = rng_next(&rng) | 1};
+        model_forward(&m, &tm, a, &gb, ATTN_CAUSAL);
+        model_lm_loss(&m, a, &gb, w, NULL, NULL, 1);
+        model_backward(&m, &tm, a, &gb, ATTN_CAUSAL, NULL, grads);
+        adamw_step(&opt, tm.params, grads, 1e-4f);
+    }
+    if (!rc) {
+        double dt = now_s() - t0;
+        printf("c recfound samples_per_s=%.2f step_ms=%.1f adapter_params=%zu\n", (Q + G) * steps / dt, 1000 * dt / steps,
+               tm.total);
+        printf("c peak_rss_mb=%.1f\n", peak_rss_mb());
+    }
+    acts_free(a);
+    adamw_free(&opt);
+    free(ids); free(len); free(tasks); free(from); free(w); free(grads); free(emb); free(demb); free(norms);
+    tmole_free(&tm);
+    model_free(&m);
+    return rc;
+}
+
 /* ------------------------------------------------------------------ main */
 
 typedef struct {
@@ -1019,12 +1133,14 @@ static const Command commands[] = {
     {"pretrain", cmd_pretrain, "full-parameter causal-LM training steps"},
     {"train", cmd_train, "RecFound: TMoLE adapters on both branches, S2Sched (§4)"},
     {"loss", cmd_loss, "held-out loss of every task (backbone or adapters)"},
+    {"route", route_main, "TMoLE routing per task (eq. 1) and the task similarity of Figure 2"},
     {"tokenizer", tokenizer_main, "encode | decode | train a tokenizer.json"},
     {"synth", synth_main, "write the synthetic recommendation world (all 13 tasks)"},
     {"build-data", build_data_main, "build the 13 tasks from the real public sources"},
     {"sched", sched_main, "replay S2Sched (§4.3) on a CSV of per-step validation losses"},
     {"merge", merge_main, "TIES-merge adapter checkpoints (§4.4)"},
     {"bench-train", cmd_bench_train, "time full-parameter training steps"},
+    {"bench-recfound", cmd_bench_recfound, "time one joint RecFound step (TMoLE, both branches)"},
     {"bench-merge", bench_merge_main, "time a 5-checkpoint TIES merge of small-preset adapters"},
     {"bench-matmul", bench_matmul_main, "GFLOP/s of the matmul kernels on the model's shapes"},
 };

@@ -377,6 +377,8 @@ void tmole_backward(const Tmole *t, TmoleActs *ta, const TmoleSite *s, float *dx
                     const float *dy, const float *x, const Batch *b, AttnMode pass);
 /* The router and task-embedding part of backward, once per pass after every site. */
 void tmole_backward_router(const Tmole *t, TmoleActs *ta, float *grads, AttnMode pass);
+/* `recfound route --adapter DIR [--out PREFIX]` (argv[0] = "route"). */
+int route_main(int argc, char **argv);
 /* Fold one task's mixture into W[out, in] += sum_j v_j (alpha/r) B_j A_j (inference). */
 void tmole_fold(const Tmole *t, const TmoleSite *s, int task, AttnMode pass, float *W);
 
@@ -665,5 +667,75 @@ int svg_lines(const char *path, const char *title, const char *xlabel, const cha
               const char *const *names, const double *x, const double *const *y, int n);
 int svg_heatmap(const char *path, const char *title, int n_rows, int n_cols, const char *const *row_labels,
                 const char *const *col_labels, const double *values, double vmin, double vmax);
+
+/* ------------------------------------------------------------ eval.c */
+/* §5 evaluation as the authors' code measures it (official-code.md §8, §9):
+ * the metrics, greedy generation with a KV cache, embedding inference, and
+ * the `eval`, `metrics` and `generate` commands. */
+
+/* One task's score; `score` is the paper's number (F1, Recall@1, ...). */
+typedef struct {
+    double score, precision, recall, accuracy;
+    long n;        /* records scored */
+    long invalid;  /* outputs of the wrong form, counted as wrong */
+    long skipped;  /* records that could not be scored (unparsable answer) */
+} MetricResult;
+enum { AVE_PREC_CORRECT = 0, AVE_PREC_CODE = 1 };  /* AVE precision denominator */
+/* AP, PM: binary F1 with "yes" positive; output.lower().strip() must be yes/no. */
+void metric_binary_yes(MetricResult *r, const char *const *out, const char *const *ans, long n);
+/* SA, PRP: macro F1 over the first letter of the stripped output (A-E). */
+void metric_letter_f1(MetricResult *r, const char *const *out, const char *const *ans, long n);
+/* SR: Recall@1, the stripped output must be exactly one letter A-T. */
+void metric_recall1(MetricResult *r, const char *const *out, const char *const *ans, long n);
+/* AVE: micro F1 over {attribute, value, source} triples (see eval.c). */
+void metric_ave(MetricResult *r, const char *const *out, const char *const *ans, long n, int prec_mode);
+/* 1 when a predicted and a gold triple match (the authors' rule). */
+int ave_match(const Json *pred, const Json *gold);
+/* SQuAD-style token F1 of one pair, and its mean over n pairs (QR, AG, UP, IP). */
+double token_f1(const char *pred, const char *gold);
+void metric_token_f1(MetricResult *r, const char *const *out, const char *const *ans, long n);
+/* The metric of the authors' code for a generative task (token F1 for free text). */
+void metric_for_task(MetricResult *r, int task, const char *const *out, const char *const *ans, long n,
+                     int ave_prec);
+
+/* Ranking of n candidates by score (descending; ties put relevant candidates
+ * after irrelevant ones, as the code's reversed argsort does).  k <= 0: no cutoff. */
+double rank_mrr(const float *score, const int *rel, int n, int k);
+double rank_ndcg(const float *score, const int *rel, int n, int k);
+/* The authors' negatives: k distinct indices of [0, n) drawn from r (partial
+ * Fisher-Yates).  Returns 0, 1 when n < k (nothing drawn), -1 out of memory. */
+int pool_sample(size_t *pick, size_t n, int k, Rng *r);
+
+/* Greedy decoding: the maximum new tokens of the authors' code per task. */
+int gen_max_new(int task);
+/* A model whose adapted projections hold W0 + sum_j v_j (alpha/r) B_j A_j for
+ * one task and pass (tmole_fold); the other tensors are shared with `base`. */
+typedef struct { Model m; float *own; } FoldedModel;
+int fold_task(FoldedModel *f, const Model *base, const Tmole *tm, int task, AttnMode pass);
+void fold_free(FoldedModel *f);
+/* Incremental causal decoder with a KV cache of `cap` positions. */
+typedef struct KvDecoder KvDecoder;
+KvDecoder *kv_new(const Model *m, int cap);
+void kv_free(KvDecoder *d);
+void kv_reset(KvDecoder *d);
+int kv_pos(const KvDecoder *d);
+/* Feed ids[0..n) at positions pos .. pos+n-1; logits of every fed position
+ * into out[n*V] (all = 1) or of the last one into out[V] (all = 0; out may be NULL). */
+int kv_forward(KvDecoder *d, const int *ids, int n, float *out, int all);
+/* Greedy continuation of prompt[0..n) until eos or max_new tokens: gen[0..*n_gen)
+ * (eos excluded; caller frees *gen). */
+int generate_greedy(KvDecoder *d, const int *prompt, int n, int max_new, int eos, int **gen, int *n_gen);
+
+/* Embeddings of n (instruction, text) pairs of one task: the embedding pass
+ * (bidirectional, routed by `task`), mean-pooled over the text tokens, unit
+ * length; emb[n*C].  Rows dropped by sample_emb get zeros (counted in *dropped). */
+int embed_texts(float *emb, const Model *m, const Tmole *tm, const Tokenizer *tok, const char *const *instr,
+                const char *const *text, int n, int task, EmbFormat fmt, int max_len, int batch,
+                long *dropped);
+
+/* `recfound eval | metrics | generate` (argv[0] = the sub-command). */
+int eval_main(int argc, char **argv);
+int metrics_main(int argc, char **argv);
+int generate_main(int argc, char **argv);
 
 #endif

@@ -238,6 +238,7 @@ struct TmoleActs {
     float *v;         /* [n_sites][14][N]: routing of this pass per task */
     float *dv;        /* [n_sites][14][N]: d loss / d v, accumulated in backward */
     float *xd, *G, *tmp; /* scratch [rows][max_in], [rows][r], [rows][max_in] */
+    unsigned char *keep; /* dropout decisions of the last dropped_input, [rows][max_in] */
 };
 
 TmoleActs *tmole_acts_new(const Tmole *t, int B, int T) {
@@ -255,7 +256,8 @@ TmoleActs *tmole_acts_new(const Tmole *t, int B, int T) {
     ta->xd = calloc(rows * ta->max_in, sizeof(float));
     ta->G = calloc(rows * r, sizeof(float));
     ta->tmp = calloc(rows * ta->max_in, sizeof(float));
-    if (!ta->U || !ta->v || !ta->dv || !ta->xd || !ta->G || !ta->tmp) {
+    ta->keep = calloc(rows * ta->max_in, 1);
+    if (!ta->U || !ta->v || !ta->dv || !ta->xd || !ta->G || !ta->tmp || !ta->keep) {
         tmole_acts_free(ta);
         rf_error("TMoLE: out of memory for adapter activations");
         return NULL;
@@ -265,7 +267,7 @@ TmoleActs *tmole_acts_new(const Tmole *t, int B, int T) {
 
 void tmole_acts_free(TmoleActs *ta) {
     if (!ta) return;
-    free(ta->U); free(ta->v); free(ta->dv); free(ta->xd); free(ta->G); free(ta->tmp);
+    free(ta->U); free(ta->v); free(ta->dv); free(ta->xd); free(ta->G); free(ta->tmp); free(ta->keep);
     free(ta);
 }
 
@@ -282,18 +284,21 @@ void tmole_acts_begin(TmoleActs *ta, const Tmole *t, const Batch *b, AttnMode pa
 
 static int site_index(const Tmole *t, const TmoleSite *s) { return (int)(s - t->site); }
 
-/* Keep/drop of element e of expert j at a site: a splitmix64 hash of
- * (seed, site, expert, element), so backward can recompute it. */
+/* Keep/drop of element e of expert j at a site: 16 bits of a splitmix64 hash
+ * of (seed, site, expert, e / 4), compared with p, so backward can recompute it
+ * and one hash serves four elements. */
 static inline int dropout_keep(uint64_t seed, int site, int j, size_t e, float p) {
-    uint64_t z = seed ^ ((uint64_t)site << 40) ^ ((uint64_t)j << 56) ^ (e * 0x9E3779B97F4A7C15ULL);
+    uint64_t z = seed ^ ((uint64_t)site << 40) ^ ((uint64_t)j << 56) ^ ((e >> 2) * 0x9E3779B97F4A7C15ULL);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
     z ^= z >> 31;
-    return (float)(z >> 40) * (1.0f / 16777216.0f) >= p;
+    unsigned u = (unsigned)(z >> (16 * (e & 3))) & 0xFFFFu;
+    return u >= (unsigned)(p * 65536.0f);
 }
 
 /* x after expert j's dropout (inverted dropout: kept values scaled by 1/(1-p)),
- * or x itself when there is no dropout in this pass. */
+ * or x itself when there is no dropout in this pass.  ta->keep records the
+ * decisions for the backward of the same expert. */
 static const float *dropped_input(const Tmole *t, TmoleActs *ta, int si, int j, const float *x, int rows, int in,
                                   const Batch *b) {
     float p = t->cfg.dropout;
@@ -303,7 +308,8 @@ static const float *dropped_input(const Tmole *t, TmoleActs *ta, int si, int j, 
     for (int n = 0; n < rows; n++)
         for (int i = 0; i < in; i++) {
             size_t e = (size_t)n * in + i;
-            ta->xd[e] = dropout_keep(b->dropout_seed, si, j, e, p) ? x[e] * keep_scale : 0.0f;
+            ta->keep[e] = (unsigned char)dropout_keep(b->dropout_seed, si, j, e, p);
+            ta->xd[e] = ta->keep[e] ? x[e] * keep_scale : 0.0f;
         }
     return ta->xd;
 }
@@ -375,13 +381,10 @@ void tmole_backward(const Tmole *t, TmoleActs *ta, const TmoleSite *s, float *dx
             matmul_nn(dx, ta->G, t->params + s->A[j], rows, r, s->in, 1);
         } else {  /* through the dropout: only kept elements pass, scaled by 1/(1-p) */
             matmul_nn(ta->tmp, ta->G, t->params + s->A[j], rows, r, s->in, 0);
-            float p = t->cfg.dropout, keep_scale = 1.0f / (1.0f - p);
+            float keep_scale = 1.0f / (1.0f - t->cfg.dropout);
+            size_t ne = (size_t)rows * s->in;
 #pragma omp parallel for
-            for (int n = 0; n < rows; n++)
-                for (int i = 0; i < s->in; i++) {
-                    size_t e = (size_t)n * s->in + i;
-                    if (dropout_keep(b->dropout_seed, si, j, e, p)) dx[e] += keep_scale * ta->tmp[e];
-                }
+            for (size_t e = 0; e < ne; e++) dx[e] += ta->keep[e] ? keep_scale * ta->tmp[e] : 0.0f;
         }
     }
 }
@@ -569,5 +572,133 @@ int tmole_load(Tmole *t, const char *dir, const Config *model) {
     }
     st_close(&f);
     if (rc) tmole_free(t);
+    return rc;
+}
+
+/* ------------------------------------------------------ recfound route */
+
+/* The projection widths a model must have for these adapters, read off the
+ * lora_A / lora_B shapes, so routing can be inspected without the backbone.
+ * Only the products n_heads * head_dim and n_kv_heads * head_dim matter here. */
+static int shapes_from_adapter(Config *mc, const char *dir) {
+    char path[4096];
+    StFile f;
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    if (st_open(&f, path)) return -1;
+    memset(mc, 0, sizeof *mc);
+    int q = 0, kv = 0, C = 0, layers = 0;
+    for (int i = 0; i < f.n; i++) {
+        const StTensor *t = &f.tensors[i];
+        int l;
+        char proj[8];
+        if (sscanf(t->name, "base_model.model.model.layers.%d.self_attn.%7[a-z]_proj.lora_", &l, proj) != 2) continue;
+        if (l + 1 > layers) layers = l + 1;
+        int is_a = strstr(t->name, ".lora_A.") != NULL, is_b = strstr(t->name, ".lora_B.") != NULL;
+        if (t->ndim != 2 || (!is_a && !is_b)) continue;
+        int in = is_a ? (int)t->shape[1] : 0, out = is_b ? (int)t->shape[0] : 0;
+        if (!strcmp(proj, "q")) { if (in) C = in; if (out) q = out; }
+        if (!strcmp(proj, "k") || !strcmp(proj, "v")) { if (in) C = in; if (out) kv = out; }
+        if (!strcmp(proj, "o")) { if (in) q = in; if (out) C = out; }
+    }
+    st_close(&f);
+    if (!layers || !C) return rf_error("%s: no TMoLE adapter tensors found", path);
+    mc->n_layers = layers;
+    mc->hidden_size = C;
+    mc->head_dim = 1;
+    mc->n_heads = q ? q : C;
+    mc->n_kv_heads = kv ? kv : C;
+    return 0;
+}
+
+/* `recfound route --adapter DIR [--out PREFIX]`: each adapted projection's
+ * routing distribution (eq. 1) for every task in its own pass, and the
+ * task-by-task cosine similarity of the routing vectors (all projections
+ * concatenated), the paper's Figure 2, as PREFIX.csv and PREFIX.svg. */
+int route_main(int argc, char **argv) {
+    const char *dir = NULL, *prefix = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: recfound route --adapter DIR [--out PREFIX]\n\n"
+                   "  --adapter DIR   TMoLE adapter folder (adapter_model.safetensors + adapter_config.json)\n"
+                   "  --out PREFIX    also write PREFIX.csv and PREFIX.svg: the task-by-task cosine similarity\n"
+                   "                  of the routing distributions (the paper's Figure 2)\n\n"
+                   "Prints CSV: layer,proj,task,pass,v_0..v_{N-1} for every adapted projection and task.\n");
+            return 0;
+        }
+        if (i + 1 >= argc) return rf_error("route: option %s needs a value", argv[i]);
+        if (!strcmp(argv[i], "--adapter")) dir = argv[++i];
+        else if (!strcmp(argv[i], "--out")) prefix = argv[++i];
+        else return rf_error("route: unknown option '%s' (see recfound route --help)", argv[i]);
+    }
+    if (!dir) return rf_error("route: missing required option --adapter");
+    Config mc;
+    Tmole t;
+    if (shapes_from_adapter(&mc, dir) || tmole_load(&t, dir, &mc)) return -1;
+    if (!t.cfg.router) {
+        tmole_free(&t);
+        return rf_error("%s: these adapters have no router (plain LoRA): every open expert has weight 1", dir);
+    }
+    int N = tmole_n_experts(&t.cfg), sites = 0;
+    for (int i = 0; i < t.n_sites; i++) sites += t.site[i].in > 0;
+    size_t dim = (size_t)sites * N;
+    double *vec = calloc((size_t)N_TASKS * dim, sizeof(double));
+    if (!vec) { tmole_free(&t); return rf_error("out of memory"); }
+    printf("layer,proj,task,pass");
+    for (int j = 0; j < N; j++) printf(",v_%d", j);
+    printf("\n");
+    static const char *proj_names[N_PROJ] = {"q", "k", "v", "o"};
+    int k = 0;
+    for (int i = 0; i < t.n_sites; i++) {
+        const TmoleSite *s = &t.site[i];
+        if (!s->in) continue;
+        for (int task = 0; task < N_TASKS; task++) {
+            AttnMode pass = TASKS[task].kind == KIND_EMB ? ATTN_BIDIRECTIONAL : ATTN_CAUSAL;
+            float v[TMOLE_MAX_EXPERTS];
+            tmole_route(&t, s, task, pass, v);
+            printf("%d,%s,%s,%s", s->layer, proj_names[s->proj], TASKS[task].short_name,
+                   pass == ATTN_BIDIRECTIONAL ? "embedding" : "generative");
+            for (int j = 0; j < N; j++) {
+                printf(",%.9g", v[j]);
+                vec[(size_t)task * dim + (size_t)k * N + j] = v[j];
+            }
+            printf("\n");
+        }
+        k++;
+    }
+    int rc = 0;
+    if (prefix) {
+        double sim[N_TASKS * N_TASKS];
+        for (int a = 0; a < N_TASKS; a++)
+            for (int b = 0; b < N_TASKS; b++) {
+                double dot = 0, na = 0, nb = 0;
+                for (size_t x = 0; x < dim; x++) {
+                    dot += vec[a * dim + x] * vec[b * dim + x];
+                    na += vec[a * dim + x] * vec[a * dim + x];
+                    nb += vec[b * dim + x] * vec[b * dim + x];
+                }
+                sim[a * N_TASKS + b] = dot / sqrt(na * nb);
+            }
+        const char *names[N_TASKS];
+        for (int a = 0; a < N_TASKS; a++) names[a] = TASKS[a].short_name;
+        RfBuf csv = {0};
+        buf_printf(&csv, "task");
+        for (int a = 0; a < N_TASKS; a++) buf_printf(&csv, ",%s", names[a]);
+        buf_printf(&csv, "\n");
+        for (int a = 0; a < N_TASKS; a++) {
+            buf_printf(&csv, "%s", names[a]);
+            for (int b = 0; b < N_TASKS; b++) buf_printf(&csv, ",%.6f", sim[a * N_TASKS + b]);
+            buf_printf(&csv, "\n");
+        }
+        char path[4096];
+        snprintf(path, sizeof path, "%s.csv", prefix);
+        rc = csv.data ? rf_write_file_atomic(path, csv.data, csv.len) : rf_error("out of memory");
+        buf_free(&csv);
+        snprintf(path, sizeof path, "%s.svg", prefix);
+        if (!rc) rc = svg_heatmap(path, "Routing similarity between tasks (cosine, Figure 2)", N_TASKS, N_TASKS, names,
+                                  names, sim, 0.0, 1.0);
+        if (!rc) fprintf(stderr, "route: wrote %s.csv and %s.svg\n", prefix, prefix);
+    }
+    free(vec);
+    tmole_free(&t);
     return rc;
 }

@@ -550,7 +550,8 @@ static int embed_samples(Trainer *tr, Sample **smp, int n, float *emb, int chunk
 
 /* The embedding branch on records recs[0..n): InfoNCE over their triplets.
  * backward: one forward of all 3Q rows, then gradients into tr->grads scaled
- * by `scale`.  Returns the loss, NAN on error, or -1 in *q_used when no triplet. */
+ * by `scale`.  Returns the loss (0 when no triplet could be made: *q_used = 0),
+ * or NAN on error. */
 static double emb_branch(Trainer *tr, Record *const *recs, int n, int backward, float scale, int *q_used) {
     int C = tr->m.cfg.hidden_size, Q = 0;
     Sample *trip = calloc((size_t)3 * n, sizeof(Sample));
@@ -661,11 +662,16 @@ static int task_losses(Trainer *tr, const Dataset *d, size_t *const *pick, const
         int q;
         uint64_t keep = tr->rng.s;  /* validation must not move the training stream */
         rng_seed(&tr->rng, 0x5EED + t);
+        q = 0;
+        tokens = 0;
+        rf_clear_error();
         loss[t] = TASKS[t].kind == KIND_EMB ? emb_branch(tr, recs, n_pick[t], 0, 1, &q)
                                             : gen_branch(tr, recs, n_pick[t], 0, 1, &tokens);
         tr->rng.s = keep;
         free(recs);
-        if (rf_last_error()[0] && isnan(loss[t])) return -1;
+        if (isnan(loss[t]) && rf_last_error()[0]) return -1;
+        /* nothing fitted --max-len (or no record had a negative): not measured */
+        if (TASKS[t].kind == KIND_EMB ? q == 0 : tokens == 0) loss[t] = NAN;
     }
     return 0;
 }
@@ -963,7 +969,7 @@ static int cmd_loss(int argc, char **argv) {
         shuffle_idx(tr->val_pick[t], nv, &vr);
     }
     if (task_losses(tr, &tr->val, tr->val_pick, tr->n_val, loss)) goto out;
-    printf("task,kind,samples,loss\n");
+    printf("task,kind,samples,loss\n");  /* nan: no sample of the task fits --max-len */
     for (int t = 0; t < N_TASKS; t++)
         if (tr->n_val[t]) printf("%s,%s,%d,%.9g\n", TASKS[t].short_name, TASKS[t].kind == KIND_EMB ? "E" : "G", tr->n_val[t], loss[t]);
     rc = 0;

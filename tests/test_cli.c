@@ -61,6 +61,16 @@ static void read_floats(const char *text, float *v, int n) {
     }
 }
 
+/* Comma-separated numbers. */
+static void read_floats_sep(const char *text, float *v, int n) {
+    char *end;
+    for (int i = 0; i < n; i++) {
+        v[i] = strtof(text, &end);
+        ck_assert_msg(end != text, "fewer than %d numbers", n);
+        text = *end == ',' ? end + 1 : end;
+    }
+}
+
 static void expected(const char *fixture, const char *name, float *dst, int64_t numel) {
     char path[256];
     StFile f;
@@ -230,6 +240,185 @@ START_TEST(test_bad_input) {
 }
 END_TEST
 
+/* score --adapter --task prints what the library computes for the adapted model
+ * (the library's TMoLE is itself checked against PyTorch in the tmole suite). */
+START_TEST(test_score_with_adapter) {
+    const char *fx = "tests/fixtures/tmole/tmole_222";
+    char dir[] = "/tmp/rfadaXXXXXX", ids[600], args[1600], *out, *err;
+    ck_assert(mkdtemp(dir) != NULL);
+    snprintf(ids, sizeof ids, "%s/ids.txt", dir);
+    FILE *f = fopen(ids, "w");
+    int rows[2][6] = {{27, 88, 49, 44, 44, 35}, {33, 67, 14, 20, 0, 0}}, len[2] = {6, 4};
+    for (int r = 0; r < 2; r++) {
+        for (int t = 0; t < len[r]; t++) fprintf(f, "%d ", rows[r][t]);
+        fprintf(f, "\n");
+    }
+    fclose(f);
+    snprintf(args, sizeof args, "score --model %s/model --ids %s --adapter %s/adapter --task SR", fx, ids, fx);
+    ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
+    float got[2], plain[2];
+    read_floats(out, got, 2);
+    free(out); free(err);
+    snprintf(args, sizeof args, "score --model %s/model --ids %s", fx, ids);
+    ck_assert_int_eq(run(args, &out, &err), 0);
+    read_floats(out, plain, 2);
+    free(out); free(err);
+    /* the same in-process */
+    Model m;
+    Tmole tm;
+    char path[600];
+    snprintf(path, sizeof path, "%s/model", fx);
+    ck_assert(model_load(&m, path) == 0);
+    snprintf(path, sizeof path, "%s/adapter", fx);
+    ck_assert(tmole_load(&tm, path, &m.cfg) == 0);
+    int flat[12], tasks[2] = {TASK_SR, TASK_SR};
+    for (int r = 0; r < 2; r++)
+        for (int t = 0; t < 6; t++) flat[r * 6 + t] = rows[r][t];
+    Batch b = {.B = 2, .T = 6, .ids = flat, .lengths = len, .tasks = tasks};
+    float w[12], tl[12], want[2];
+    for (int i = 0; i < 12; i++) w[i] = (i % 6) < len[i / 6] - 1;
+    Acts *a = acts_new(&m, 2, 6);
+    model_forward(&m, &tm, a, &b, ATTN_CAUSAL);
+    model_lm_loss(&m, a, &b, w, tl, NULL, 0);
+    for (int r = 0; r < 2; r++) {
+        double sum = 0;
+        for (int t = 0; t < len[r] - 1; t++) sum += tl[r * 6 + t];
+        want[r] = (float)(sum / (len[r] - 1));
+    }
+    assert_allclose(got, want, 2, 1e-6, 0, "score --adapter --task SR");
+    ck_assert_msg(fabsf(got[0] - plain[0]) > 1e-4, "the adapters changed nothing");
+    acts_free(a);
+    tmole_free(&tm);
+    model_free(&m);
+    snprintf(args, sizeof args, "rm -rf %s", dir);
+    ck_assert_int_eq(system(args), 0);
+    snprintf(args, sizeof args, "score --model %s/model --ids %s/batch.json --adapter %s/adapter", fx, fx, fx);
+    expect_error(args, "--task");
+    snprintf(args, sizeof args, "score --model %s/model --ids x --adapter %s/adapter --task NOPE", fx, fx);
+    expect_error(args, "unknown task");
+}
+END_TEST
+
+/* route prints eq. (1) for every projection and task in the task's own pass:
+ * compared with the routing of the independent PyTorch implementation. */
+START_TEST(test_route_matches_reference) {
+    const char *fx = "tests/fixtures/tmole/tmole_303_hidden";
+    char args[600], *out, *err;
+    snprintf(args, sizeof args, "route --adapter %s/adapter", fx);
+    ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
+    StFile f;
+    char path[600];
+    snprintf(path, sizeof path, "%s/expected.safetensors", fx);
+    ck_assert(st_open(&f, path) == 0);
+    int N = 6, sites = 8;
+    float *gen = malloc(sites * 14 * N * 4), *emb = malloc(sites * 14 * N * 4);
+    ck_assert(st_read_f32(&f, st_find(&f, "route_gen"), gen) == 0);
+    ck_assert(st_read_f32(&f, st_find(&f, "route_emb"), emb) == 0);
+    st_close(&f);
+    ck_assert_int_eq(count_lines(out), 1 + sites * N_TASKS);
+    static const char *pn = "qkvo";
+    char *line = strchr(out, '\n') + 1;
+    for (int k = 0; k < sites * N_TASKS; k++) {
+        int layer, task = -1;
+        char proj, tname[16], pass[16];
+        ck_assert(sscanf(line, "%d,%c,%15[^,],%15[^,],", &layer, &proj, tname, pass) == 4);
+        task = task_by_short(tname);
+        ck_assert_int_ge(task, 0);
+        int site = layer * 4 + (int)(strchr(pn, proj) - pn);
+        const float *want = (TASKS[task].kind == KIND_EMB ? emb : gen) + ((size_t)site * 14 + task) * N;
+        char *p = line;
+        for (int c = 0; c < 4; c++) p = strchr(p, ',') + 1;
+        float got[6];
+        read_floats_sep(p, got, N);
+        assert_allclose(got, want, N, 1e-5, 1e-7, "route");
+        line = strchr(line, '\n') + 1;
+    }
+    free(gen); free(emb); free(out); free(err);
+}
+END_TEST
+
+/* Mean loss of one kind ('E' or 'G') in `recfound loss` output, NaN rows skipped. */
+static double mean_loss(const char *csv, char kind, int *n) {
+    double sum = 0;
+    *n = 0;
+    for (const char *line = strchr(csv, '\n'); line && line[1]; line = strchr(line + 1, '\n')) {
+        char task[16], k;
+        int samples;
+        double loss;
+        if (sscanf(line + 1, "%15[^,],%c,%d,%lf", task, &k, &samples, &loss) == 4 && k == kind && isfinite(loss)) {
+            sum += loss;
+            (*n)++;
+        }
+    }
+    return *n ? sum / *n : NAN;
+}
+
+/* The whole pipeline on a tiny world: synth, tokenizer, tiny backbone,
+ * pretrain, RecFound training with TMoLE and S2Sched.  The run folder has
+ * what Model Merge and resuming need, and the trained adapters beat the
+ * step-0 adapters on held-out data of both branches. */
+START_TEST(test_train_pipeline) {
+    char d[] = "/tmp/rftrainXXXXXX", args[2048], path[600], *out, *err, *l0, *l1;
+    ck_assert(mkdtemp(d) != NULL);
+    const char *steps[] = {
+        "synth --out %s/w --scale 0.003 --seed 3",
+        "tokenizer train --data %s/w --vocab 400 --out %s/tok.json",
+        "init --preset tiny --vocab 400 --out %s/base",
+        "pretrain --model %s/base --data %s/w --tokenizer %s/tok.json --steps 30 --batch 16 --max-len 160 --lr 3e-3 --out %s/pre",
+        "train --model %s/pre --tokenizer %s/tok.json --data %s/w --out %s/run --steps 30 --emb-batch 6 --gen-batch 10 "
+        "--max-len 160 --rank 4 --alpha 16 --task-dim 16 --lr 3e-3 --sched-val 4 --sched-remainder largest --save-every 10"};
+    for (int i = 0; i < 5; i++) {
+        snprintf(args, sizeof args, steps[i], d, d, d, d);
+        ck_assert_msg(run(args, &out, &err) == 0, "recfound %s\n%s", args, err);
+        free(out); free(err);
+    }
+    const char *files[] = {"run/step-0/adapter_model.safetensors", "run/step-10/adapter_config.json",
+                           "run/step-20/adapter_model.safetensors", "run/final/adapter_model.safetensors",
+                           "run/losses.csv", "run/sched.csv"};
+    for (int i = 0; i < 6; i++) {
+        snprintf(path, sizeof path, "%s/%s", d, files[i]);
+        FILE *f = fopen(path, "r");
+        ck_assert_msg(f != NULL, "train did not write %s", files[i]);
+        fclose(f);
+    }
+    snprintf(path, sizeof path, "%s/run/losses.csv", d);
+    size_t n;
+    char *csv;
+    ck_assert(rf_read_file(path, &csv, &n) == 0);
+    ck_assert_int_eq(count_lines(csv), 31);
+    free(csv);
+    /* step-0 is the untrained adapter: every B_j is zero */
+    Model m;
+    Tmole tm;
+    snprintf(path, sizeof path, "%s/pre", d);
+    ck_assert(model_load(&m, path) == 0);
+    snprintf(path, sizeof path, "%s/run/step-0", d);
+    ck_assert(tmole_load(&tm, path, &m.cfg) == 0);
+    for (int i = 0; i < tm.n_sites; i++)
+        for (int j = 0; j < tmole_n_experts(&tm.cfg) && tm.site[i].in; j++)
+            for (int k = 0; k < tm.site[i].out * tm.cfg.rank; k++) ck_assert(tm.params[tm.site[i].B[j] + k] == 0);
+    tmole_free(&tm);
+    model_free(&m);
+    const char *q = "loss --model %s/pre --tokenizer %s/tok.json --data %s/w --samples 16 --max-len 160 --adapter %s/run/%s";
+    snprintf(args, sizeof args, q, d, d, d, d, "step-0");
+    ck_assert_int_eq(run(args, &l0, &err), 0);
+    free(err);
+    snprintf(args, sizeof args, q, d, d, d, d, "final");
+    ck_assert_int_eq(run(args, &l1, &err), 0);
+    free(err);
+    int ne0, ne1, ng0, ng1;
+    double e0 = mean_loss(l0, 'E', &ne0), e1 = mean_loss(l1, 'E', &ne1);
+    double g0 = mean_loss(l0, 'G', &ng0), g1 = mean_loss(l1, 'G', &ng1);
+    ck_assert_msg(ne0 >= 2 && ng0 >= 8 && ne0 == ne1 && ng0 == ng1, "too few tasks measured:\n%s", l0);
+    ck_assert_msg(e1 < e0 - 0.05, "embedding held-out loss %.4f -> %.4f did not fall", e0, e1);
+    ck_assert_msg(g1 < g0 - 0.05, "generative held-out loss %.4f -> %.4f did not fall", g0, g1);
+    free(l0);
+    free(l1);
+    snprintf(args, sizeof args, "rm -rf %s", d);
+    ck_assert_int_eq(system(args), 0);
+}
+END_TEST
+
 Suite *cli_suite(void) {
     Suite *s = suite_create("cli");
     TCase *ref = tcase_create("against_reference");
@@ -238,11 +427,17 @@ Suite *cli_suite(void) {
     tcase_add_test(ref, test_embed_matches_reference);
     tcase_add_test(ref, test_pretrain_sgd_step);
     tcase_add_test(ref, test_init_deterministic);
+    tcase_add_test(ref, test_score_with_adapter);
+    tcase_add_test(ref, test_route_matches_reference);
     suite_add_tcase(s, ref);
     TCase *bad = tcase_create("usage_and_bad_input");
     tcase_set_timeout(bad, 60);
     tcase_add_test(bad, test_help_and_usage_errors);
     tcase_add_test(bad, test_bad_input);
     suite_add_tcase(s, bad);
+    TCase *train = tcase_create("training");
+    tcase_set_timeout(train, 300);
+    tcase_add_test(train, test_train_pipeline);
+    suite_add_tcase(s, train);
     return s;
 }

@@ -503,6 +503,8 @@ typedef struct {
     SampleStats stats;
     long skipped_no_negative;
     FILE *loss_csv, *sched_csv;
+    double *omega_hist;                  /* [steps][N_TASKS] ω per step (NaN before scheduling), for sched.svg */
+    double *loss_hist;                   /* [steps][2] L_emb, L_gen per step, for losses.svg */
 } Trainer;
 
 /* The adapters of a run, or NULL to run the backbone alone. */
@@ -689,6 +691,8 @@ static void trainer_free(Trainer *tr) {
     }
     if (tr->use_sched) sched_free(&tr->sched);
     if (tr->loss_csv) fclose(tr->loss_csv);
+    free(tr->omega_hist);
+    free(tr->loss_hist);
     if (tr->sched_csv) fclose(tr->sched_csv);
     adamw_free(&tr->opt);
     free(tr->grads);
@@ -698,6 +702,43 @@ static void trainer_free(Trainer *tr) {
     dataset_free(&tr->val);
     tok_free(&tr->tok);
     model_free(&tr->m);
+}
+
+/* RUN/losses.svg (both branches' training loss per step) and, with S2Sched,
+ * RUN/sched.svg: the sample ratio ω of every task per step (the paper's Figure 3). */
+static int write_plots(Trainer *tr) {
+    long n = tr->steps;
+    char path[4096];
+    double *x = malloc((size_t)(n ? n : 1) * sizeof(double)), *ys[N_TASKS];
+    double *y = malloc((size_t)(n ? n : 1) * N_TASKS * sizeof(double));
+    if (!x || !y) { free(x); free(y); return rf_error("out of memory"); }
+    for (long i = 0; i < n; i++) x[i] = (double)(i + 1);
+    const char *names[N_TASKS];
+    for (int k = 0; k < 2; k++) {
+        ys[k] = y + (size_t)k * n;
+        for (long i = 0; i < n; i++) ys[k][i] = tr->loss_hist[2 * i + k];
+    }
+    names[0] = "L_emb (InfoNCE)";
+    names[1] = "L_gen (answer CE)";
+    snprintf(path, sizeof path, "%s/losses.svg", tr->out);
+    int rc = svg_lines(path, "Training loss of the two branches", "step", "loss", 2, names, x,
+                       (const double *const *)ys, (int)n);
+    if (!rc && tr->use_sched) {
+        int m = 0;
+        for (int t = 0; t < N_TASKS; t++) {
+            if (!tr->train.pool[t].n) continue;
+            names[m] = TASKS[t].short_name;
+            ys[m] = y + (size_t)m * n;
+            for (long i = 0; i < n; i++) ys[m][i] = tr->omega_hist[i * N_TASKS + t];
+            m++;
+        }
+        snprintf(path, sizeof path, "%s/sched.svg", tr->out);
+        rc = svg_lines(path, "S2Sched sample ratio per task (Figure 3)", "step", "omega (share of its group's batch)",
+                       m, names, x, (const double *const *)ys, (int)n);
+    }
+    free(x);
+    free(y);
+    return rc;
 }
 
 /* "2,2,2" -> embedding / shared / generative expert counts. */
@@ -817,6 +858,9 @@ static int cmd_train(int argc, char **argv) {
         tr->steps = epochs * ((n_gen + tr->gen_batch - 1) / (tr->gen_batch ? tr->gen_batch : 1));
     }
     tr->grads = calloc(tr->tm.total, sizeof(float));
+    tr->omega_hist = malloc((size_t)(tr->steps + 1) * N_TASKS * sizeof(double));
+    tr->loss_hist = malloc((size_t)(tr->steps + 1) * 2 * sizeof(double));
+    if (!tr->omega_hist || !tr->loss_hist) { rf_error("out of memory"); goto out; }
     if (!tr->grads || adamw_init(&tr->opt, tr->tm.total, (float)tr->lr, 0.9f, 0.999f, 1e-8f, (float)tr->wd)) {
         rf_error("out of memory for adapter gradients");
         goto out;
@@ -857,6 +901,7 @@ static int cmd_train(int argc, char **argv) {
         double t0 = now_s();
         int counts[N_TASKS] = {0};
         /* how many samples of each task (§4.3.2): S2Sched, or uniform over tasks */
+        for (int t = 0; t < N_TASKS; t++) tr->omega_hist[step * N_TASKS + t] = NAN;
         if (tr->use_sched) {
             double vl[N_TASKS];
             if (task_losses(tr, &tr->val, tr->val_pick, tr->n_val, vl)) goto out;
@@ -865,6 +910,7 @@ static int cmd_train(int argc, char **argv) {
                 sched_counts(&tr->sched, (TaskKind)k, NULL, counts);
                 const SchedGroup *g = &tr->sched.group[k];
                 if (!tr->sched.scheduled) continue;
+                for (int i = 0; i < g->m; i++) tr->omega_hist[step * N_TASKS + g->task[i]] = g->omega[i];
                 for (int i = 0; i < g->m; i++)
                     fprintf(tr->sched_csv, "%ld,%c,%s,%.9g,%.9g,%.9g,%.9g,%.9g,%d\n", step, k == KIND_EMB ? 'E' : 'G',
                             TASKS[g->task[i]].short_name, g->alpha[i], g->g_inter[i], g->g_intra[i], g->beta,
@@ -895,6 +941,8 @@ static int cmd_train(int argc, char **argv) {
         double lg = ng ? gen_branch(tr, gen_recs, ng, 1, (float)tr->lambda_gen, &tokens) : 0;
         if (isnan(le) || isnan(lg)) goto out;
         double loss = le + tr->lambda_gen * lg;
+        tr->loss_hist[2 * step] = ne ? le : NAN;
+        tr->loss_hist[2 * step + 1] = ng ? lg : NAN;
         if (!isfinite(loss)) { rf_error("train: step %ld: the loss is not finite (emb %g, gen %g)", step + 1, le, lg); goto out; }
         double gnorm = clip_grad_norm(tr->grads, tr->tm.total, tr->clip);
         float lr = lr_schedule((float)tr->lr, step, warmup, tr->steps);
@@ -914,6 +962,7 @@ static int cmd_train(int argc, char **argv) {
     }
     fprintf(stderr, "\n");
     if (save_adapter(tr, "final")) goto out;
+    if (write_plots(tr)) goto out;
     if (tr->stats.dropped || tr->stats.truncated || tr->skipped_no_negative)
         fprintf(stderr, "train: %ld samples dropped (answer or text beyond --max-len), %ld truncated, "
                 "%ld embedding records without a negative skipped\n", tr->stats.dropped, tr->stats.truncated,
@@ -1139,6 +1188,9 @@ static const Command commands[] = {
     {"pretrain", cmd_pretrain, "full-parameter causal-LM training steps"},
     {"train", cmd_train, "RecFound: TMoLE adapters on both branches, S2Sched (§4)"},
     {"loss", cmd_loss, "held-out loss of every task (backbone or adapters)"},
+    {"eval", eval_main, "generative and embedding evaluation (Tables 2-3)"},
+    {"metrics", metrics_main, "score an outputs.jsonl of predictions"},
+    {"generate", generate_main, "greedy answer to one prompt (KV cache)"},
     {"route", route_main, "TMoLE routing per task (eq. 1) and the task similarity of Figure 2"},
     {"tokenizer", tokenizer_main, "encode | decode | train a tokenizer.json"},
     {"synth", synth_main, "write the synthetic recommendation world (all 13 tasks)"},

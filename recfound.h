@@ -722,6 +722,9 @@ int kv_pos(const KvDecoder *d);
 /* Feed ids[0..n) at positions pos .. pos+n-1; logits of every fed position
  * into out[n*V] (all = 1) or of the last one into out[V] (all = 0; out may be NULL). */
 int kv_forward(KvDecoder *d, const int *ids, int n, float *out, int all);
+/* The residual stream after decoder layer `layer` (1..L; Hugging Face's
+ * hidden_states[layer]) of ids[0..n), fed as kv_forward does: hid[n*C]. */
+int kv_hidden(KvDecoder *d, const int *ids, int n, int layer, float *hid);
 /* Greedy continuation of prompt[0..n) until eos or max_new tokens: gen[0..*n_gen)
  * (eos excluded; caller frees *gen). */
 int generate_greedy(KvDecoder *d, const int *prompt, int n, int max_new, int eos, int **gen, int *n_gen);

@@ -14,9 +14,13 @@
 #include "recfound.h"
 
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <errno.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #ifdef _OPENMP
@@ -505,6 +509,8 @@ typedef struct {
     FILE *loss_csv, *sched_csv;
     double *omega_hist;                  /* [steps][N_TASKS] ω per step (NaN before scheduling), for sched.svg */
     double *loss_hist;                   /* [steps][2] L_emb, L_gen per step, for losses.svg */
+    double *val_hist;                    /* [steps][N_TASKS] the validation losses S2Sched saw (resume replays them) */
+    long nonfinite_skipped;
 } Trainer;
 
 /* The adapters of a run, or NULL to run the backbone alone. */
@@ -678,11 +684,200 @@ static int task_losses(Trainer *tr, const Dataset *d, size_t *const *pick, const
     return 0;
 }
 
-static int save_adapter(Trainer *tr, const char *name) {
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s/%s", tr->out, name);
-    return tmole_save(&tr->tm, dir);
+/* rm -r of a checkpoint folder this program wrote (plain files only). */
+static void remove_folder(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char path[4096];
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            unlink(path);
+        }
+    closedir(d);
+    rmdir(dir);
 }
+
+/* A number for JSON, which has no NaN: null stands for "not measured". */
+static void buf_num(RfBuf *b, double x) {
+    if (isfinite(x)) buf_printf(b, "%.17g", x);
+    else buf_printf(b, "null");
+}
+
+/* A checkpoint is a folder RUN/NAME with the adapters (what merge, eval and
+ * score read) and, for --resume, everything else the run needs to continue
+ * bit for bit: AdamW's moments (optimizer.safetensors) and trainer_state.json
+ * (step, RNG and data-order states, and the history S2Sched is replayed from).
+ * It is written as RUN/.NAME.partial and renamed into place, so a crash leaves
+ * either the old checkpoint or the new one, never half of one. */
+static int save_checkpoint(Trainer *tr, const char *name, long step) {
+    char dir[4096], tmp[4096], old[4096], path[4200];
+    snprintf(dir, sizeof dir, "%s/%s", tr->out, name);
+    snprintf(tmp, sizeof tmp, "%s/.%s.partial", tr->out, name);
+    snprintf(old, sizeof old, "%s/.%s.old", tr->out, name);
+    remove_folder(tmp);
+    if (tmole_save(&tr->tm, tmp)) return -1;
+    StOut opt[2] = {{"adamw.m", 1, {(int64_t)tr->tm.total}, tr->opt.m}, {"adamw.v", 1, {(int64_t)tr->tm.total}, tr->opt.v}};
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", tmp);
+    if (st_write(path, opt, 2)) return -1;
+    RfBuf b = {0};
+    buf_printf(&b, "{\n  \"step\": %ld,\n  \"adamw_t\": %ld,\n  \"rng\": \"%llu\",\n", step, tr->opt.t,
+               (unsigned long long)tr->rng.s);
+    buf_printf(&b, "  \"dropped\": %ld, \"truncated\": %ld, \"boundary_merges\": %ld, \"no_negative\": %ld, "
+               "\"nonfinite_skipped\": %ld,\n  \"iterators\": [", tr->stats.dropped, tr->stats.truncated,
+               tr->stats.boundary_merges, tr->skipped_no_negative, tr->nonfinite_skipped);
+    for (int t = 0; t < N_TASKS; t++) {
+        const PoolIter *it = &tr->it[t];
+        buf_printf(&b, "%s\n    {\"pos\": %zu, \"epoch\": %ld, \"rng\": \"%llu\", \"order\": [", t ? "," : "", it->pos,
+                   it->epoch, (unsigned long long)it->rng.s);
+        for (size_t i = 0; i < it->n; i++) buf_printf(&b, "%s%zu", i ? "," : "", it->order[i]);
+        buf_printf(&b, "]}");
+    }
+    buf_printf(&b, "\n  ],\n  \"history\": [");  /* per step: L_emb, L_gen, then each task's validation loss and ω */
+    for (long i = 0; i < step; i++) {
+        buf_printf(&b, "%s\n    [", i ? "," : "");
+        buf_num(&b, tr->loss_hist[2 * i]);
+        buf_printf(&b, ", ");
+        buf_num(&b, tr->loss_hist[2 * i + 1]);
+        for (int t = 0; t < N_TASKS; t++) {
+            buf_printf(&b, ", ");
+            buf_num(&b, tr->val_hist[i * N_TASKS + t]);
+            buf_printf(&b, ", ");
+            buf_num(&b, tr->omega_hist[i * N_TASKS + t]);
+        }
+        buf_printf(&b, "]");
+    }
+    buf_printf(&b, "\n  ]\n}\n");
+    snprintf(path, sizeof path, "%s/trainer_state.json", tmp);
+    int rc = b.data ? rf_write_file_atomic(path, b.data, b.len) : rf_error("out of memory");
+    buf_free(&b);
+    if (rc) return -1;
+    struct stat st;
+    if (!stat(dir, &st)) {
+        remove_folder(old);
+        if (rename(dir, old)) return rf_error("%s: cannot replace: %s", dir, strerror(errno));
+    }
+    if (rename(tmp, dir)) return rf_error("%s: cannot rename into place: %s", dir, strerror(errno));
+    remove_folder(old);
+    return 0;
+}
+
+/* The newest complete checkpoint of a run: the step-K (or final) folder with
+ * the largest step in its trainer_state.json.  Returns the step, -1 if none. */
+static long latest_checkpoint(const char *run, char *name, size_t n) {
+    DIR *d = opendir(run);
+    long best = -1;
+    if (!d) return -1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, "step-", 5) && strcmp(e->d_name, "final")) continue;
+        char path[4096], *text;
+        size_t len;
+        snprintf(path, sizeof path, "%s/%s/trainer_state.json", run, e->d_name);
+        if (rf_read_file(path, &text, &len)) continue;
+        char *p = strstr(text, "\"step\":");
+        long k = p ? strtol(p + 7, NULL, 10) : -1;
+        free(text);
+        if (k > best) {
+            best = k;
+            snprintf(name, n, "%s", e->d_name);
+        }
+    }
+    closedir(d);
+    rf_clear_error();
+    return best;
+}
+
+static double json_num(const Json *v) { return v && v->type == JSON_NUMBER ? v->number : NAN; }
+
+/* Restore a run from RUN/NAME (see save_checkpoint); returns the step to continue from. */
+static long load_checkpoint(Trainer *tr, const char *name) {
+    char dir[4096], path[4200], *text;
+    size_t len;
+    snprintf(dir, sizeof dir, "%s/%s", tr->out, name);
+    Tmole saved;
+    if (tmole_load(&saved, dir, &tr->m.cfg)) return -1;
+    if (saved.total != tr->tm.total) { tmole_free(&saved); return rf_error("%s: adapters of another shape", dir); }
+    memcpy(tr->tm.params, saved.params, saved.total * sizeof(float));
+    tmole_free(&saved);
+    StFile f;
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
+    if (st_open(&f, path)) return -1;
+    const StTensor *m = st_find(&f, "adamw.m"), *v = st_find(&f, "adamw.v");
+    int rc = (!m || !v || (size_t)m->numel != tr->tm.total || (size_t)v->numel != tr->tm.total)
+                 ? rf_error("%s: AdamW moments missing or of another size", path)
+                 : (st_read_f32(&f, m, tr->opt.m) || st_read_f32(&f, v, tr->opt.v));
+    st_close(&f);
+    if (rc) return -1;
+    snprintf(path, sizeof path, "%s/trainer_state.json", dir);
+    if (rf_read_file(path, &text, &len)) return -1;
+    Json st;
+    rc = json_parse(&st, text, len, path);
+    free(text);
+    if (rc) return -1;
+    long step = (long)json_num(json_get(&st, "step"));
+    const Json *its = json_get(&st, "iterators"), *hist = json_get(&st, "history"), *rng = json_get(&st, "rng");
+    if (step < 0 || step > tr->steps || !its || its->count != N_TASKS || !hist || (long)hist->count != step || !rng ||
+        rng->type != JSON_STRING) {
+        json_free(&st);
+        return rf_error("%s: not a checkpoint of this run (step, iterators or history do not fit)", path);
+    }
+    tr->opt.t = (long)json_num(json_get(&st, "adamw_t"));
+    tr->rng.s = strtoull(rng->string, NULL, 10);
+    tr->stats.dropped = (long)json_num(json_get(&st, "dropped"));
+    tr->stats.truncated = (long)json_num(json_get(&st, "truncated"));
+    tr->stats.boundary_merges = (long)json_num(json_get(&st, "boundary_merges"));
+    tr->skipped_no_negative = (long)json_num(json_get(&st, "no_negative"));
+    tr->nonfinite_skipped = (long)json_num(json_get(&st, "nonfinite_skipped"));
+    for (int t = 0; t < N_TASKS; t++) {
+        const Json *it = &its->items[t], *order = json_get(it, "order"), *r = json_get(it, "rng");
+        if (!order || order->count != tr->it[t].n || !r || r->type != JSON_STRING) {
+            json_free(&st);
+            return rf_error("%s: data order of task %s does not fit the dataset", path, TASKS[t].short_name);
+        }
+        tr->it[t].pos = (size_t)json_num(json_get(it, "pos"));
+        tr->it[t].epoch = (long)json_num(json_get(it, "epoch"));
+        tr->it[t].rng.s = strtoull(r->string, NULL, 10);
+        for (size_t i = 0; i < order->count; i++) tr->it[t].order[i] = (size_t)json_num(&order->items[i]);
+    }
+    for (long i = 0; i < step; i++) {
+        const Json *row = &hist->items[i];
+        tr->loss_hist[2 * i] = json_num(&row->items[0]);
+        tr->loss_hist[2 * i + 1] = json_num(&row->items[1]);
+        for (int t = 0; t < N_TASKS; t++) {
+            tr->val_hist[i * N_TASKS + t] = json_num(&row->items[2 + 2 * t]);
+            tr->omega_hist[i * N_TASKS + t] = json_num(&row->items[3 + 2 * t]);
+        }
+        /* S2Sched's state is a function of the losses it was given: replay them */
+        if (tr->use_sched && sched_update(&tr->sched, tr->val_hist + i * N_TASKS)) { json_free(&st); return -1; }
+    }
+    json_free(&st);
+    return step;
+}
+
+/* Keep the header and the rows of a CSV whose first field (a step) is below `limit`. */
+static int truncate_csv(const char *path, long limit) {
+    char *text;
+    size_t len;
+    if (rf_read_file(path, &text, &len)) return -1;
+    RfBuf out = {0};
+    char *line = text;
+    for (int first = 1; *line; first = 0) {
+        char *eol = strchr(line, '\n');
+        size_t n = eol ? (size_t)(eol - line + 1) : strlen(line);
+        if (first || strtol(line, NULL, 10) < limit) buf_append(&out, line, n);
+        line += n;
+    }
+    int rc = out.data ? rf_write_file_atomic(path, out.data, out.len) : 0;
+    buf_free(&out);
+    free(text);
+    return rc;
+}
+
+/* SIGINT / SIGTERM: finish the step, save, and say how to resume. */
+static volatile sig_atomic_t stop_requested = 0;
+static void on_stop_signal(int sig) { (void)sig; stop_requested = 1; }
 
 static void trainer_free(Trainer *tr) {
     for (int t = 0; t < N_TASKS; t++) {
@@ -693,6 +888,7 @@ static void trainer_free(Trainer *tr) {
     if (tr->loss_csv) fclose(tr->loss_csv);
     free(tr->omega_hist);
     free(tr->loss_hist);
+    free(tr->val_hist);
     if (tr->sched_csv) fclose(tr->sched_csv);
     adamw_free(&tr->opt);
     free(tr->grads);
@@ -751,11 +947,16 @@ static int parse_experts(const char *s, TmoleConfig *c) {
 static int cmd_train(int argc, char **argv) {
     Trainer trs, *tr = &trs;
     memset(tr, 0, sizeof *tr);
+    int rc = -1;
     const char *model = NULL, *data = NULL, *tokp = NULL, *experts = "2,2,2", *variant = "paper", *rem = "drop";
     const char *hidden = NULL;
     long rank = 16, task_dim = 512, no_tmole = 0, sched_window = 64, epochs = 0;
     double alpha = 64, dropout = 0.1, sched_tau = 10, sched_warm = 0.1;
-    int no_sched = 0, no_tmole_flag = 0;
+    int no_sched = 0, no_tmole_flag = 0, skip_nonfinite = 0;
+    const char *resume = NULL;
+    long stop_at = 0;
+    char **saved_argv = NULL;
+    int saved_argc = 0;
     tr->emb_batch = 8; tr->gen_batch = 8; tr->micro = 8; tr->steps = 100; tr->max_len = 256;
     tr->save_every = 0; tr->seed = 42; tr->sched_val = 16;
     tr->lr = 1e-3; tr->warmup_ratio = 0.03; tr->clip = 1.0; tr->wd = 0; tr->tau = 0.02; tr->lambda_gen = 1.0;
@@ -793,24 +994,50 @@ static int cmd_train(int argc, char **argv) {
         {"--sched-remainder", 's', &rem, "drop | largest: the leftover of floor(B ω_i)"},
         {"--save-every", 'i', &tr->save_every, "write RUN/step-K every K steps (default 0: only step-0 and final)"},
         {"--seed", 'i', &tr->seed, "seed of initialisation, sampling and dropout (default 42)"},
+        {"--skip-nonfinite", 'b', &skip_nonfinite, "skip (and count) a batch whose loss or gradient is NaN/Inf instead of stopping"},
+        {"--resume", 's', &resume, "continue RUN from its newest checkpoint, with the options it was started with"},
+        {"--stop-at", 'i', &stop_at, "stop after step K (or the next step, if past K) as if interrupted: for testing --resume"},
     };
     int nf = sizeof f / sizeof f[0];
-    int r = parse_flags(argc, argv, f, nf, "--model DIR --data DIR --out RUN [options]");
+    int r = parse_flags(argc, argv, f, nf, "--model DIR --data DIR --out RUN [options] | --resume RUN");
     if (r) return r > 0 ? 0 : -1;
-    if (need("train", "--model", model) || need("train", "--data", data) || need("train", "--out", tr->out)) return -1;
+    if (resume) {  /* the run's own options, as it was started (RUN/args.json) */
+        char path[4096], *text;
+        size_t len;
+        Json a;
+        long keep_stop = stop_at;
+        snprintf(path, sizeof path, "%s/args.json", resume);
+        if (rf_read_file(path, &text, &len)) return -1;
+        r = json_parse(&a, text, len, path);
+        free(text);
+        if (r) return -1;
+        saved_argv = calloc(a.count + 2, sizeof(char *));
+        for (size_t i = 0; saved_argv && i < a.count; i++)
+            saved_argv[1 + i] = strdup(a.items[i].type == JSON_STRING ? a.items[i].string : "");
+        if (saved_argv) saved_argv[0] = argv[0];
+        saved_argc = (int)a.count + 1;
+        json_free(&a);
+        if (!saved_argv) { rf_error("out of memory"); goto free_args; }
+        resume = NULL;
+        r = parse_flags(saved_argc, saved_argv, f, nf, "");
+        resume = tr->out;
+        stop_at = keep_stop;
+        if (r) goto free_args;
+    }
+    if (need("train", "--model", model) || need("train", "--data", data) || need("train", "--out", tr->out)) goto free_args;
     if (tr->emb_batch < 0 || tr->gen_batch < 0 || tr->micro < 1 || tr->max_len < 8 || tr->steps < 0 || rank < 1)
-        return rf_error("train: batch sizes must be >= 0, --micro >= 1, --max-len >= 8, --rank >= 1");
+        { rf_error("train: batch sizes must be >= 0, --micro >= 1, --max-len >= 8, --rank >= 1"); goto free_args; }
     if (strcmp(variant, "paper") && strcmp(variant, "code"))
-        return rf_error("train: --sched-variant must be paper or code, got '%s'", variant);
+        { rf_error("train: --sched-variant must be paper or code, got '%s'", variant); goto free_args; }
     if (strcmp(rem, "drop") && strcmp(rem, "largest"))
-        return rf_error("train: --sched-remainder must be drop or largest, got '%s'", rem);
+        { rf_error("train: --sched-remainder must be drop or largest, got '%s'", rem); goto free_args; }
     tr->use_sched = !no_sched;
 
     TmoleConfig tc;
     if (no_tmole_flag) tmole_config_lora(&tc);
     else {
         tmole_config_default(&tc);
-        if (parse_experts(experts, &tc)) return -1;
+        if (parse_experts(experts, &tc)) goto free_args;
     }
     tc.rank = (int)rank;
     tc.alpha = (float)alpha;
@@ -825,8 +1052,7 @@ static int cmd_train(int argc, char **argv) {
     }
 
     char path[4096];
-    int rc = -1;
-    if (model_load(&tr->m, model)) return -1;
+    if (model_load(&tr->m, model)) goto free_args;
     if (!tokp) { snprintf(path, sizeof path, "%s/tokenizer.json", model); tokp = path; }
     if (tok_load(&tr->tok, tokp)) goto out;
     if (tr->tok.n_vocab > tr->m.cfg.vocab_size) {
@@ -860,7 +1086,9 @@ static int cmd_train(int argc, char **argv) {
     tr->grads = calloc(tr->tm.total, sizeof(float));
     tr->omega_hist = malloc((size_t)(tr->steps + 1) * N_TASKS * sizeof(double));
     tr->loss_hist = malloc((size_t)(tr->steps + 1) * 2 * sizeof(double));
-    if (!tr->omega_hist || !tr->loss_hist) { rf_error("out of memory"); goto out; }
+    tr->val_hist = malloc((size_t)(tr->steps + 1) * N_TASKS * sizeof(double));
+    if (!tr->omega_hist || !tr->loss_hist || !tr->val_hist) { rf_error("out of memory"); goto out; }
+    for (long i = 0; i < (tr->steps + 1) * N_TASKS; i++) tr->val_hist[i] = tr->omega_hist[i] = NAN;
     if (!tr->grads || adamw_init(&tr->opt, tr->tm.total, (float)tr->lr, 0.9f, 0.999f, 1e-8f, (float)tr->wd)) {
         rf_error("out of memory for adapter gradients");
         goto out;
@@ -880,16 +1108,48 @@ static int cmd_train(int argc, char **argv) {
             for (int i = 0; i < tr->n_tasks[k]; i++) all[n_all++] = tr->tasks[k][i];
         if (sched_init(&tr->sched, &sc, all, n_all)) goto out;
     }
-    /* step-0 is written before any update: Model Merge needs it (§4.4) */
-    if (save_adapter(tr, "step-0")) goto out;
-    snprintf(path, sizeof path, "%s/losses.csv", tr->out);
-    if (!(tr->loss_csv = fopen(path, "w"))) { rf_error("%s: cannot write", path); goto out; }
-    fprintf(tr->loss_csv, "step,lr,loss,loss_emb,loss_gen,grad_norm,emb_queries,gen_samples,tokens,seconds\n");
-    if (tr->use_sched) {
-        snprintf(path, sizeof path, "%s/sched.csv", tr->out);
-        if (!(tr->sched_csv = fopen(path, "w"))) { rf_error("%s: cannot write", path); goto out; }
-        fprintf(tr->sched_csv, "step,group,task,alpha,gamma_inter,gamma_intra,beta,omega,n\n");
+    long start = 0;
+    char lpath[4200], spath[4200];
+    snprintf(lpath, sizeof lpath, "%s/losses.csv", tr->out);
+    snprintf(spath, sizeof spath, "%s/sched.csv", tr->out);
+    if (resume) {
+        char name[256];
+        if (latest_checkpoint(tr->out, name, sizeof name) < 0) { rf_error("%s: no checkpoint to resume from", tr->out); goto out; }
+        if ((start = load_checkpoint(tr, name)) < 0) goto out;
+        /* rows written after that checkpoint are redone */
+        if (truncate_csv(lpath, start + 1) || (tr->use_sched && truncate_csv(spath, start))) goto out;
+        if (!(tr->loss_csv = fopen(lpath, "a")) || (tr->use_sched && !(tr->sched_csv = fopen(spath, "a")))) {
+            rf_error("%s: cannot append to the run's CSV files", tr->out);
+            goto out;
+        }
+        fprintf(stderr, "train: resuming %s from %s (step %ld of %ld)\n", tr->out, name, start, tr->steps);
+    } else {
+        /* the options, for --resume; then step-0, before any update: Model Merge needs it (§4.4) */
+        RfBuf a = {0};
+        buf_printf(&a, "[");
+        for (int i = 1; i < argc; i++) {
+            if (!strcmp(argv[i], "--stop-at")) { i++; continue; }
+            buf_printf(&a, "%s", i > 1 ? ", " : "");
+            json_write_string(&a, argv[i], strlen(argv[i]));
+        }
+        buf_printf(&a, "]\n");
+        snprintf(path, sizeof path, "%s/args.json", tr->out);
+        r = rf_mkdirs(tr->out) || !a.data || rf_write_file_atomic(path, a.data, a.len);
+        buf_free(&a);
+        if (r) { if (!rf_last_error()[0]) rf_error("%s: cannot write", path); goto out; }
+        if (save_checkpoint(tr, "step-0", 0)) goto out;
+        if (!(tr->loss_csv = fopen(lpath, "w"))) { rf_error("%s: cannot write", lpath); goto out; }
+        fprintf(tr->loss_csv, "step,lr,loss,loss_emb,loss_gen,grad_norm,emb_queries,gen_samples,tokens,seconds\n");
+        if (tr->use_sched) {
+            if (!(tr->sched_csv = fopen(spath, "w"))) { rf_error("%s: cannot write", spath); goto out; }
+            fprintf(tr->sched_csv, "step,group,task,alpha,gamma_inter,gamma_intra,beta,omega,n\n");
+        }
     }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     fprintf(stderr, "train: %s + %s adapters (%zu parameters, experts %d/%d/%d, rank %d), %ld steps, "
             "batches %ld emb + %ld gen, S2Sched %s\n", model, no_tmole_flag ? "LoRA" : "TMoLE", tr->tm.total,
             tc.n_emb, tc.n_shared, tc.n_gen, tc.rank, tr->steps, tr->emb_batch, tr->gen_batch,
@@ -897,7 +1157,7 @@ static int cmd_train(int argc, char **argv) {
 
     long warmup = (long)(tr->warmup_ratio * tr->steps + 0.5);
     double t_start = now_s();
-    for (long step = 0; step < tr->steps; step++) {
+    for (long step = start; step < tr->steps; step++) {
         double t0 = now_s();
         int counts[N_TASKS] = {0};
         /* how many samples of each task (§4.3.2): S2Sched, or uniform over tasks */
@@ -905,6 +1165,7 @@ static int cmd_train(int argc, char **argv) {
         if (tr->use_sched) {
             double vl[N_TASKS];
             if (task_losses(tr, &tr->val, tr->val_pick, tr->n_val, vl)) goto out;
+            memcpy(tr->val_hist + step * N_TASKS, vl, sizeof vl);
             if (sched_update(&tr->sched, vl)) goto out;
             for (int k = 0; k < 2; k++) {
                 sched_counts(&tr->sched, (TaskKind)k, NULL, counts);
@@ -939,14 +1200,28 @@ static int cmd_train(int argc, char **argv) {
         long tokens = 0;
         double le = ne ? emb_branch(tr, emb_recs, ne, 1, 1.0f, &q) : 0;
         double lg = ng ? gen_branch(tr, gen_recs, ng, 1, (float)tr->lambda_gen, &tokens) : 0;
-        if (isnan(le) || isnan(lg)) goto out;
+        if ((isnan(le) || isnan(lg)) && rf_last_error()[0]) goto out;
         double loss = le + tr->lambda_gen * lg;
         tr->loss_hist[2 * step] = ne ? le : NAN;
         tr->loss_hist[2 * step + 1] = ng ? lg : NAN;
-        if (!isfinite(loss)) { rf_error("train: step %ld: the loss is not finite (emb %g, gen %g)", step + 1, le, lg); goto out; }
         double gnorm = clip_grad_norm(tr->grads, tr->tm.total, tr->clip);
         float lr = lr_schedule((float)tr->lr, step, warmup, tr->steps);
-        adamw_step(&tr->opt, tr->tm.params, tr->grads, lr);
+        if (!isfinite(loss) || !isfinite(gnorm)) {  /* name what went wrong, keep the last good checkpoint */
+            char tasks[256] = "";
+            for (int t = 0; t < N_TASKS; t++)
+                if (counts[t]) snprintf(tasks + strlen(tasks), sizeof tasks - strlen(tasks), " %s", TASKS[t].short_name);
+            const char *branch = !isfinite(le) ? "embedding" : !isfinite(lg) ? "generative" : "gradient of";
+            if (!skip_nonfinite) {
+                rf_error("train: step %ld: %s loss is not finite (L_emb %g, L_gen %g, grad norm %g); tasks in the "
+                         "batch:%s. The last checkpoint is intact; --skip-nonfinite skips such batches",
+                         step + 1, branch, le, lg, gnorm, tasks);
+                goto out;
+            }
+            tr->nonfinite_skipped++;
+            fprintf(stderr, "\ntrain: step %ld: %s loss is not finite; batch skipped (tasks:%s)\n", step + 1, branch, tasks);
+        } else {
+            adamw_step(&tr->opt, tr->tm.params, tr->grads, lr);
+        }
         double dt = now_s() - t0;
         fprintf(tr->loss_csv, "%ld,%.6g,%.9g,%.9g,%.9g,%.6g,%d,%d,%ld,%.4f\n", step + 1, lr, loss, le, lg, gnorm, q, ng,
                 tokens, dt);
@@ -954,24 +1229,34 @@ static int cmd_train(int argc, char **argv) {
         if (tr->sched_csv) fflush(tr->sched_csv);
         fprintf(stderr, "\rtrain: step %ld/%ld  loss %.4f (emb %.4f, gen %.4f)  lr %.2e  %.1f s/step  %.0f s left   ",
                 step + 1, tr->steps, loss, le, lg, lr, dt, (now_s() - t_start) / (step + 1) * (tr->steps - step - 1));
-        if (tr->save_every > 0 && (step + 1) % tr->save_every == 0 && step + 1 < tr->steps) {
+        int stop = stop_requested || (stop_at > 0 && step + 1 >= stop_at && step + 1 < tr->steps);
+        if ((tr->save_every > 0 && (step + 1) % tr->save_every == 0 && step + 1 < tr->steps) || stop) {
             char name[64];
             snprintf(name, sizeof name, "step-%ld", step + 1);
-            if (save_adapter(tr, name)) goto out;
+            if (save_checkpoint(tr, name, step + 1)) goto out;
+            if (stop) {
+                fprintf(stderr, "\ntrain: stopped after step %ld, saved %s/%s; continue with: recfound train --resume %s\n",
+                        step + 1, tr->out, name, tr->out);
+                rc = 0;
+                goto out;
+            }
         }
     }
     fprintf(stderr, "\n");
-    if (save_adapter(tr, "final")) goto out;
+    if (save_checkpoint(tr, "final", tr->steps)) goto out;
     if (write_plots(tr)) goto out;
-    if (tr->stats.dropped || tr->stats.truncated || tr->skipped_no_negative)
+    if (tr->stats.dropped || tr->stats.truncated || tr->skipped_no_negative || tr->nonfinite_skipped)
         fprintf(stderr, "train: %ld samples dropped (answer or text beyond --max-len), %ld truncated, "
-                "%ld embedding records without a negative skipped\n", tr->stats.dropped, tr->stats.truncated,
-                tr->skipped_no_negative);
+                "%ld embedding records without a negative skipped, %ld non-finite batches skipped\n",
+                tr->stats.dropped, tr->stats.truncated, tr->skipped_no_negative, tr->nonfinite_skipped);
     fprintf(stderr, "train: wrote %s/step-0, %s/final and %s/losses.csv in %.0f s\n", tr->out, tr->out, tr->out,
             now_s() - t_start);
     rc = 0;
 out:
     trainer_free(tr);
+free_args:
+    for (int i = 1; i < saved_argc; i++) free(saved_argv[i]);
+    free(saved_argv);
     return rc;
 }
 

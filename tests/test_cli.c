@@ -419,6 +419,133 @@ START_TEST(test_train_pipeline) {
 }
 END_TEST
 
+/* A tiny world, tokenizer and random tiny backbone in d/w, d/tok.json, d/base. */
+static void tiny_world(const char *d) {
+    char args[1024], *out, *err;
+    const char *steps[] = {"synth --out %s/w --scale 0.003 --seed 5", "tokenizer train --data %s/w --vocab 400 --out %s/tok.json",
+                           "init --preset tiny --vocab 400 --out %s/base"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(args, sizeof args, steps[i], d, d);
+        ck_assert_msg(run(args, &out, &err) == 0, "recfound %s\n%s", args, err);
+        free(out); free(err);
+    }
+}
+
+/* The losses.csv of a run without its last column (seconds). */
+static char *losses_without_time(const char *run) {
+    char path[600], *text;
+    size_t n;
+    snprintf(path, sizeof path, "%s/losses.csv", run);
+    ck_assert_msg(rf_read_file(path, &text, &n) == 0, "%s", rf_last_error());
+    char *out = malloc(n + 1), *o = out;
+    for (char *line = text; *line;) {
+        char *eol = strchr(line, '\n'), *comma = NULL;
+        for (char *c = line; c < (eol ? eol : line + strlen(line)); c++)
+            if (*c == ',') comma = c;
+        size_t keep = comma ? (size_t)(comma - line) : strlen(line);
+        memcpy(o, line, keep);
+        o += keep;
+        *o++ = '\n';
+        if (!eol) break;
+        line = eol + 1;
+    }
+    *o = 0;
+    free(text);
+    return out;
+}
+
+/* Interrupted at step 1 (S2Sched and lr warmup), 3 (right after a save) and 5,
+ * then resumed: losses, schedule and adapters are bit-identical to a run that
+ * was never interrupted. */
+START_TEST(test_resume_bit_identical) {
+    char d[] = "/tmp/rfresumeXXXXXX", args[4096], *out, *err;
+    ck_assert(mkdtemp(d) != NULL);
+    tiny_world(d);
+    const char *opts = "--model %s/base --tokenizer %s/tok.json --data %s/w --steps 7 --emb-batch 4 --gen-batch 6 "
+                       "--max-len 128 --rank 4 --alpha 16 --task-dim 16 --lr 3e-3 --sched-val 3 --sched-remainder largest "
+                       "--sched-warmup 0.3 --warmup 0.3 --save-every 3 --out %s/%s";
+    char fmt[1200];
+    snprintf(fmt, sizeof fmt, "train %s", opts);
+    snprintf(args, sizeof args, fmt, d, d, d, d, "whole");
+    ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
+    free(out); free(err);
+    char whole[600], cut[600];
+    snprintf(whole, sizeof whole, "%s/whole", d);
+    char *ref = losses_without_time(whole);
+    int stops[3] = {1, 3, 5};
+    for (int k = 0; k < 3; k++) {
+        char name[16];
+        snprintf(name, sizeof name, "cut%d", stops[k]);
+        snprintf(fmt, sizeof fmt, "train %s --stop-at %d", opts, stops[k]);
+        snprintf(args, sizeof args, fmt, d, d, d, d, name);
+        ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
+        ck_assert_msg(strstr(err, "--resume") != NULL, "no resume hint: %s", err);
+        free(out); free(err);
+        snprintf(cut, sizeof cut, "%s/%s", d, name);
+        snprintf(args, sizeof args, "train --resume %s", cut);
+        ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
+        free(out); free(err);
+        char *got = losses_without_time(cut);
+        ck_assert_msg(!strcmp(got, ref), "interrupted at %d: losses differ\n%s\nvs\n%s", stops[k], got, ref);
+        free(got);
+        snprintf(args, sizeof args, "cmp -s %s/final/adapter_model.safetensors %s/final/adapter_model.safetensors && "
+                 "cmp -s %s/sched.csv %s/sched.csv", whole, cut, whole, cut);
+        ck_assert_msg(system(args) == 0, "interrupted at %d: adapters or schedule differ", stops[k]);
+    }
+    free(ref);
+    snprintf(args, sizeof args, "rm -rf %s", d);
+    ck_assert_int_eq(system(args), 0);
+}
+END_TEST
+
+/* SIGKILL at random moments of a run that saves after every step: every
+ * checkpoint left behind loads, and the run resumes. */
+START_TEST(test_sigkill_keeps_checkpoints) {
+    char d[] = "/tmp/rfkillXXXXXX", args[2048], path[1024], *out, *err;
+    ck_assert(mkdtemp(d) != NULL);
+    tiny_world(d);
+    Model m;
+    snprintf(path, sizeof path, "%s/base", d);
+    ck_assert(model_load(&m, path) == 0);
+    for (int round = 0; round < 4; round++) {
+        if (round == 0)
+            snprintf(args, sizeof args, "%s train --model %s/base --tokenizer %s/tok.json --data %s/w --steps 400 "
+                     "--emb-batch 2 --gen-batch 3 --max-len 96 --rank 4 --task-dim 16 --no-s2sched --save-every 1 "
+                     "--out %s/run >/dev/null 2>&1 & pid=$!; sleep 0.3; kill -9 $pid; wait $pid 2>/dev/null; true",
+                     bin(), d, d, d, d);
+        else  /* later rounds resume the same run and are killed again */
+            snprintf(args, sizeof args, "%s train --resume %s/run >/dev/null 2>&1 & pid=$!; sleep 0.%d; "
+                     "kill -9 $pid; wait $pid 2>/dev/null; true", bin(), d, 3 + 2 * round);
+        ck_assert_int_eq(system(args), 0);
+        /* every step-K folder is a complete checkpoint */
+        snprintf(args, sizeof args, "ls -d %s/run/step-* 2>/dev/null", d);
+        FILE *ls = popen(args, "r");
+        char line[700];
+        int n = 0;
+        while (fgets(line, sizeof line, ls)) {
+            line[strcspn(line, "\n")] = 0;
+            Tmole t;
+            ck_assert_msg(tmole_load(&t, line, &m.cfg) == 0, "after SIGKILL: %s", rf_last_error());
+            tmole_free(&t);
+            snprintf(path, sizeof path, "%s/trainer_state.json", line);
+            FILE *f = fopen(path, "r");
+            ck_assert_msg(f != NULL, "after SIGKILL: %s lacks its trainer state", line);
+            fclose(f);
+            n++;
+        }
+        pclose(ls);
+        ck_assert_msg(n >= 1, "no checkpoint at all after round %d", round);
+    }
+    /* and the run goes on from where it was killed: one more step */
+    snprintf(args, sizeof args, "train --resume %s/run --stop-at 1", d);
+    ck_assert_msg(run(args, &out, &err) == 0 && strstr(err, "resuming") && strstr(err, "stopped after step"), "%s", err);
+    free(out); free(err);
+    model_free(&m);
+    snprintf(args, sizeof args, "rm -rf %s", d);
+    ck_assert_int_eq(system(args), 0);
+}
+END_TEST
+
 Suite *cli_suite(void) {
     Suite *s = suite_create("cli");
     TCase *ref = tcase_create("against_reference");
@@ -438,6 +565,8 @@ Suite *cli_suite(void) {
     TCase *train = tcase_create("training");
     tcase_set_timeout(train, 300);
     tcase_add_test(train, test_train_pipeline);
+    tcase_add_test(train, test_resume_bit_identical);
+    tcase_add_test(train, test_sigkill_keeps_checkpoints);
     suite_add_tcase(s, train);
     return s;
 }

@@ -482,7 +482,8 @@ int kv_pos(const KvDecoder *d) { return d->pos; }
  * matrix-vector product, which reads W once without packing it. */
 static void linear(float *y, const float *x, const float *W, int M, int K, int N, int acc) {
     if (M > 1) { matmul_nt(y, x, W, M, K, N, acc); return; }
-#pragma omp parallel for schedule(static)
+    /* one token: threads only pay off when the matrix is large (a 7B layer, not a small model's) */
+#pragma omp parallel for schedule(static) if ((size_t)K * N >= (size_t)1 << 20)
     for (int j = 0; j < N; j++) {
         const float *w = W + (size_t)j * K;
         float s = 0;
@@ -499,7 +500,7 @@ static int kv_attention(KvDecoder *d, int l, int p0, int n) {
     const float *K = d->kc + (size_t)l * d->cap * kvd, *Vc = d->vc + (size_t)l * d->cap * kvd;
     float scale = 1.0f / sqrtf((float)hd);
     int fail = 0;
-#pragma omp parallel
+#pragma omp parallel if ((size_t)n * (p0 + n) * H * hd >= (size_t)1 << 18)
     {
         float *sc = malloc((size_t)(p0 + n) * sizeof(float));
         if (!sc) {

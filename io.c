@@ -97,6 +97,12 @@ static int atomic_open(AtomicFile *a, const char *path) {
     if (!a->tmp) return rf_error("%s: out of memory", path);
     snprintf(a->tmp, n, "%s.tmp.%ld", path, (long)getpid());
     int fd = open(a->tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const char *slash = strrchr(path, '/');
+    if (fd < 0 && errno == ENOENT && slash && slash != path) {  /* the folder does not exist yet: make it */
+        char *dir = strndup(path, (size_t)(slash - path));
+        if (dir && rf_mkdirs(dir) == 0) fd = open(a->tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        free(dir);
+    }
     if (fd < 0 || !(a->fp = fdopen(fd, "wb"))) {
         int e = errno;
         if (fd >= 0) close(fd);

@@ -18,6 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Elementwise loops below this many values run on one thread: starting a
+ * parallel region costs more than the work (one generated token, tiny tests). */
+#define PARALLEL_MIN ((size_t)1 << 15)
+
 /* ------------------------------------------------------------------ rng */
 
 /* splitmix64: small, fast, and good enough for initialisation and sampling. */
@@ -268,7 +272,7 @@ float *acts_dhidden(Acts *a) { return a->dhidden; }
 
 /* out = x / sqrt(mean(x^2) + eps) * w, row by row; rstd kept for backward. */
 void rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int C, float eps) {
-#pragma omp parallel for
+#pragma omp parallel for if ((size_t)N * C >= PARALLEL_MIN)
     for (int n = 0; n < N; n++) {
         const float *xr = x + (size_t)n * C;
         double ss = 0;
@@ -284,7 +288,7 @@ void rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, in
  *   dx_i = r * (g_i - xhat_i * mean_j(g_j xhat_j)),   dw_i += sum_rows dout_i xhat_i. */
 void rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
                       const float *rstd, int N, int C) {
-#pragma omp parallel for
+#pragma omp parallel for if ((size_t)N * C >= PARALLEL_MIN)
     for (int n = 0; n < N; n++) {
         const float *xr = x + (size_t)n * C, *d = dout + (size_t)n * C;
         float r = rstd[n];
@@ -295,7 +299,7 @@ void rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, c
         for (int i = 0; i < C; i++) o[i] += r * (w[i] * d[i] - xr[i] * r * mean);
     }
     if (!dw) return;
-#pragma omp parallel for
+#pragma omp parallel for if ((size_t)N * C >= PARALLEL_MIN)
     for (int i = 0; i < C; i++) {
         double s = 0;
         for (int n = 0; n < N; n++) s += (double)dout[(size_t)n * C + i] * x[(size_t)n * C + i] * rstd[n];
@@ -310,7 +314,7 @@ void rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, c
  * backward = the same rotation by -angle (sign = -1). */
 void rope_apply(float *x, const float *cos_t, const float *sin_t, int B, int T, int nh, int hd, int sign) {
     int half = hd / 2;
-#pragma omp parallel for collapse(2)
+#pragma omp parallel for collapse(2) if ((size_t)B * T * nh * hd >= PARALLEL_MIN)
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             const float *c = cos_t + (size_t)t * half, *s = sin_t + (size_t)t * half;
@@ -530,13 +534,13 @@ static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 /* act = silu(gate) * up, silu(g) = g * sigmoid(g). */
 void swiglu_forward(float *act, const float *gate, const float *up, size_t n) {
-#pragma omp parallel for
+#pragma omp parallel for if (n >= PARALLEL_MIN)
     for (size_t i = 0; i < n; i++) act[i] = gate[i] * sigmoidf(gate[i]) * up[i];
 }
 
 /* dgate += dact * up * s (1 + g (1 - s)),  dup += dact * silu(g),  s = sigmoid(g). */
 void swiglu_backward(float *dgate, float *dup, const float *dact, const float *gate, const float *up, size_t n) {
-#pragma omp parallel for
+#pragma omp parallel for if (n >= PARALLEL_MIN)
     for (size_t i = 0; i < n; i++) {
         float g = gate[i], s = sigmoidf(g);
         dgate[i] += dact[i] * up[i] * s * (1.0f + g * (1.0f - s));
@@ -547,7 +551,7 @@ void swiglu_backward(float *dgate, float *dup, const float *dact, const float *g
 /* ----------------------------------------------------------- embedding */
 
 void embedding_forward(float *out, const int *ids, const float *table, int N, int C) {
-#pragma omp parallel for
+#pragma omp parallel for if ((size_t)N * C >= PARALLEL_MIN)
     for (int n = 0; n < N; n++) memcpy(out + (size_t)n * C, table + (size_t)ids[n] * C, C * sizeof(float));
 }
 

@@ -41,7 +41,8 @@ void rf_clear_error(void);
 /* Read a whole file into a NUL-terminated buffer (caller frees). */
 int rf_read_file(const char *path, char **out, size_t *len);
 /* Write a file atomically: temp name in the same folder, fsync, rename.  A crash
- * at any moment leaves either the old complete file or the new one. */
+ * at any moment leaves either the old complete file or the new one.  A missing
+ * folder is created. */
 int rf_write_file_atomic(const char *path, const void *data, size_t len);
 /* mkdir -p; 0 when the folder exists afterwards. */
 int rf_mkdirs(const char *path);

@@ -1458,6 +1458,73 @@ static int cmd_bench_recfound(int argc, char **argv) {
     return rc;
 }
 
+/* Generation and embedding inference, as bench_torch_recfound.py --mode
+ * generate|embed times them: greedy decoding with the KV cache (a prompt of 64
+ * random tokens, 64 new tokens, batch 1, end-of-sequence ignored) and
+ * bidirectional embedding of batches of 8 sequences of 128 tokens. */
+static int cmd_bench_infer(int argc, char **argv) {
+    const char *mdir = NULL;
+    long prompt = 64, new_tokens = 64, batch = 8, len = 128, reps = 5;
+    Flag f[] = {{"--model", 's', &mdir, "model folder (default: a random 'small' preset)"},
+                {"--prompt", 'i', &prompt, "prompt tokens (default 64)"},
+                {"--new", 'i', &new_tokens, "generated tokens (default 64)"},
+                {"--batch", 'i', &batch, "embedding: sequences per forward (default 8)"},
+                {"--len", 'i', &len, "embedding: tokens per sequence (default 128)"},
+                {"--reps", 'i', &reps, "timed repetitions after a warm-up (default 5)"}};
+    int r = parse_flags(argc, argv, f, 6, "[--model DIR] [--prompt P] [--new N] [--batch B] [--len T] [--reps R]");
+    if (r) return r > 0 ? 0 : -1;
+    if (prompt < 1 || new_tokens < 1 || batch < 1 || len < 2 || reps < 1)
+        return rf_error("bench-infer: every size must be >= 1 (--len >= 2)");
+    Model m;
+    if (mdir) {
+        if (model_load(&m, mdir)) return -1;
+    } else {
+        Config c;
+        if (config_preset(&c, "small", 0) || model_alloc(&m, &c)) return -1;
+        model_init_random(&m, 42);
+    }
+    int V = m.cfg.vocab_size, C = m.cfg.hidden_size;
+    Rng rng;
+    rng_seed(&rng, 5);
+    KvDecoder *kv = kv_new(&m, (int)(prompt + new_tokens));
+    int *ids = malloc((size_t)(batch * len > prompt ? batch * len : prompt) * sizeof(int));
+    int *lengths = malloc(batch * sizeof(int)), *from = calloc(batch, sizeof(int));
+    float *logits = malloc((size_t)V * sizeof(float)), *emb = malloc((size_t)batch * C * sizeof(float));
+    float *norms = malloc(batch * sizeof(float));
+    Acts *a = NULL;
+    int rc = (kv && ids && lengths && from && logits && emb && norms) ? 0 : rf_error("out of memory");
+    if (!rc) rc = acts_ensure(&a, &m, (int)batch, (int)len);
+    double t_gen = 0, t_emb = 0;
+    for (long rep = 0; !rc && rep <= reps; rep++) {
+        for (long i = 0; i < prompt; i++) ids[i] = (int)(rng_next(&rng) % V);
+        double t0 = now_s();
+        kv_reset(kv);
+        rc = kv_forward(kv, ids, (int)prompt, logits, 0);
+        for (long k = 0; !rc && k < new_tokens; k++) {
+            int best = 0;
+            for (int j = 1; j < V; j++) if (logits[j] > logits[best]) best = j;
+            rc = kv_forward(kv, &best, 1, logits, 0);
+        }
+        if (rep) t_gen += now_s() - t0;
+        for (long i = 0; i < batch * len; i++) ids[i] = (int)(rng_next(&rng) % V);
+        for (long i = 0; i < batch; i++) lengths[i] = (int)len;
+        Batch b = {.B = (int)batch, .T = (int)len, .ids = ids, .lengths = lengths};
+        t0 = now_s();
+        model_forward(&m, NULL, a, &b, ATTN_BIDIRECTIONAL);
+        pool_forward(emb, norms, acts_hidden(a), &b, from, C);
+        if (rep) t_emb += now_s() - t0;
+    }
+    if (!rc) {
+        printf("c generate tokens_per_s=%.1f (prompt %ld, %ld new, KV cache)\n", new_tokens * reps / t_gen, prompt, new_tokens);
+        printf("c embed seqs_per_s=%.1f (batches of %ld x %ld)\n", batch * reps / t_emb, batch, len);
+    }
+    acts_free(a);
+    kv_free(kv);
+    free(ids); free(lengths); free(from); free(logits); free(emb); free(norms);
+    model_free(&m);
+    return rc;
+}
+
 /* ------------------------------------------------------------------ main */
 
 typedef struct {
@@ -1484,6 +1551,7 @@ static const Command commands[] = {
     {"merge", merge_main, "TIES-merge adapter checkpoints (§4.4)"},
     {"bench-train", cmd_bench_train, "time full-parameter training steps"},
     {"bench-recfound", cmd_bench_recfound, "time one joint RecFound step (TMoLE, both branches)"},
+    {"bench-infer", cmd_bench_infer, "time greedy generation (KV cache) and embedding inference"},
     {"bench-merge", bench_merge_main, "time a 5-checkpoint TIES merge of small-preset adapters"},
     {"bench-matmul", bench_matmul_main, "GFLOP/s of the matmul kernels on the model's shapes"},
 };

@@ -5,7 +5,7 @@
 #   3. a `small` backbone, pretrained as a causal LM on the world's texts
 #   4. RecFound training: TMoLE adapters, both branches, S2Sched, checkpoints
 #   5. Model Merge: TIES over the checkpoints
-#   6. held-out loss of every task: backbone alone, RecFound without merge, RecFound
+#   6. evaluation on the test split: backbone alone, RecFound without merge, RecFound
 # Everything goes to runs/demo (DEMO_DIR to change).  Sizes: DEMO_SCALE,
 # PRETRAIN_STEPS, TRAIN_STEPS.
 set -euo pipefail
@@ -37,15 +37,36 @@ $R train --model "$OUT/backbone" --data "$OUT/world" --out "$OUT/run" --steps "$
 stage "5/6 Model Merge: TIES over the checkpoints"
 ckpts=$(ls -d "$OUT"/run/step-* | grep -v 'step-0$' | sort -t- -k2 -n)
 $R merge --base "$OUT/run/step-0" $ckpts "$OUT/run/final" --out "$OUT/run/merged"
-stage "6/6 held-out loss of every task (eval split; lower is better)"
-$R loss --model "$OUT/backbone" --data "$OUT/world" --samples 64 --max-len 192 > "$OUT/loss_backbone.csv"
-$R loss --model "$OUT/backbone" --adapter "$OUT/run/step-0" --data "$OUT/world" --samples 64 --max-len 192 > "$OUT/loss_step0.csv"
-$R loss --model "$OUT/backbone" --adapter "$OUT/run/final" --data "$OUT/world" --samples 64 --max-len 192 > "$OUT/loss_final.csv"
-$R loss --model "$OUT/backbone" --adapter "$OUT/run/merged" --data "$OUT/world" --samples 64 --max-len 192 > "$OUT/loss_merged.csv"
+stage "6/6 evaluation on the test split (Tables 2 and 3 of the paper)"
+LIMIT=${EVAL_LIMIT:-24}
+for m in backbone:- "w/o merge":final RecFound:merged; do
+  name=${m%%:*}; ad=${m##*:}
+  adapter=(); [ "$ad" != "-" ] && adapter=(--adapter "$OUT/run/$ad")
+  echo "-- $name"
+  $R eval --model "$OUT/backbone" "${adapter[@]}" --data "$OUT/world" --split test --limit "$LIMIT" --max-new 48 \
+    --max-len 192 --out "$OUT/eval_${ad/-/backbone}/scores.json" > "$OUT/eval_${ad/-/backbone}.txt"
+done
+# One line per task: the metric for the backbone alone, RecFound without merge, RecFound, and the paper.
+score() {  # score JSON TASK -> the task's headline number
+  awk -v t="\"$2\":" '$1 == t {
+      if (match($0, /"score": [0-9.]+/)) { print substr($0, RSTART + 9, RLENGTH - 9); exit }
+      if (t == "\"I2I\":" && match($0, /"ndcg@20": [0-9.]+/)) { print substr($0, RSTART + 11, RLENGTH - 11); exit }
+      if (match($0, /"mrr@20": [0-9.]+/)) { print substr($0, RSTART + 10, RLENGTH - 10); exit } }' "$1"
+}
 echo
-printf "%-5s %-4s %10s %10s %10s %10s\n" task kind backbone step-0 "w/o merge" RecFound
-paste -d, "$OUT/loss_backbone.csv" "$OUT/loss_step0.csv" "$OUT/loss_final.csv" "$OUT/loss_merged.csv" | tail -n +2 |
-  awk -F, '{ printf "%-5s %-4s %10.4f %10.4f %10.4f %10.4f\n", $1, $2, $4, $8, $12, $16 }'
+printf "%-5s %-9s %9s %10s %9s %9s\n" task metric backbone "w/o merge" RecFound paper
+for t in QR AVE AG SR SA UP AP PRP PM IP I2I Q2I U2I; do
+  metric=$(awk -v t="\"$t\":" '$1 == t && match($0, /"metric": "[^"]*"/) { print substr($0, RSTART + 11, RLENGTH - 12) }' \
+           "$OUT/eval_backbone/scores.json")
+  case $t in I2I) metric=NDCG@20 ;; Q2I|U2I) metric=MRR@20 ;; esac
+  paper=$(awk -v t="\"$t\":" '$1 == t && match($0, /"paper": [0-9.]+/) { print substr($0, RSTART + 9, RLENGTH - 9) }' \
+          "$OUT/eval_backbone/scores.json")
+  printf "%-5s %-9s %9.3f %10.3f %9.3f %9s\n" "$t" "$metric" "$(score "$OUT/eval_backbone/scores.json" $t)" \
+    "$(score "$OUT/eval_final/scores.json" $t)" "$(score "$OUT/eval_merged/scores.json" $t)" "$paper"
+done
 echo
-echo "embedding tasks: InfoNCE over 64 held-out records (in-sample negatives); generative: answer-token cross-entropy"
-echo "run folder: $OUT (losses.csv, sched.csv, step-*, merged); total $(( $(date +%s) - start )) s"
+echo "test split, at most $LIMIT records per task; generation capped at 48 new tokens; embedding tasks: full-corpus"
+echo "retrieval (I2I NDCG@20, Q2I/U2I MRR@20). QR, AG, UP, IP: token F1 here, BERTScore-F1 in the paper."
+echo "The paper's numbers are a 7B model trained on the real dataset: they show the layout, not a target."
+echo "Full tables per model: $OUT/eval_*.txt; run folder $OUT/run (losses.csv, sched.csv, losses.svg, sched.svg)"
+echo "total $(( $(date +%s) - start )) s"

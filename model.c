@@ -194,6 +194,18 @@ void acts_free(Acts *a) {
     free(a);
 }
 
+/* Bytes acts_new(m, B, T) allocates, without allocating (train --dry-run);
+ * a test keeps it equal to what acts_fill really allocates. */
+size_t acts_bytes_for(const Config *c, int B, int T) {
+    size_t BT = (size_t)B * T, L = c->n_layers, C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
+    size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    size_t att = (size_t)B * c->n_heads * T * T;
+    size_t per_layer = BT * (4 * C + 2 + 2 * qd + 2 * kvd + 3 * I) + att;
+    size_t rest = BT * (2 * C + 1 + V) + (size_t)T * (c->head_dim / 2) * 2       /* x_out, hidden, rstdf, logits, RoPE */
+                + BT * (4 * C + 2 * qd + 2 * kvd + 3 * I) + att;                  /* backward scratch */
+    return (L * per_layer + rest) * sizeof(float);
+}
+
 static int acts_fill(Acts *a, const Model *m, int B, int T) {
     const Config *c = &m->cfg;
     size_t BT = (size_t)B * T, L = c->n_layers, H = c->n_heads;

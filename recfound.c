@@ -195,8 +195,8 @@ static int cmd_init(int argc, char **argv) {
     int r = parse_flags(argc, argv, f, 4, "--preset NAME --out DIR [--vocab N] [--seed S]");
     if (r) return r > 0 ? 0 : -1;
     if (need("init", "--preset", preset) || need("init", "--out", out)) return -1;
-    if (vocab != 0 && (vocab < 3 || vocab > (1 << 24))) return rf_error("init: --vocab must be in [3, 2^24]");
-    if (seed < 0) return rf_error("init: --seed must be >= 0");
+    if (vocab != 0 && (vocab < 3 || vocab > (1 << 24))) return rf_error("--vocab must be in [3, 2^24]");
+    if (seed < 0) return rf_error("--seed must be >= 0");
     Config c;
     Model m;
     if (config_preset(&c, preset, (int)vocab)) return -1;
@@ -248,7 +248,7 @@ static int cmd_score(int argc, char **argv) {
     float *w = malloc((size_t)CHUNK * f.max_len * sizeof(float));
     float *tl = malloc((size_t)CHUNK * f.max_len * sizeof(float));
     Acts *a = NULL;
-    int rc = (ids && w && tl) ? 0 : rf_error("score: out of memory");
+    int rc = (ids && w && tl) ? 0 : rf_error("out of memory");
     for (int r0 = 0; !rc && r0 < f.n; r0 += CHUNK) {
         int B = f.n - r0 < CHUNK ? f.n - r0 : CHUNK;
         Batch b = make_batch(&f, r0, B, ids, lengths);
@@ -282,7 +282,7 @@ static int cmd_embed(int argc, char **argv) {
     int r = parse_flags(argc, argv, fl, 5, "--model DIR --ids FILE [--pool-from K] [--adapter DIR --task NAME]");
     if (r) return r > 0 ? 0 : -1;
     if (need("embed", "--model", mdir) || need("embed", "--ids", idp)) return -1;
-    if (from < 0 || from > (1 << 30)) return rf_error("embed: --pool-from must be >= 0");
+    if (from < 0 || from > (1 << 30)) return rf_error("--pool-from must be >= 0");
     Model m;
     IdFile f;
     Tmole tm;
@@ -294,7 +294,7 @@ static int cmd_embed(int argc, char **argv) {
     int C = m.cfg.hidden_size, *ids = malloc((size_t)CHUNK * f.max_len * sizeof(int)), lengths[CHUNK], froms[CHUNK];
     float *emb = malloc((size_t)CHUNK * C * sizeof(float)), norms[CHUNK];
     Acts *a = NULL;
-    int rc = (ids && emb) ? 0 : rf_error("embed: out of memory");
+    int rc = (ids && emb) ? 0 : rf_error("out of memory");
     for (int i = 0; i < CHUNK; i++) froms[i] = (int)from;
     for (int r0 = 0; !rc && r0 < f.n; r0 += CHUNK) {
         int B = f.n - r0 < CHUNK ? f.n - r0 : CHUNK;
@@ -326,7 +326,7 @@ static double batch_grad(const Model *m, Acts **a, const IdFile *f, int micro, f
     int *ids = malloc((size_t)micro * f->max_len * sizeof(int)), *lengths = malloc(micro * sizeof(int));
     float *w = malloc((size_t)micro * f->max_len * sizeof(float));
     double loss = 0;
-    if (!ids || !lengths || !w) { loss = NAN; rf_error("pretrain: out of memory"); }
+    if (!ids || !lengths || !w) { loss = NAN; rf_error("out of memory"); }
     for (int r0 = 0; ids && lengths && w && r0 < f->n; r0 += micro) {
         int B = f->n - r0 < micro ? f->n - r0 : micro;
         Batch b = make_batch(f, r0, B, ids, lengths);
@@ -390,11 +390,11 @@ static int cmd_pretrain(int argc, char **argv) {
                         "--optimizer sgd|adamw --out DIR");
     if (r) return r > 0 ? 0 : -1;
     if (need("pretrain", "--model", mdir) || need("pretrain", "--out", out)) return -1;
-    if (!idp == !data) return rf_error("pretrain: give one of --ids or --data");
+    if (!idp == !data) return rf_error("give one of --ids or --data");
     if (strcmp(optim, "sgd") && strcmp(optim, "adamw"))
-        return rf_error("pretrain: --optimizer must be sgd or adamw, got '%s'", optim);
+        return rf_error("--optimizer must be sgd or adamw, got '%s'", optim);
     if (steps < 0 || micro < 1 || warmup < 0 || batch < 1 || max_len < 2)
-        return rf_error("pretrain: --steps, --warmup >= 0; --micro, --batch >= 1; --max-len >= 2");
+        return rf_error("--steps, --warmup >= 0; --micro, --batch >= 1; --max-len >= 2");
     Model m;
     IdFile f = {0}, view = {0};
     if (model_load(&m, mdir)) return -1;
@@ -421,7 +421,7 @@ static int cmd_pretrain(int argc, char **argv) {
     AdamW adam = {0};
     Acts *a = NULL;
     PoolIter it = {0};
-    int rc = grads ? 0 : rf_error("pretrain: out of memory for gradients");
+    int rc = grads ? 0 : rf_error("out of memory for gradients");
     if (!rc && !strcmp(optim, "adamw")) rc = adamw_init(&adam, m.total, (float)lr, 0.9f, 0.999f, 1e-8f, (float)wd);
     if (!rc && data) {
         rc = pool_iter_init(&it, (size_t)f.n, (uint64_t)seed);
@@ -447,7 +447,7 @@ static int cmd_pretrain(int argc, char **argv) {
         }
         memset(grads, 0, m.total * sizeof(float));
         double loss = batch_grad(&m, &a, bf, (int)micro, grads, &tokens);
-        if (!isfinite(loss)) { rc = rf_last_error()[0] ? -1 : rf_error("pretrain: step %ld: loss is not finite", s + 1); break; }
+        if (!isfinite(loss)) { rc = rf_last_error()[0] ? -1 : rf_error("step %ld: loss is not finite", s + 1); break; }
         double gnorm = clip_grad_norm(grads, m.total, clip);
         float lr_now = warmup ? lr_schedule((float)lr, s, warmup, steps) : (float)lr;
         if (!strcmp(optim, "sgd")) sgd_step(m.params, grads, m.total, lr_now);
@@ -506,7 +506,7 @@ typedef struct {
     int n_val[N_TASKS];
     SampleStats stats;
     long skipped_no_negative;
-    FILE *loss_csv, *sched_csv;
+    RfBuf loss_csv, sched_csv;           /* the two CSV files, rewritten whole (atomically) after every step */
     double *omega_hist;                  /* [steps][N_TASKS] ω per step (NaN before scheduling), for sched.svg */
     double *loss_hist;                   /* [steps][2] L_emb, L_gen per step, for losses.svg */
     double *val_hist;                    /* [steps][N_TASKS] the validation losses S2Sched saw (resume replays them) */
@@ -885,11 +885,11 @@ static void trainer_free(Trainer *tr) {
         free(tr->val_pick[t]);
     }
     if (tr->use_sched) sched_free(&tr->sched);
-    if (tr->loss_csv) fclose(tr->loss_csv);
+    buf_free(&tr->loss_csv);
     free(tr->omega_hist);
     free(tr->loss_hist);
     free(tr->val_hist);
-    if (tr->sched_csv) fclose(tr->sched_csv);
+    buf_free(&tr->sched_csv);
     adamw_free(&tr->opt);
     free(tr->grads);
     acts_free(tr->acts);
@@ -940,7 +940,7 @@ static int write_plots(Trainer *tr) {
 /* "2,2,2" -> embedding / shared / generative expert counts. */
 static int parse_experts(const char *s, TmoleConfig *c) {
     if (sscanf(s, "%d,%d,%d", &c->n_emb, &c->n_shared, &c->n_gen) != 3)
-        return rf_error("train: --experts must look like E,S,G (e.g. 2,2,2), got '%s'", s);
+        return rf_error("--experts must look like E,S,G (e.g. 2,2,2), got '%s'", s);
     return 0;
 }
 
@@ -952,7 +952,7 @@ static int cmd_train(int argc, char **argv) {
     const char *hidden = NULL;
     long rank = 16, task_dim = 512, no_tmole = 0, sched_window = 64, epochs = 0;
     double alpha = 64, dropout = 0.1, sched_tau = 10, sched_warm = 0.1;
-    int no_sched = 0, no_tmole_flag = 0, skip_nonfinite = 0;
+    int no_sched = 0, no_tmole_flag = 0, skip_nonfinite = 0, dry_run = 0;
     const char *resume = NULL;
     long stop_at = 0;
     char **saved_argv = NULL;
@@ -996,6 +996,7 @@ static int cmd_train(int argc, char **argv) {
         {"--seed", 'i', &tr->seed, "seed of initialisation, sampling and dropout (default 42)"},
         {"--skip-nonfinite", 'b', &skip_nonfinite, "skip (and count) a batch whose loss or gradient is NaN/Inf instead of stopping"},
         {"--resume", 's', &resume, "continue RUN from its newest checkpoint, with the options it was started with"},
+        {"--dry-run", 'b', &dry_run, "print the memory this configuration needs, then stop"},
         {"--stop-at", 'i', &stop_at, "stop after step K (or the next step, if past K) as if interrupted: for testing --resume"},
     };
     int nf = sizeof f / sizeof f[0];
@@ -1026,11 +1027,11 @@ static int cmd_train(int argc, char **argv) {
     }
     if (need("train", "--model", model) || need("train", "--data", data) || need("train", "--out", tr->out)) goto free_args;
     if (tr->emb_batch < 0 || tr->gen_batch < 0 || tr->micro < 1 || tr->max_len < 8 || tr->steps < 0 || rank < 1)
-        { rf_error("train: batch sizes must be >= 0, --micro >= 1, --max-len >= 8, --rank >= 1"); goto free_args; }
+        { rf_error("batch sizes must be >= 0, --micro >= 1, --max-len >= 8, --rank >= 1"); goto free_args; }
     if (strcmp(variant, "paper") && strcmp(variant, "code"))
-        { rf_error("train: --sched-variant must be paper or code, got '%s'", variant); goto free_args; }
+        { rf_error("--sched-variant must be paper or code, got '%s'", variant); goto free_args; }
     if (strcmp(rem, "drop") && strcmp(rem, "largest"))
-        { rf_error("train: --sched-remainder must be drop or largest, got '%s'", rem); goto free_args; }
+        { rf_error("--sched-remainder must be drop or largest, got '%s'", rem); goto free_args; }
     tr->use_sched = !no_sched;
 
     TmoleConfig tc;
@@ -1061,6 +1062,28 @@ static int cmd_train(int argc, char **argv) {
     }
     if (dataset_load_split(&tr->train, data, "train", 0) || dataset_load_split(&tr->val, data, "eval", 0)) goto out;
     if (tmole_alloc(&tr->tm, &tc, &tr->m.cfg)) goto out;
+    {   /* the memory this run needs, before the large allocations */
+        int rows = (int)(3 * tr->emb_batch > tr->micro ? 3 * tr->emb_batch : tr->micro);
+        int vrows = tr->use_sched ? 24 : 0;  /* validation embeds in chunks of 24 rows */
+        if (vrows > rows) rows = vrows;
+        double mib = 1.0 / 1048576;
+        double backbone = tr->m.total * 4.0 * mib, adapters = tr->tm.total * 16.0 * mib;  /* params, grads, m, v */
+        double acts = acts_bytes_for(&tr->m.cfg, rows, (int)tr->max_len) * mib;
+        double tacts = (double)rows * tr->max_len * 4.0 * mib *
+                       ((double)tr->tm.n_sites * tmole_n_experts(&tc) * tc.rank + 3.25 * tr->m.cfg.hidden_size * 2);
+        double total = backbone + adapters + acts + tacts;
+        double phys = (double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) * mib;
+        if (dry_run || total > 0.9 * phys)
+            fprintf(stderr, "train: memory: backbone %.0f MiB, adapters with gradients and AdamW %.0f MiB, activations "
+                    "%.0f MiB (%d rows x %ld tokens) + adapters' %.0f MiB = %.0f MiB of %.0f MiB\n", backbone, adapters,
+                    acts, rows, tr->max_len, tacts, total, phys);
+        if (total > 0.9 * phys) {
+            rf_error("needs about %.0f MiB, more than 90%% of this machine's %.0f MiB: lower --emb-batch, "
+                     "--micro or --max-len", total, phys);
+            goto out;
+        }
+        if (dry_run) { rc = 0; goto out; }
+    }
     tmole_init(&tr->tm, (uint64_t)tr->seed);
     rng_seed(&tr->rng, (uint64_t)tr->seed * 7919 + 1);
     for (int t = 0; t < N_TASKS; t++) {
@@ -1118,9 +1141,15 @@ static int cmd_train(int argc, char **argv) {
         if ((start = load_checkpoint(tr, name)) < 0) goto out;
         /* rows written after that checkpoint are redone */
         if (truncate_csv(lpath, start + 1) || (tr->use_sched && truncate_csv(spath, start))) goto out;
-        if (!(tr->loss_csv = fopen(lpath, "a")) || (tr->use_sched && !(tr->sched_csv = fopen(spath, "a")))) {
-            rf_error("%s: cannot append to the run's CSV files", tr->out);
-            goto out;
+        char *text;
+        size_t len;
+        if (rf_read_file(lpath, &text, &len)) goto out;
+        buf_append(&tr->loss_csv, text, len);
+        free(text);
+        if (tr->use_sched) {
+            if (rf_read_file(spath, &text, &len)) goto out;
+            buf_append(&tr->sched_csv, text, len);
+            free(text);
         }
         fprintf(stderr, "train: resuming %s from %s (step %ld of %ld)\n", tr->out, name, start, tr->steps);
     } else {
@@ -1138,12 +1167,8 @@ static int cmd_train(int argc, char **argv) {
         buf_free(&a);
         if (r) { if (!rf_last_error()[0]) rf_error("%s: cannot write", path); goto out; }
         if (save_checkpoint(tr, "step-0", 0)) goto out;
-        if (!(tr->loss_csv = fopen(lpath, "w"))) { rf_error("%s: cannot write", lpath); goto out; }
-        fprintf(tr->loss_csv, "step,lr,loss,loss_emb,loss_gen,grad_norm,emb_queries,gen_samples,tokens,seconds\n");
-        if (tr->use_sched) {
-            if (!(tr->sched_csv = fopen(spath, "w"))) { rf_error("%s: cannot write", spath); goto out; }
-            fprintf(tr->sched_csv, "step,group,task,alpha,gamma_inter,gamma_intra,beta,omega,n\n");
-        }
+        buf_printf(&tr->loss_csv, "step,lr,loss,loss_emb,loss_gen,grad_norm,emb_queries,gen_samples,tokens,seconds\n");
+        if (tr->use_sched) buf_printf(&tr->sched_csv, "step,group,task,alpha,gamma_inter,gamma_intra,beta,omega,n\n");
     }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -1173,7 +1198,7 @@ static int cmd_train(int argc, char **argv) {
                 if (!tr->sched.scheduled) continue;
                 for (int i = 0; i < g->m; i++) tr->omega_hist[step * N_TASKS + g->task[i]] = g->omega[i];
                 for (int i = 0; i < g->m; i++)
-                    fprintf(tr->sched_csv, "%ld,%c,%s,%.9g,%.9g,%.9g,%.9g,%.9g,%d\n", step, k == KIND_EMB ? 'E' : 'G',
+                    buf_printf(&tr->sched_csv, "%ld,%c,%s,%.9g,%.9g,%.9g,%.9g,%.9g,%d\n", step, k == KIND_EMB ? 'E' : 'G',
                             TASKS[g->task[i]].short_name, g->alpha[i], g->g_inter[i], g->g_intra[i], g->beta,
                             g->omega[i], counts[g->task[i]]);
             }
@@ -1212,7 +1237,7 @@ static int cmd_train(int argc, char **argv) {
                 if (counts[t]) snprintf(tasks + strlen(tasks), sizeof tasks - strlen(tasks), " %s", TASKS[t].short_name);
             const char *branch = !isfinite(le) ? "embedding" : !isfinite(lg) ? "generative" : "gradient of";
             if (!skip_nonfinite) {
-                rf_error("train: step %ld: %s loss is not finite (L_emb %g, L_gen %g, grad norm %g); tasks in the "
+                rf_error("step %ld: %s loss is not finite (L_emb %g, L_gen %g, grad norm %g); tasks in the "
                          "batch:%s. The last checkpoint is intact; --skip-nonfinite skips such batches",
                          step + 1, branch, le, lg, gnorm, tasks);
                 goto out;
@@ -1223,10 +1248,12 @@ static int cmd_train(int argc, char **argv) {
             adamw_step(&tr->opt, tr->tm.params, tr->grads, lr);
         }
         double dt = now_s() - t0;
-        fprintf(tr->loss_csv, "%ld,%.6g,%.9g,%.9g,%.9g,%.6g,%d,%d,%ld,%.4f\n", step + 1, lr, loss, le, lg, gnorm, q, ng,
+        buf_printf(&tr->loss_csv, "%ld,%.6g,%.9g,%.9g,%.9g,%.6g,%d,%d,%ld,%.4f\n", step + 1, lr, loss, le, lg, gnorm, q, ng,
                 tokens, dt);
-        fflush(tr->loss_csv);
-        if (tr->sched_csv) fflush(tr->sched_csv);
+        if (!tr->loss_csv.data || (tr->use_sched && !tr->sched_csv.data)) { rf_error("out of memory"); goto out; }
+        if (rf_write_file_atomic(lpath, tr->loss_csv.data, tr->loss_csv.len) ||
+            (tr->use_sched && rf_write_file_atomic(spath, tr->sched_csv.data, tr->sched_csv.len)))
+            goto out;
         fprintf(stderr, "\rtrain: step %ld/%ld  loss %.4f (emb %.4f, gen %.4f)  lr %.2e  %.1f s/step  %.0f s left   ",
                 step + 1, tr->steps, loss, le, lg, lr, dt, (now_s() - t_start) / (step + 1) * (tr->steps - step - 1));
         int stop = stop_requested || (stop_at > 0 && step + 1 >= stop_at && step + 1 < tr->steps);
@@ -1283,7 +1310,7 @@ static int cmd_loss(int argc, char **argv) {
     int r = parse_flags(argc, argv, f, sizeof f / sizeof f[0], "--model DIR [--adapter DIR] --data DIR [--split eval]");
     if (r) return r > 0 ? 0 : -1;
     if (need("loss", "--model", model) || need("loss", "--data", data)) return -1;
-    if (samples < 1 || tr->max_len < 8) return rf_error("loss: --samples >= 1 and --max-len >= 8");
+    if (samples < 1 || tr->max_len < 8) return rf_error("--samples >= 1 and --max-len >= 8");
     char path[4096];
     int rc = -1;
     double loss[N_TASKS];
@@ -1324,7 +1351,7 @@ static int cmd_bench_train(int argc, char **argv) {
                 {"--steps", 'i', &steps, "timed steps after one warm-up step (default 5)"}};
     int r = parse_flags(argc, argv, f, 4, "[--model DIR] [--batch B] [--len T] [--steps N]");
     if (r) return r > 0 ? 0 : -1;
-    if (B < 1 || T < 2 || steps < 1) return rf_error("bench-train: --batch >= 1, --len >= 2, --steps >= 1");
+    if (B < 1 || T < 2 || steps < 1) return rf_error("--batch >= 1, --len >= 2, --steps >= 1");
     Model m;
     if (mdir) {
         if (model_load(&m, mdir)) return -1;
@@ -1338,7 +1365,7 @@ static int cmd_bench_train(int argc, char **argv) {
     Rng rng;
     rng_seed(&rng, 1);
     AdamW adam = {0};
-    int rc = (ids && lengths && w && grads) ? 0 : rf_error("bench-train: out of memory");
+    int rc = (ids && lengths && w && grads) ? 0 : rf_error("out of memory");
     if (!rc) rc = adamw_init(&adam, m.total, 1e-4f, 0.9f, 0.999f, 1e-8f, 0.0f);
     Acts *a = rc ? NULL : acts_new(&m, (int)B, (int)T);
     if (!rc && !a) rc = -1;
@@ -1388,7 +1415,7 @@ static int cmd_bench_recfound(int argc, char **argv) {
                 {"--steps", 'i', &steps, "timed steps after one warm-up step (default 5)"}};
     int r = parse_flags(argc, argv, f, 5, "[--model DIR] [--queries Q] [--gen G] [--len L] [--steps N]");
     if (r) return r > 0 ? 0 : -1;
-    if (Q < 1 || G < 1 || L < 8 || steps < 1) return rf_error("bench-recfound: --queries, --gen, --steps >= 1, --len >= 8");
+    if (Q < 1 || G < 1 || L < 8 || steps < 1) return rf_error("--queries, --gen, --steps >= 1, --len >= 8");
     Model m;
     if (mdir) {
         if (model_load(&m, mdir)) return -1;
@@ -1474,7 +1501,7 @@ static int cmd_bench_infer(int argc, char **argv) {
     int r = parse_flags(argc, argv, f, 6, "[--model DIR] [--prompt P] [--new N] [--batch B] [--len T] [--reps R]");
     if (r) return r > 0 ? 0 : -1;
     if (prompt < 1 || new_tokens < 1 || batch < 1 || len < 2 || reps < 1)
-        return rf_error("bench-infer: every size must be >= 1 (--len >= 2)");
+        return rf_error("every size must be >= 1 (--len >= 2)");
     Model m;
     if (mdir) {
         if (model_load(&m, mdir)) return -1;
@@ -1579,9 +1606,11 @@ int main(int argc, char **argv) {
             rf_clear_error();
             int rc = commands[i].run(argc - 1, argv + 1);
             fflush(stdout);
-            if (rc) {
-                fprintf(stderr, "recfound %s: %s\n", argv[1],
-                        rf_last_error()[0] ? rf_last_error() : "failed");
+            if (rc) {  /* one line: "recfound CMD: problem" (messages may already name the command) */
+                const char *e = rf_last_error()[0] ? rf_last_error() : "failed";
+                size_t n = strlen(argv[1]);
+                if (!strncmp(e, argv[1], n) && e[n] == ':') fprintf(stderr, "recfound %s\n", e);
+                else fprintf(stderr, "recfound %s: %s\n", argv[1], e);
                 return 1;
             }
             return 0;

@@ -220,6 +220,7 @@ Acts *acts_new(const Model *m, int B, int T);
 int acts_ensure(Acts **a, const Model *m, int B, int T);
 void acts_free(Acts *a);
 size_t acts_bytes(const Acts *a);
+size_t acts_bytes_for(const Config *c, int B, int T);  /* the same, before allocating */
 const float *acts_hidden(const Acts *a);  /* [B*T*C] final-norm hidden states */
 float *acts_dhidden(Acts *a);             /* gradient w.r.t. them, [B*T*C] */
 

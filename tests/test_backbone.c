@@ -336,6 +336,23 @@ START_TEST(test_causal_independence) {
 }
 END_TEST
 
+/* The dry-run estimate of activation memory is what acts_new allocates. */
+START_TEST(test_acts_bytes_estimate) {
+    Config cfg;
+    Model m;
+    config_preset(&cfg, "tiny", 0);
+    cfg.sliding_window = 0;
+    model_alloc(&m, &cfg);
+    int shapes[3][2] = {{1, 2}, {3, 17}, {8, 64}};
+    for (int i = 0; i < 3; i++) {
+        Acts *a = acts_new(&m, shapes[i][0], shapes[i][1]);
+        ck_assert_uint_eq(acts_bytes(a), acts_bytes_for(&cfg, shapes[i][0], shapes[i][1]));
+        acts_free(a);
+    }
+    model_free(&m);
+}
+END_TEST
+
 /* ----------------------------------------------------------- optimisers */
 
 START_TEST(test_adamw_hand) {
@@ -516,6 +533,7 @@ Suite *backbone_suite(void) {
     TCase *model = tcase_create("model");
     tcase_set_timeout(model, 60);
     tcase_add_test(model, test_lm_loss_uniform);
+    tcase_add_test(model, test_acts_bytes_estimate);
     tcase_add_test(model, test_causal_independence);
     tcase_add_test(model, test_model_fd_causal_tied);
     tcase_add_test(model, test_model_fd_bidir_untied_window);

@@ -953,7 +953,7 @@ static int cmd_train(int argc, char **argv) {
     long rank = 16, task_dim = 512, no_tmole = 0, sched_window = 64, epochs = 0;
     double alpha = 64, dropout = 0.1, sched_tau = 10, sched_warm = 0.1;
     int no_sched = 0, no_tmole_flag = 0, skip_nonfinite = 0, dry_run = 0;
-    const char *resume = NULL;
+    const char *resume = NULL, *init_adapter = NULL;
     long stop_at = 0;
     char **saved_argv = NULL;
     int saved_argc = 0;
@@ -995,6 +995,7 @@ static int cmd_train(int argc, char **argv) {
         {"--save-every", 'i', &tr->save_every, "write RUN/step-K every K steps (default 0: only step-0 and final)"},
         {"--seed", 'i', &tr->seed, "seed of initialisation, sampling and dropout (default 42)"},
         {"--skip-nonfinite", 'b', &skip_nonfinite, "skip (and count) a batch whose loss or gradient is NaN/Inf instead of stopping"},
+        {"--init-adapter", 's', &init_adapter, "start from these adapters (e.g. a merged checkpoint) instead of fresh ones"},
         {"--resume", 's', &resume, "continue RUN from its newest checkpoint, with the options it was started with"},
         {"--dry-run", 'b', &dry_run, "print the memory this configuration needs, then stop"},
         {"--stop-at", 'i', &stop_at, "stop after step K (or the next step, if past K) as if interrupted: for testing --resume"},
@@ -1085,6 +1086,15 @@ static int cmd_train(int argc, char **argv) {
         if (dry_run) { rc = 0; goto out; }
     }
     tmole_init(&tr->tm, (uint64_t)tr->seed);
+    if (init_adapter) {  /* continue from given adapters; their shapes must match the options */
+        Tmole given;
+        if (tmole_load(&given, init_adapter, &tr->m.cfg)) goto out;
+        int same = given.total == tr->tm.total && given.n_params == tr->tm.n_params;
+        for (int i = 0; same && i < given.n_params; i++) same = !strcmp(given.spec[i].name, tr->tm.spec[i].name);
+        if (same) memcpy(tr->tm.params, given.params, given.total * sizeof(float));
+        tmole_free(&given);
+        if (!same) { rf_error("%s: adapters of another configuration than --experts/--rank/--task-dim/--router-hidden", init_adapter); goto out; }
+    }
     rng_seed(&tr->rng, (uint64_t)tr->seed * 7919 + 1);
     for (int t = 0; t < N_TASKS; t++) {
         if (pool_iter_init(&tr->it[t], tr->train.pool[t].n, (uint64_t)tr->seed + 101 * t)) goto out;

@@ -125,10 +125,11 @@ static int idfile_read(IdFile *f, const char *path, int vocab, int min_len) {
             char *end;
             long v = strtol(s, &end, 10);
             if (end == s || (*end && *end != ' ' && *end != '\t' && *end != '\r')) {
+                rf_error("%s: line %d: '%.20s' is not a token id", path, line, s);  /* s points into text */
                 free(row);
                 free(text);
                 idfile_free(f);
-                return rf_error("%s: line %d: '%.20s' is not a token id", path, line, s);
+                return -1;
             }
             if (v < 0 || v >= vocab) {
                 free(row);

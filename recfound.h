@@ -150,7 +150,7 @@ int config_validate(const Config *c, const char *path);  /* sizes positive, divi
 enum { P_ATTN_NORM, P_Q, P_K, P_V, P_O, P_MLP_NORM, P_GATE, P_UP, P_DOWN, P_PER_LAYER };
 
 typedef struct {
-    char name[80];
+    char name[128];
     int ndim;
     int shape[2];
     size_t offset;  /* in floats */

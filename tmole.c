@@ -87,7 +87,7 @@ int tmole_alloc(Tmole *t, const TmoleConfig *c, const Config *mc) {
     if (!t->site || !t->spec) return rf_error("TMoLE: out of memory");
     int qd = mc->n_heads * mc->head_dim, kvd = mc->n_kv_heads * mc->head_dim, C = mc->hidden_size;
     int ins[N_PROJ] = {C, C, C, qd}, outs[N_PROJ] = {qd, kvd, kvd, C};
-    char name[80];
+    char name[128];
     for (int l = 0; l < mc->n_layers; l++)
         for (int p = 0; p < N_PROJ; p++) {
             if (!(c->targets & (1 << p))) continue;

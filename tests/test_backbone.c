@@ -263,7 +263,7 @@ static void check_model_fd(int tied, int window, AttnMode mode) {
     model_backward(&m, NULL, c.a, &c.b, mode, grads, NULL);
     /* one tensor at a time, so a wrong gradient is named */
     for (int i = 0; i < m.n_params; i++) {
-        char what[128];
+        char what[192];
         snprintf(what, sizeof what, "d loss / d %s", m.spec[i].name);
         assert_fd(lm_f, &c, m.params + m.spec[i].offset, m.spec[i].numel, grads + m.spec[i].offset, what);
     }

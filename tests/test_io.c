@@ -284,8 +284,12 @@ START_TEST(test_files) {
     for (struct dirent *e; (e = readdir(d));) n += e->d_name[0] != '.';
     closedir(d);
     ck_assert_int_eq(n, 1);
-    /* failures: one line naming the file */
-    ck_assert_int_eq(rf_write_file_atomic(tpath(q, "no/such/dir/f"), "x", 1), -1);
+    /* a missing folder is made; a file where a folder should be is a failure: one line naming the file */
+    ck_assert_int_eq(rf_write_file_atomic(tpath(q, "new/sub/f"), "x", 1), 0);
+    ck_assert_int_eq(rf_read_file(tpath(q, "new/sub/f"), &text, &len), 0);
+    ck_assert_int_eq(len, 1);
+    free(text);
+    ck_assert_int_eq(rf_write_file_atomic(tpath(q, "new/sub/f/g"), "x", 1), -1);
     expect_error_has("atomic", q, NULL);
     ck_assert_int_eq(rf_read_file(tpath(q, "missing.txt"), &text, &len), -1);
     ck_assert_ptr_null(text);

@@ -444,6 +444,14 @@ static int cmd_pretrain(int argc, char **argv) {
                 view.len[i] = f.len[k];
                 if (f.len[k] > view.max_len) view.max_len = f.len[k];
             }
+            /* longest first, so each micro-batch pads to similar lengths (the loss is a
+             * mean over all tokens of the step, whatever the order) */
+            for (int i = 1; i < view.n; i++)
+                for (int j = i; j > 0 && view.len[j] > view.len[j - 1]; j--) {
+                    int *ti = view.ids[j], tl = view.len[j];
+                    view.ids[j] = view.ids[j - 1], view.len[j] = view.len[j - 1];
+                    view.ids[j - 1] = ti, view.len[j - 1] = tl;
+                }
             bf = &view;
         }
         memset(grads, 0, m.total * sizeof(float));
@@ -633,6 +641,12 @@ static double gen_branch(Trainer *tr, Record *const *recs, int n, int backward, 
     *tokens = total;
     loss = 0;
     if (k == 0 || total == 0) goto done;
+    for (int i = 1; i < k; i++)  /* longest first: micro-batches of similar lengths pad less */
+        for (int j = i; j > 0 && rows[j]->len > rows[j - 1]->len; j--) {
+            Sample *x = rows[j];
+            rows[j] = rows[j - 1];
+            rows[j - 1] = x;
+        }
     if (tr->micro < 1) tr->micro = 1;
     if (batch_alloc(&tb, (int)tr->micro, (int)tr->max_len)) { loss = NAN; goto done; }
     for (int r0 = 0; r0 < k; r0 += (int)tr->micro) {

@@ -29,11 +29,12 @@ TEST_SRC = $(wildcard tests/*.c)
 TEST_OBJ = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%.o)
 BIN      = $(if $(filter 1,$(SANITIZE)),$(BUILD)/recfound,recfound)
 
-.PHONY: all check bench demo fixtures clean
+.PHONY: all check bench demo fixtures fuzz clean
 all: $(BIN)
 
 $(BUILD)/%.o: %.c recfound.h | $(BUILD)
 	$(CC) $(CFLAGS) -c $< -o $@
+$(BUILD)/tests/test_fuzz_regressions.o: $(wildcard fuzz/*.c) fuzz/fuzz_util.h
 $(BUILD)/tests/%.o: tests/%.c recfound.h tests/check_util.h | $(BUILD)
 	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -I. -c $< -o $@
 $(BUILD):
@@ -62,5 +63,10 @@ fixtures:
 	$(PYTHON) tests/reference/make_tmole_fixtures.py tests/fixtures/tmole
 	cd tests/reference && npm ci && node tokenizer_cases.mjs ../fixtures/tokenizer
 
+# libFuzzer targets for every reader of outside input (needs clang; see fuzz/README.md).
+fuzz:
+	$(MAKE) -C fuzz run SECONDS=$(or $(SECONDS),20)
+
 clean:
 	rm -rf build build-san recfound
+	-$(MAKE) -C fuzz clean

@@ -451,6 +451,8 @@ static int record_from_json(Record *r, const Json *v, const char *where, int *ba
         if (!(r->id = json_cstr(id))) return BAD(BAD_FIELD, "%s: field \"id\" holds \\u0000", where);
     } else if (id && id->type == JSON_NUMBER) {
         char tmp[40];
+        if (!isfinite(id->number))  /* 1e999: its text "inf" would not read back as JSON */
+            return BAD(BAD_FIELD, "%s: field \"id\" is a number out of range", where);
         if (id->number == floor(id->number) && fabs(id->number) < 1e15) snprintf(tmp, sizeof tmp, "%.0f", id->number);
         else snprintf(tmp, sizeof tmp, "%.17g", id->number);
         r->id = xstrdup(tmp);
@@ -1941,7 +1943,7 @@ static int bd_esci(Build *B, const char *raw) {
     /* keep (query, title) pairs, then pair each with a title of another query */
     char **q = NULL, **t = NULL;
     int n = 0, cap = 0;
-    while (csv_next(&c) > ct) {
+    while (csv_next(&c) > (cq > ct ? cq : ct)) {  /* both columns present in the row */
         if (n == cap) {
             cap = cap ? 2 * cap : 256;
             char **q2 = realloc(q, (size_t)cap * sizeof *q2);
@@ -1978,7 +1980,7 @@ static int bd_amazonqa(Build *B, const char *raw) {
     int cq = csv_col(&c, "questionText"), ca = csv_col(&c, "answerText");
     if (cq < 0 || ca < 0) { csv_free(&c); free(text); return rf_error("%s/amazonqa: missing columns", raw); }
     char last[2048] = "";
-    while (csv_next(&c) > ca) {
+    while (csv_next(&c) > (cq > ca ? cq : ca)) {  /* both columns present in the row */
         char *qs = strip_dup(c.f[cq]), *as = strip_dup(c.f[ca]);
         /* the first answer of each question only */
         if (!*qs || !*as || !strcmp(qs, last)) { free(qs), free(as); continue; }
@@ -2055,11 +2057,22 @@ static int bd_movielens(Build *B, const char *raw) {
             while (b >= start[u] && (by[b].ts > x.ts || (by[b].ts == x.ts && by[b].i > x.i))) by[b + 1] = by[b], b--;
             by[b + 1] = x;
         }
+    /* options and negatives are titled movies the user never rated: a user who rated them all is skipped */
+    int n_titled = 0;
+    for (int i = 1; i < NI; i++) n_titled += title[i] != NULL;
+    static unsigned char rated[NI];
     static const char *const ages[] = {"under 18", "18-24", "25-34", "35-44", "45-49", "50-55", "56 or older"};
     for (int u = 1; u < NU; u++) {
         int n = start[u + 1] - start[u];
         if (n < 12) continue;
         const Rt *h = by + start[u];
+        int n_rated = 0;
+        memset(rated, 0, sizeof rated);
+        for (int m = 0; m < n; m++) {
+            n_rated += !rated[h[m].i];
+            rated[h[m].i] = 1;
+        }
+        if (n_rated >= n_titled) continue;
         char key[32];
         snprintf(key, sizeof key, "ml-%d", u);
         int split = bd_split(key), H = 10, nx = h[H].i;
@@ -2199,7 +2212,10 @@ static int bd_amazon2023(Build *B, const char *raw) {
             pool[npool++] = (char *)t;
         }
     }
-    for (int u = 0; u < nu && !rc && npool > 1; u++) {
+    /* options and negatives must differ from the next title: a pool of two distinct titles guarantees one */
+    int distinct = 0;
+    for (int i = 1; i < npool && !distinct; i++) distinct = strcmp(pool[i], pool[0]) != 0;
+    for (int u = 0; u < nu && !rc && distinct; u++) {
         const Json *h = json_get(&users[u], "history"), *ho = json_get(&users[u], "heldout");
         const char *uid = jstr(&users[u], "user_id"), *cat = jstr(&users[u], "category");
         if (!h || h->type != JSON_ARRAY || !h->count || !ho || !uid) continue;

@@ -31,6 +31,7 @@
 #include "recfound.h"
 
 #include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -113,8 +114,11 @@ static void json_dump(RfBuf *b, const Json *v) {
     case JSON_NULL: buf_append(b, "null", 4); break;
     case JSON_BOOL: buf_append(b, v->boolean ? "true" : "false", v->boolean ? 4 : 5); break;
     case JSON_NUMBER:
-        if (v->number == (double)(long long)v->number && v->number < 1e15 && v->number > -1e15)
+        /* range first: converting a double outside long long's range is undefined */
+        if (v->number < 1e15 && v->number > -1e15 && v->number == (double)(long long)v->number)
             buf_printf(b, "%lld", (long long)v->number);
+        else if (isinf(v->number))  /* 1e999 parses as inf; "inf" would not read back */
+            buf_printf(b, "%s", v->number > 0 ? "1e999" : "-1e999");
         else
             buf_printf(b, "%.17g", v->number);
         break;
@@ -783,6 +787,7 @@ static int bpe_word(const Tokenizer *t, const char *s, size_t n, Work *w, IntVec
         }
         i += cl;
     }
+    if (ns == 0) return 0;  /* every character dropped: no symbols, nothing to emit */
     for (int i = 0; i < ns; i++) {
         w->prev[i] = i - 1;
         w->next[i] = i + 1 < ns ? i + 1 : -1;

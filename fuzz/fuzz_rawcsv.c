@@ -29,8 +29,8 @@ static int fuzz_rawcsv_one(const uint8_t *data, size_t size) {
     char path[600], raw[600], out[600];
     for (int s = 0; s < 6; s++)  /* the previous input's files */
         for (int k = 0; k < 3 && fuzz_raw_files[s][k]; k++) {
-            snprintf(raw, sizeof raw, "%s/raw/%s", fuzz_dir(), fuzz_raw_files[s][k]);
-            unlink(raw);
+            if (snprintf(raw, sizeof raw, "%s/raw/%s", fuzz_dir(), fuzz_raw_files[s][k]) < (int)sizeof raw)
+                unlink(raw);
         }
     int src = size ? data[0] % 6 : 0;
     const char *p = size ? (const char *)data + 1 : "", *end = p + (size ? size - 1 : 0);
@@ -39,12 +39,13 @@ static int fuzz_rawcsv_one(const uint8_t *data, size_t size) {
         for (const char *q = p; q + strlen(FUZZ_SEP) <= end && !sep; q++)
             if (!memcmp(q, FUZZ_SEP, strlen(FUZZ_SEP))) sep = q;
         const char *stop = sep ? sep : end;
-        snprintf(raw, sizeof raw, "raw/%s", fuzz_raw_files[src][k]);
+        if (snprintf(raw, sizeof raw, "raw/%s", fuzz_raw_files[src][k]) >= (int)sizeof raw) abort();
         fuzz_write(fuzz_path(path, sizeof path, raw), p, (size_t)(stop - p));
         p = sep ? sep + strlen(FUZZ_SEP) : end;
     }
-    snprintf(raw, sizeof raw, "%s/raw", fuzz_dir());
-    snprintf(out, sizeof out, "%s/out", fuzz_dir());
+    if (snprintf(raw, sizeof raw, "%s/raw", fuzz_dir()) >= (int)sizeof raw ||
+        snprintf(out, sizeof out, "%s/out", fuzz_dir()) >= (int)sizeof out)
+        abort();
     char *argv[] = {"build-data", "--raw", raw, "--out", out, "--seed", "7", NULL};
     rf_clear_error();
     return fuzz_check_rc(fuzz_quiet(build_data_main, 7, argv), "build_data_main");

@@ -49,7 +49,8 @@ static int fuzz_record_one(const uint8_t *data, size_t size) {
     FILE *null = fopen("/dev/null", "w");
     if (null) data_report_skipped(&rd, null), fclose(null);
     data_close(&rd);
-    return got == 0 ? rc : -1;
+    (void)rc;  /* the file reader's answer decides */
+    return got == 0 ? 0 : -1;
 }
 
 #ifndef FUZZ_NO_MAIN

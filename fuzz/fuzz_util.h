@@ -23,7 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static char fuzz_dir_buf[512];
+static char fuzz_dir_buf[256];
 static pid_t fuzz_dir_pid;
 
 /* Remove a folder and everything under it (no symlinks are created here). */
@@ -35,7 +35,7 @@ static inline void fuzz_rmtree(const char *path) {
             if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
             char sub[1024];
             struct stat st;
-            snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
+            if (snprintf(sub, sizeof sub, "%s/%s", path, e->d_name) >= (int)sizeof sub) continue;
             if (lstat(sub, &st) == 0 && S_ISDIR(st.st_mode)) fuzz_rmtree(sub);
             else unlink(sub);
         }
@@ -68,7 +68,10 @@ static inline const char *fuzz_dir(void) {
 
 /* dir/rel into buf (rel may hold folders; they are created). */
 static inline const char *fuzz_path(char *buf, size_t n, const char *rel) {
-    snprintf(buf, n, "%s/%s", fuzz_dir(), rel);
+    if (snprintf(buf, n, "%s/%s", fuzz_dir(), rel) >= (int)n) {
+        fprintf(stderr, "fuzz: path too long: %s\n", rel);
+        abort();
+    }
     char *slash = strrchr(buf, '/');
     if (slash && strchr(rel, '/')) {
         *slash = '\0';

@@ -50,7 +50,7 @@ emb = {"query": ["Given a user history, retrieve the next item", "Toy car\nPuzzl
        "pos": [["Represent the item", "Kite"]], "neg": [["Represent the item", "Mug"]],
        "task": "Emb_user", "id": 7, "source": "Toys"}
 gen = {"text": ["### Instruction:\nIs this review positive?\n\n### Response:", "yes"],
-       "task": "Gen_SA", "id": "sa-1", "source": "Books"}
+       "task": "Sentiment_Analysis", "id": "sa-1", "source": "Books"}
 put("record", "lines.jsonl", json.dumps(emb) + "\n\n" + json.dumps(gen) + "\n")
 put("record", "one_gen", json.dumps(gen))
 put("record", "array.json", json.dumps([{"query": "plain query text", "pos": [["instr", ["a", "b"]]], "neg": [],
@@ -100,7 +100,7 @@ put("rawcsv", "amazonqa", raw(3, 'questionText,answerText\nDoes it float?,Yes it
 items = "".join(f"{i}|Movie {i} (199{i % 10})|01-Jan-199{i % 10}||http://x|0|{i % 2}|0|0|1|0|0|0|0|0|0|0|0|0|0|0|0|0|0\n"
                 for i in range(1, 16))
 data = "".join(f"1\t{i}\t{1 + i % 5}\t{880000000 + i}\n" for i in range(1, 14))
-put("rawcsv", "movielens", raw(4, "1|24|M|technician|85711\n2|53|F|other|94043\n", items, data))
+put("rawcsv", "movielens", raw(4, "1|30|F|writer|10001\n2|41|M|doctor|20002\n", items, data))
 hist = lambda t, r: {"product": {"title": t}, "rating": r, "review_full": f"{t} was fine"}
 users = [{"user_id": "u1", "category": "Toys", "history": [hist("Kite", 5), hist("Ball", 3)], "heldout": hist("Yo-yo", 4)},
          {"user_id": "u2", "history": [hist("Mug", 1)], "heldout": hist("Cup", 2)}]
@@ -110,6 +110,6 @@ put("rawcsv", "amazon2023", raw(5, json.dumps(users[0]), json.dumps(users[1]), "
 put("schedcsv", "paper", bytes([0x00]) + b"step,U2I,Q2I,SR,SA\n" + "".join(
     f"{t},{2.0 / (t + 1):.4f},{1.5 - 0.01 * t:.4f},{3.0 - 0.1 * t:.3f},{1.0 + (t % 3) * 0.1:.2f}\n"
     for t in range(12)).encode())
-put("schedcsv", "code", bytes([0x8D]) + b"Emb_user,Gen_SR , AP\n" + "".join(
+put("schedcsv", "code", bytes([0x8D]) + b"Emb_user,Sequential_Recommendation , AP\n" + "".join(
     f"{1.0 / (t + 1):.5f},{'' if t % 4 == 1 else 2.0 - 0.05 * t},{'nan' if t == 3 else 0.7 + 0.01 * t}\n"
     for t in range(10)).encode())

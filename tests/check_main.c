@@ -16,6 +16,7 @@ Suite *data_suite(void);
 Suite *s2sched_suite(void);
 Suite *merge_suite(void);
 Suite *eval_suite(void);
+Suite *fuzz_regressions_suite(void);
 Suite *cli_suite(void);
 
 int main(void) {
@@ -28,6 +29,7 @@ int main(void) {
     srunner_add_suite(sr, s2sched_suite());
     srunner_add_suite(sr, merge_suite());
     srunner_add_suite(sr, eval_suite());
+    srunner_add_suite(sr, fuzz_regressions_suite());
     srunner_add_suite(sr, cli_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

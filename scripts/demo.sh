@@ -47,11 +47,10 @@ for m in backbone:- "w/o merge":final RecFound:merged; do
     --max-len 192 --out "$OUT/eval_${ad/-/backbone}/scores.json" > "$OUT/eval_${ad/-/backbone}.txt"
 done
 # One line per task: the metric for the backbone alone, RecFound without merge, RecFound, and the paper.
-score() {  # score JSON TASK -> the task's headline number
-  awk -v t="\"$2\":" '$1 == t {
-      if (match($0, /"score": [0-9.]+/)) { print substr($0, RSTART + 9, RLENGTH - 9); exit }
-      if (t == "\"I2I\":" && match($0, /"ndcg@20": [0-9.]+/)) { print substr($0, RSTART + 11, RLENGTH - 11); exit }
-      if (match($0, /"mrr@20": [0-9.]+/)) { print substr($0, RSTART + 10, RLENGTH - 10); exit } }' "$1"
+score() {  # score JSON TASK -> the task's headline number (embedding tasks: full-corpus retrieval @20)
+  local key='"score": '
+  case $2 in I2I) key='"ndcg@20": ' ;; Q2I|U2I) key='"mrr@20": ' ;; esac
+  awk -v t="\"$2\":" -v k="$key" '$1 == t { i = index($0, k); if (i) { print substr($0, i + length(k)) + 0; exit } }' "$1"
 }
 echo
 printf "%-5s %-9s %9s %10s %9s %9s\n" task metric backbone "w/o merge" RecFound paper

@@ -450,6 +450,11 @@ static double now_sec(void) {
  * `reps` runs after one warm-up), then per-kind and overall totals
  * (total flops / total best time).  Usage: bench-matmul [reps]. */
 int bench_matmul_main(int argc, char **argv) {
+    if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        printf("usage: recfound bench-matmul [REPS]\n\n  GFLOP/s of the three matmul kernels on the small preset's "
+               "shapes, best of REPS (default 10)\n  after a warm-up; one line per shape, then totals per kind.\n");
+        return 0;
+    }
     int reps = argc > 1 ? atoi(argv[1]) : 10;
     if (reps < 1) return rf_error("bench-matmul: argument 1: repetitions must be a positive integer, got '%s'",
                                   argv[1]);

@@ -689,6 +689,77 @@ START_TEST(test_build_data) {
 }
 END_TEST
 
+/* Tokenised samples: the answer span and the pooling start are where the
+ * formats put them; a sample too long loses prompt tokens after <s>, never
+ * answer tokens; one whose answer cannot fit is dropped and counted; and the
+ * batch's loss weights cover exactly the answer (and </s>). */
+START_TEST(test_samples_and_batches) {
+    const char *corpus[2] = {"<s><|user|>\nwhich colour is the mug\n<|assistant|>\nred</s>",
+                             "<s><|user|>\nfind a mug\n<|embed|>\nred ceramic mug"};
+    Tokenizer tok;
+    ck_assert_msg(tok_train(&tok, corpus, NULL, 2, 300) == 0, "%s", rf_last_error());
+    char *turns[2] = {"which colour is the mug, the one on the left of the big shelf by the window", " red "};
+    Record r;
+    memset(&r, 0, sizeof r);
+    r.task = TASK_QR;
+    r.kind = KIND_GEN;
+    r.turns = turns;
+    r.n_turns = 2;
+    SampleStats st = {0};
+    Sample full, cut, none;
+    ck_assert_int_eq(sample_gen(&full, &tok, &r, 4096, &st), 1);
+    /* the answer part is enc("red</s>") at the end: "</s>" is the last token */
+    ck_assert_int_eq(full.ids[full.len - 1], tok.eos_id);
+    ck_assert_int_eq(full.ids[0], tok.bos_id);
+    int n_answer = full.len - full.start;
+    ck_assert_int_ge(n_answer, 2);
+    ck_assert_int_eq(st.truncated + st.dropped, 0);
+    /* 10 tokens: <s>, the last prompt tokens, the whole answer */
+    ck_assert_int_eq(sample_gen(&cut, &tok, &r, n_answer + 4, &st), 1);
+    ck_assert_int_eq(cut.len, n_answer + 4);
+    ck_assert_int_eq(cut.ids[0], tok.bos_id);
+    ck_assert_int_eq(cut.len - cut.start, n_answer);
+    for (int i = 0; i < n_answer + 3; i++) ck_assert_int_eq(cut.ids[cut.len - 1 - i], full.ids[full.len - 1 - i]);
+    ck_assert_int_eq(st.truncated, 1);
+    /* the answer alone does not fit: dropped */
+    ck_assert_int_eq(sample_gen(&none, &tok, &r, n_answer, &st), 0);
+    ck_assert_int_eq(st.dropped, 1);
+    /* embedding: prefix tokens are those of "<s><|user|>\nfind a mug\n<|embed|>\n" */
+    Sample e;
+    long merges_before = st.boundary_merges;
+    ck_assert_int_eq(sample_emb(&e, &tok, "find a mug: ", "red ceramic mug", TASK_Q2I, 4096, EMB_FMT_TRAIN, &st), 1);
+    int *pid, np;
+    const char *prefix = "<s><|user|>\nfind a mug\n<|embed|>\n";
+    ck_assert(tok_encode(&tok, prefix, strlen(prefix), 0, &pid, &np) == 0);
+    /* pooling starts after the prefix's tokens; where the tokenizer merged the
+     * prefix's last token with the text's first, at the longest common prefix,
+     * and the merge is counted */
+    ck_assert_int_le(e.start, np);
+    for (int i = 0; i < e.start; i++) ck_assert_int_eq(e.ids[i], pid[i]);
+    ck_assert_int_eq(st.boundary_merges - merges_before, e.start < np ? 1 : 0);
+    if (e.start < np) ck_assert_int_ne(e.ids[e.start], pid[e.start]);
+    free(pid);
+    /* batch: right padding and answer weights */
+    TokBatch tb;
+    Sample *rows[2] = {&full, &cut};
+    ck_assert_int_eq(batch_alloc(&tb, 2, 4096), 0);
+    Batch b = batch_fill(&tb, rows, 2, 0);
+    ck_assert_int_eq(b.T, full.len);
+    for (int k = 0; k < 2; k++)
+        for (int t = 0; t < b.T; t++) {
+            float want = (t >= rows[k]->start - 1 && t < rows[k]->len - 1) ? 1.0f : 0.0f;
+            ck_assert_msg(tb.weights[k * b.T + t] == want, "row %d position %d", k, t);
+            if (t >= rows[k]->len) ck_assert_int_eq(tb.ids[k * b.T + t], 0);
+        }
+    ck_assert_int_eq(tb.tasks[1], TASK_QR);
+    batch_free(&tb);
+    sample_free(&full);
+    sample_free(&cut);
+    sample_free(&e);
+    tok_free(&tok);
+}
+END_TEST
+
 Suite *data_suite(void) {
     Suite *s = suite_create("data");
     TCase *tc = tcase_create("tasks");
@@ -705,6 +776,7 @@ Suite *data_suite(void) {
     tc = tcase_create("formats");
     tcase_add_test(tc, test_formats);
     tcase_add_test(tc, test_shuffle);
+    tcase_add_test(tc, test_samples_and_batches);
     suite_add_tcase(s, tc);
     tc = tcase_create("synth");
     tcase_set_timeout(tc, 30);

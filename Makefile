@@ -29,7 +29,7 @@ TEST_SRC = $(wildcard tests/*.c)
 TEST_OBJ = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%.o)
 BIN      = $(if $(filter 1,$(SANITIZE)),$(BUILD)/recfound,recfound)
 
-.PHONY: all check bench demo fixtures fuzz clean
+.PHONY: all check bench demo ablation fixtures fuzz clean
 all: $(BIN)
 
 $(BUILD)/%.o: %.c recfound.h | $(BUILD)
@@ -62,6 +62,10 @@ fixtures:
 	$(PYTHON) tests/reference/make_fixtures.py tests/fixtures
 	$(PYTHON) tests/reference/make_tmole_fixtures.py tests/fixtures/tmole
 	cd tests/reference && npm ci && node tokenizer_cases.mjs ../fixtures/tokenizer
+
+# The paper's Table 4 at small scale (several trainings per seed: up to an hour).
+ablation: recfound
+	./scripts/ablation.sh
 
 # libFuzzer targets for every reader of outside input (needs clang; see fuzz/README.md).
 fuzz:

@@ -714,6 +714,22 @@ static void remove_folder(const char *dir) {
     rmdir(dir);
 }
 
+/* The validation records of each task: the first `per_task` of a seeded
+ * shuffle of tr->val's pool, fixed for the whole run. */
+static int pick_validation(Trainer *tr, long per_task, uint64_t seed) {
+    for (int t = 0; t < N_TASKS; t++) {
+        size_t nv = tr->val.pool[t].n;
+        tr->n_val[t] = (int)(nv < (size_t)per_task ? nv : (size_t)per_task);
+        tr->val_pick[t] = malloc((nv ? nv : 1) * sizeof(size_t));
+        if (!tr->val_pick[t]) return rf_error("out of memory");
+        for (size_t i = 0; i < nv; i++) tr->val_pick[t][i] = i;
+        Rng vr;
+        rng_seed(&vr, seed + 977 * (uint64_t)t);
+        shuffle_idx(tr->val_pick[t], nv, &vr);
+    }
+    return 0;
+}
+
 /* A number for JSON, which has no NaN: null stands for "not measured". */
 static void buf_num(RfBuf *b, double x) {
     if (isfinite(x)) buf_printf(b, "%.17g", x);
@@ -1114,16 +1130,8 @@ static int cmd_train(int argc, char **argv) {
     for (int t = 0; t < N_TASKS; t++) {
         if (pool_iter_init(&tr->it[t], tr->train.pool[t].n, (uint64_t)tr->seed + 101 * t)) goto out;
         if (tr->train.pool[t].n) tr->tasks[TASKS[t].kind][tr->n_tasks[TASKS[t].kind]++] = t;
-        /* the fixed validation sample of S2Sched: the first sched_val of a seeded shuffle */
-        size_t nv = tr->val.pool[t].n;
-        tr->n_val[t] = (int)(nv < (size_t)tr->sched_val ? nv : (size_t)tr->sched_val);
-        tr->val_pick[t] = malloc((nv ? nv : 1) * sizeof(size_t));
-        if (!tr->val_pick[t]) { rf_error("out of memory"); goto out; }
-        for (size_t i = 0; i < nv; i++) tr->val_pick[t][i] = i;
-        Rng vr;
-        rng_seed(&vr, (uint64_t)tr->seed + 977 * t);
-        shuffle_idx(tr->val_pick[t], nv, &vr);
     }
+    if (pick_validation(tr, tr->sched_val, (uint64_t)tr->seed)) goto out;  /* S2Sched's fixed validation sample */
     if (!tr->n_tasks[KIND_EMB] && !tr->n_tasks[KIND_GEN]) { rf_error("%s: no training records", data); goto out; }
     if (epochs > 0) {
         long n_gen = 0;
@@ -1344,16 +1352,7 @@ static int cmd_loss(int argc, char **argv) {
     if (tok_load(&tr->tok, tokp)) goto out;
     if (adapter && tmole_load(&tr->tm, adapter, &tr->m.cfg)) goto out;
     if (dataset_load_split(&tr->val, data, split, 0)) goto out;
-    for (int t = 0; t < N_TASKS; t++) {
-        size_t nv = tr->val.pool[t].n;
-        tr->n_val[t] = (int)(nv < (size_t)samples ? nv : (size_t)samples);
-        tr->val_pick[t] = malloc((nv ? nv : 1) * sizeof(size_t));
-        if (!tr->val_pick[t]) { rf_error("out of memory"); goto out; }
-        for (size_t i = 0; i < nv; i++) tr->val_pick[t][i] = i;
-        Rng vr;
-        rng_seed(&vr, (uint64_t)seed + 977 * t);
-        shuffle_idx(tr->val_pick[t], nv, &vr);
-    }
+    if (pick_validation(tr, samples, (uint64_t)seed)) goto out;
     if (task_losses(tr, &tr->val, tr->val_pick, tr->n_val, loss)) goto out;
     printf("task,kind,samples,loss\n");  /* nan: no sample of the task fits --max-len */
     for (int t = 0; t < N_TASKS; t++)

@@ -76,15 +76,23 @@ int config_preset(Config *c, const char *name, int vocab) {
 
 /* ------------------------------------------------------ parameter table */
 
-static void add_spec(Model *m, const char *name, int rows, int cols) {
-    ParamSpec *p = &m->spec[m->n_params++];
+/* Append a tensor to a parameter table (spec[*n]) at the end of a flat buffer
+ * of *total floats; cols = 0 for a vector.  Returns its offset.  Shared by the
+ * backbone's table and the adapters' (tmole.c). */
+size_t param_table_add(ParamSpec *spec, int *n, size_t *total, const char *name, int rows, int cols) {
+    ParamSpec *p = &spec[(*n)++];
     snprintf(p->name, sizeof p->name, "%s", name);
     p->ndim = cols ? 2 : 1;
     p->shape[0] = rows;
     p->shape[1] = cols;
     p->numel = (size_t)rows * (cols ? cols : 1);
-    p->offset = m->total;
-    m->total += p->numel;
+    p->offset = *total;
+    *total += p->numel;
+    return p->offset;
+}
+
+static void add_spec(Model *m, const char *name, int rows, int cols) {
+    param_table_add(m->spec, &m->n_params, &m->total, name, rows, cols);
 }
 
 int model_alloc(Model *m, const Config *cfg) {

@@ -170,6 +170,8 @@ typedef struct {
     float *lm_head;         /* [V, C]; == embed when tied */
 } Model;
 
+/* Append a tensor to a parameter table; returns its offset in the flat buffer. */
+size_t param_table_add(ParamSpec *spec, int *n, size_t *total, const char *name, int rows, int cols);
 /* Build the parameter table for cfg and allocate params (zeroed). */
 int model_alloc(Model *m, const Config *cfg);
 void model_free(Model *m);

@@ -51,15 +51,7 @@ int tmole_n_experts(const TmoleConfig *c) { return c->n_emb + c->n_shared + c->n
 /* ------------------------------------------------------ parameter table */
 
 static size_t add_param(Tmole *t, const char *name, int rows, int cols) {
-    ParamSpec *p = &t->spec[t->n_params++];
-    snprintf(p->name, sizeof p->name, "%s", name);
-    p->ndim = cols ? 2 : 1;
-    p->shape[0] = rows;
-    p->shape[1] = cols;
-    p->numel = (size_t)rows * (cols ? cols : 1);
-    p->offset = t->total;
-    t->total += p->numel;
-    return p->offset;
+    return param_table_add(t->spec, &t->n_params, &t->total, name, rows, cols);
 }
 
 int tmole_alloc(Tmole *t, const TmoleConfig *c, const Config *mc) {

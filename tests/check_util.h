@@ -8,6 +8,9 @@
 #ifndef CHECK_UTIL_H
 #define CHECK_UTIL_H
 #include <check.h>
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
@@ -45,6 +48,23 @@ static inline void allclose_check(const float *a, const float *b, size_t n, doub
                      "(rel err %.3g, rtol %.1g, atol %.1g)",
                      file, line, what, bad, n, worst, a[worst], b[worst], rel, rtol, atol);
     }
+}
+
+/* rm -r of a test's own temporary folder. */
+static inline void rm_tree(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char p[4096];
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, e->d_name) >= sizeof p) continue;
+        struct stat st;
+        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) rm_tree(p);
+        else unlink(p);
+    }
+    closedir(d);
+    rmdir(dir);
 }
 
 /* Path of a shared/ file, or NULL when ../shared is absent (tests then skip). */

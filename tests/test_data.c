@@ -28,22 +28,6 @@ static void write_text(const char *dir, const char *name, const char *text, char
     fclose(f);
 }
 
-static void rm_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char p[4096];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (!stat(p, &st) && S_ISDIR(st.st_mode)) rm_tree(p);
-        else remove(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 /* Read every record of a file (fails the test on error). */
 static int read_all(const char *path, Record *out, int max) {
     DataReader rd;

@@ -22,23 +22,6 @@ static void tmp_setup(void) {
     if (!mkdtemp(g_dir)) ck_abort_msg("mkdtemp failed");
 }
 
-/* rm -r of our own temporary folder (two levels are enough for these tests). */
-static void rm_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char p[512];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) rm_tree(p);
-        else unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 static void tmp_teardown(void) {
     if (g_dir[0]) rm_tree(g_dir);
 }

@@ -3,10 +3,12 @@
 # PyTorch reference fixtures (never part of `make check`).
 #   NATIVE=0    build without -march=native
 #   SANITIZE=1  AddressSanitizer + UndefinedBehaviorSanitizer build (separate objects)
+#   MPI=1       data-parallel training over MPI: mpicc, objects in build-mpi, binary build-mpi/recfound
 CC      ?= gcc
 PYTHON  ?= /usr/bin/python3
 NATIVE  ?= 1
 SANITIZE ?= 0
+MPI     ?= 0
 
 CFLAGS  = -std=c99 -O3 -fopenmp -Wall -Wextra -D_POSIX_C_SOURCE=200809L -D_FILE_OFFSET_BITS=64
 ifeq ($(NATIVE),1)
@@ -18,16 +20,21 @@ ifeq ($(SANITIZE),1)
 CFLAGS := $(filter-out -O3,$(CFLAGS)) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 BUILD   = build-san
 endif
+ifeq ($(MPI),1)
+CC      = mpicc
+CFLAGS += -DRF_MPI
+BUILD   = build-mpi
+endif
 
 CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm -lpthread)
 
 # The library: every top-level .c except the entry point.
-LIB_SRC  = io.c matmul.c model.c tokenizer.c data.c tmole.c s2sched.c merge.c eval.c plot.c
+LIB_SRC  = io.c matmul.c model.c tokenizer.c data.c tmole.c s2sched.c merge.c eval.c plot.c dist.c
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC = $(wildcard tests/*.c)
 TEST_OBJ = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%.o)
-BIN      = $(if $(filter 1,$(SANITIZE)),$(BUILD)/recfound,recfound)
+BIN      = $(if $(filter 1,$(SANITIZE) $(MPI)),$(BUILD)/recfound,recfound)
 
 .PHONY: all check bench demo ablation fixtures fuzz clean
 all: $(BIN)
@@ -48,8 +55,16 @@ $(BUILD)/run_tests: $(TEST_OBJ) $(LIB_OBJ)
 
 # The suites run the binary too (cli tests), so both are built first.
 # OMP_PROC_BIND: keep OpenMP threads on separate cores (see main() in recfound.c).
-check: $(BIN) $(BUILD)/run_tests
-	OMP_PROC_BIND=true RECFOUND_BIN=./$(BIN) ./$(BUILD)/run_tests
+# With mpicc installed, the MPI build is made too and the mpi suite runs it
+# (it skips with a message otherwise).
+MPICC := $(if $(filter 00,$(SANITIZE)$(MPI)),$(shell command -v mpicc 2>/dev/null))
+check: $(BIN) $(BUILD)/run_tests $(if $(MPICC),build-mpi/recfound)
+	OMP_PROC_BIND=true RECFOUND_BIN=./$(BIN) $(if $(MPICC),RECFOUND_MPI_BIN=./build-mpi/recfound) ./$(BUILD)/run_tests
+
+ifneq ($(MPI),1)
+build-mpi/recfound: $(wildcard *.c) recfound.h
+	$(MAKE) MPI=1 build-mpi/recfound
+endif
 
 bench: recfound
 	./scripts/bench.sh
@@ -72,5 +87,5 @@ fuzz:
 	$(MAKE) -C fuzz run SECONDS=$(or $(SECONDS),20)
 
 clean:
-	rm -rf build build-san recfound
+	rm -rf build build-san build-mpi recfound
 	-$(MAKE) -C fuzz clean

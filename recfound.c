@@ -548,21 +548,24 @@ static int make_triplet(Trainer *tr, const Record *rec, Sample out[3]) {
     return 1;
 }
 
-/* Embeddings of n samples, in chunks of at most `chunk` rows (no backward). */
+/* Embeddings of n samples, in chunks of at most `chunk` rows (no backward);
+ * each rank embeds its share and every rank gets them all (dist.c). */
 static int embed_samples(Trainer *tr, Sample **smp, int n, float *emb, int chunk) {
     int C = tr->m.cfg.hidden_size;
+    long b0, b1;
+    dist_share(n, &b0, &b1);
     TokBatch tb;
     if (batch_alloc(&tb, chunk, (int)tr->max_len)) return -1;
     float norms[256];
-    for (int r0 = 0; r0 < n; r0 += chunk) {
-        int k = n - r0 < chunk ? n - r0 : chunk;
+    for (long r0 = b0; r0 < b1; r0 += chunk) {
+        int k = (int)(b1 - r0 < chunk ? b1 - r0 : chunk);
         Batch b = batch_fill(&tb, smp + r0, k, 0);
         if (acts_ensure(&tr->acts, &tr->m, k, b.T)) { batch_free(&tb); return -1; }
         model_forward(&tr->m, adapters(tr), tr->acts, &b, ATTN_BIDIRECTIONAL);
         pool_forward(emb + (size_t)r0 * C, norms, acts_hidden(tr->acts), &b, tb.start, C);
     }
     batch_free(&tb);
-    return 0;
+    return dist_gather_rows(emb, n, C, "gathering validation embeddings");
 }
 
 /* The embedding branch on records recs[0..n): InfoNCE over their triplets.
@@ -596,22 +599,45 @@ static double emb_branch(Trainer *tr, Record *const *recs, int n, int backward, 
         if (!embed_samples(tr, rows, 3 * Q, emb, 24))
             loss = infonce(NULL, NULL, emb, emb + (size_t)Q * C, Q, 2 * Q, C, (float)tr->tau);
     } else {
-        TokBatch tb;
+        /* this rank's block [b0, b1) of the 3Q rows forward; the embeddings of
+         * all rows gathered, so each query meets every rank's passages; the
+         * gradient of the block backward (dist.c) */
+        long b0, b1;
+        dist_share(3 * Q, &b0, &b1);
+        int nb = (int)(b1 - b0);
+        uint64_t seed = rng_next(&tr->rng) | 1;
+        TokBatch tb = {0};
         float *norms = malloc((size_t)3 * Q * sizeof(float));
-        if (norms && !batch_alloc(&tb, 3 * Q, (int)tr->max_len)) {
-            Batch b = batch_fill(&tb, rows, 3 * Q, 0);
-            b.dropout_seed = rng_next(&tr->rng) | 1;
-            if (!acts_ensure(&tr->acts, &tr->m, 3 * Q, b.T)) {
+        int *ids = malloc((size_t)3 * Q * sizeof(int)), ok = norms && ids;
+        Batch b = {0};
+        if (ok && nb > 0) {
+            ok = !batch_alloc(&tb, nb, (int)tr->max_len);
+            if (ok) {
+                b = batch_fill(&tb, rows + b0, nb, 0);
+                b.dropout_seed = seed;
+                for (int i = 0; i < nb; i++) ids[i] = (int)b0 + i;
+                b.row_ids = ids;
+                ok = !acts_ensure(&tr->acts, &tr->m, nb, b.T);
+            }
+            if (ok) {
                 model_forward(&tr->m, adapters(tr), tr->acts, &b, ATTN_BIDIRECTIONAL);
-                pool_forward(emb, norms, acts_hidden(tr->acts), &b, tb.start, C);
-                loss = infonce(demb, demb + (size_t)Q * C, emb, emb + (size_t)Q * C, Q, 2 * Q, C, (float)tr->tau);
-                for (size_t i = 0; i < (size_t)3 * Q * C; i++) demb[i] *= scale;
-                pool_backward(acts_dhidden(tr->acts), demb, emb, norms, &b, tb.start, C);
+                pool_forward(emb + b0 * C, norms + b0, acts_hidden(tr->acts), &b, tb.start, C);
+            }
+        }
+        if (ok && !dist_gather_rows(emb, 3 * Q, C, "gathering embeddings (InfoNCE)")) {
+            loss = infonce(demb, demb + (size_t)Q * C, emb, emb + (size_t)Q * C, Q, 2 * Q, C, (float)tr->tau);
+            if (nb > 0) {
+                float *d = demb + b0 * C;
+                for (size_t i = 0; i < (size_t)nb * C; i++) d[i] *= scale;
+                pool_backward(acts_dhidden(tr->acts), d, emb + b0 * C, norms + b0, &b, tb.start, C);
                 model_backward(&tr->m, adapters(tr), tr->acts, &b, ATTN_BIDIRECTIONAL, NULL, tr->grads);
             }
-            batch_free(&tb);
+        } else if (!rf_last_error()[0]) {
+            rf_error("out of memory");
         }
+        batch_free(&tb);
         free(norms);
+        free(ids);
     }
     free(emb);
     free(demb);
@@ -624,15 +650,19 @@ done:
 
 /* The generative branch on records recs[0..n): token-mean cross-entropy over
  * the answer tokens of all of them, in micro-batches whose per-token weights
- * 1/total make the accumulated gradient that of the whole batch. */
+ * 1/total make the accumulated gradient that of the whole batch.  Each rank
+ * takes every P-th sample of the length-sorted batch and the partial losses are
+ * summed (dist.c); the dropout of a sample is keyed by its place in the sorted
+ * batch, so neither the micro-batches nor the ranks change it. */
 static double gen_branch(Trainer *tr, Record *const *recs, int n, int backward, float scale, long *tokens) {
     Sample *smp = calloc(n ? n : 1, sizeof(Sample));
     Sample **rows = calloc(n ? n : 1, sizeof(Sample *));
+    int *place = calloc(n ? n : 1, sizeof(int));
     double loss = NAN;
     int k = 0;
     long total = 0;
     TokBatch tb = {0};
-    if (!smp || !rows) { rf_error("out of memory"); goto done; }
+    if (!smp || !rows || !place) { rf_error("out of memory"); goto done; }
     for (int i = 0; i < n; i++) {
         int rc = sample_gen(&smp[k], &tr->tok, recs[i], (int)tr->max_len, &tr->stats);
         if (rc < 0) goto done;
@@ -647,12 +677,19 @@ static double gen_branch(Trainer *tr, Record *const *recs, int n, int backward, 
             rows[j] = rows[j - 1];
             rows[j - 1] = x;
         }
+    uint64_t seed = backward ? rng_next(&tr->rng) | 1 : 0;
+    int mine = 0, P = dist_size();
+    for (int i = dist_rank(); i < k; i += P) {  /* this rank's samples, keeping their places */
+        place[mine] = i;
+        rows[mine++] = rows[i];
+    }
     if (tr->micro < 1) tr->micro = 1;
     if (batch_alloc(&tb, (int)tr->micro, (int)tr->max_len)) { loss = NAN; goto done; }
-    for (int r0 = 0; r0 < k; r0 += (int)tr->micro) {
-        int B = k - r0 < tr->micro ? k - r0 : (int)tr->micro;
+    for (int r0 = 0; r0 < mine; r0 += (int)tr->micro) {
+        int B = mine - r0 < tr->micro ? mine - r0 : (int)tr->micro;
         Batch b = batch_fill(&tb, rows + r0, B, 0);
-        if (backward) b.dropout_seed = rng_next(&tr->rng) | 1;
+        b.dropout_seed = seed;
+        b.row_ids = place + r0;
         for (int i = 0; i < B * b.T; i++) tb.weights[i] /= (float)total;
         if (acts_ensure(&tr->acts, &tr->m, B, b.T)) { loss = NAN; goto done; }
         model_forward(&tr->m, adapters(tr), tr->acts, &b, ATTN_CAUSAL);
@@ -664,11 +701,13 @@ static double gen_branch(Trainer *tr, Record *const *recs, int n, int backward, 
             loss += model_lm_loss(&tr->m, tr->acts, &b, tb.weights, NULL, NULL, 0);
         }
     }
+    if (dist_sum_doubles(&loss, 1, "summing the generative loss")) loss = NAN;
 done:
     batch_free(&tb);
     for (int i = 0; i < k; i++) sample_free(&smp[i]);
     free(smp);
     free(rows);
+    free(place);
     return loss;
 }
 
@@ -743,6 +782,7 @@ static void buf_num(RfBuf *b, double x) {
  * It is written as RUN/.NAME.partial and renamed into place, so a crash leaves
  * either the old checkpoint or the new one, never half of one. */
 static int save_checkpoint(Trainer *tr, const char *name, long step) {
+    if (!dist_lead()) return 0;  /* over MPI, rank 0 writes for all (dist.c) */
     char dir[4096], tmp[4096], old[4096], path[4200];
     snprintf(dir, sizeof dir, "%s/%s", tr->out, name);
     snprintf(tmp, sizeof tmp, "%s/.%s.partial", tr->out, name);
@@ -1165,27 +1205,28 @@ static int cmd_train(int argc, char **argv) {
         if (sched_init(&tr->sched, &sc, all, n_all)) goto out;
     }
     long start = 0;
-    char lpath[4200], spath[4200];
+    int lead = dist_lead();
+    char lpath[4200], spath[4200], ranks[64] = "";
+    if (dist_size() > 1) snprintf(ranks, sizeof ranks, ", %d MPI ranks", dist_size());
     snprintf(lpath, sizeof lpath, "%s/losses.csv", tr->out);
     snprintf(spath, sizeof spath, "%s/sched.csv", tr->out);
     if (resume) {
         char name[256];
         if (latest_checkpoint(tr->out, name, sizeof name) < 0) { rf_error("%s: no checkpoint to resume from", tr->out); goto out; }
         if ((start = load_checkpoint(tr, name)) < 0) goto out;
-        /* rows written after that checkpoint are redone */
-        if (truncate_csv(lpath, start + 1) || (tr->use_sched && truncate_csv(spath, start))) goto out;
+        /* rows written after that checkpoint are redone (rank 0 keeps the CSVs) */
+        if (lead && (truncate_csv(lpath, start + 1) || (tr->use_sched && truncate_csv(spath, start)))) goto out;
         char *text;
         size_t len;
-        if (rf_read_file(lpath, &text, &len)) goto out;
-        buf_append(&tr->loss_csv, text, len);
-        free(text);
-        if (tr->use_sched) {
+        if (lead && rf_read_file(lpath, &text, &len)) goto out;
+        if (lead) { buf_append(&tr->loss_csv, text, len); free(text); }
+        if (lead && tr->use_sched) {
             if (rf_read_file(spath, &text, &len)) goto out;
             buf_append(&tr->sched_csv, text, len);
             free(text);
         }
-        fprintf(stderr, "train: resuming %s from %s (step %ld of %ld)\n", tr->out, name, start, tr->steps);
-    } else {
+        if (lead) fprintf(stderr, "train: resuming %s from %s (step %ld of %ld)\n", tr->out, name, start, tr->steps);
+    } else if (lead) {
         /* the options, for --resume; then step-0, before any update: Model Merge needs it (§4.4) */
         RfBuf a = {0};
         buf_printf(&a, "[");
@@ -1208,10 +1249,11 @@ static int cmd_train(int argc, char **argv) {
     sa.sa_handler = on_stop_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    fprintf(stderr, "train: %s + %s adapters (%zu parameters, experts %d/%d/%d, rank %d), %ld steps, "
-            "batches %ld emb + %ld gen, S2Sched %s\n", model, no_tmole_flag ? "LoRA" : "TMoLE", tr->tm.total,
+    if (lead)
+        fprintf(stderr, "train: %s + %s adapters (%zu parameters, experts %d/%d/%d, rank %d), %ld steps, "
+            "batches %ld emb + %ld gen, S2Sched %s%s\n", model, no_tmole_flag ? "LoRA" : "TMoLE", tr->tm.total,
             tc.n_emb, tc.n_shared, tc.n_gen, tc.rank, tr->steps, tr->emb_batch, tr->gen_batch,
-            tr->use_sched ? variant : "off");
+            tr->use_sched ? variant : "off", ranks);
 
     long warmup = (long)(tr->warmup_ratio * tr->steps + 0.5);
     double t_start = now_s();
@@ -1259,6 +1301,7 @@ static int cmd_train(int argc, char **argv) {
         double le = ne ? emb_branch(tr, emb_recs, ne, 1, 1.0f, &q) : 0;
         double lg = ng ? gen_branch(tr, gen_recs, ng, 1, (float)tr->lambda_gen, &tokens) : 0;
         if ((isnan(le) || isnan(lg)) && rf_last_error()[0]) goto out;
+        if (dist_sum_floats(tr->grads, tr->tm.total, "summing adapter gradients")) goto out;
         double loss = le + tr->lambda_gen * lg;
         tr->loss_hist[2 * step] = ne ? le : NAN;
         tr->loss_hist[2 * step + 1] = ng ? lg : NAN;
@@ -1276,41 +1319,44 @@ static int cmd_train(int argc, char **argv) {
                 goto out;
             }
             tr->nonfinite_skipped++;
-            fprintf(stderr, "\ntrain: step %ld: %s loss is not finite; batch skipped (tasks:%s)\n", step + 1, branch, tasks);
+            if (lead) fprintf(stderr, "\ntrain: step %ld: %s loss is not finite; batch skipped (tasks:%s)\n", step + 1, branch, tasks);
         } else {
             adamw_step(&tr->opt, tr->tm.params, tr->grads, lr);
         }
         double dt = now_s() - t0;
         buf_printf(&tr->loss_csv, "%ld,%.6g,%.9g,%.9g,%.9g,%.6g,%d,%d,%ld,%.4f\n", step + 1, lr, loss, le, lg, gnorm, q, ng,
                 tokens, dt);
-        if (!tr->loss_csv.data || (tr->use_sched && !tr->sched_csv.data)) { rf_error("out of memory"); goto out; }
-        if (rf_write_file_atomic(lpath, tr->loss_csv.data, tr->loss_csv.len) ||
-            (tr->use_sched && rf_write_file_atomic(spath, tr->sched_csv.data, tr->sched_csv.len)))
+        if (lead && (!tr->loss_csv.data || (tr->use_sched && !tr->sched_csv.data))) { rf_error("out of memory"); goto out; }
+        if (lead && (rf_write_file_atomic(lpath, tr->loss_csv.data, tr->loss_csv.len) ||
+                     (tr->use_sched && rf_write_file_atomic(spath, tr->sched_csv.data, tr->sched_csv.len))))
             goto out;
-        fprintf(stderr, "\rtrain: step %ld/%ld  loss %.4f (emb %.4f, gen %.4f)  lr %.2e  %.1f s/step  %.0f s left   ",
-                step + 1, tr->steps, loss, le, lg, lr, dt, (now_s() - t_start) / (step + 1) * (tr->steps - step - 1));
+        if (lead)
+            fprintf(stderr, "\rtrain: step %ld/%ld  loss %.4f (emb %.4f, gen %.4f)  lr %.2e  %.1f s/step  %.0f s left   ",
+                    step + 1, tr->steps, loss, le, lg, lr, dt, (now_s() - t_start) / (step + 1) * (tr->steps - step - 1));
         int stop = stop_requested || (stop_at > 0 && step + 1 >= stop_at && step + 1 < tr->steps);
+        if (dist_max_int(&stop, "agreeing to stop")) goto out;  /* a signal to any rank stops them all */
         if ((tr->save_every > 0 && (step + 1) % tr->save_every == 0 && step + 1 < tr->steps) || stop) {
             char name[64];
             snprintf(name, sizeof name, "step-%ld", step + 1);
             if (save_checkpoint(tr, name, step + 1)) goto out;
             if (stop) {
-                fprintf(stderr, "\ntrain: stopped after step %ld, saved %s/%s; continue with: recfound train --resume %s\n",
+                if (lead) fprintf(stderr, "\ntrain: stopped after step %ld, saved %s/%s; continue with: recfound train --resume %s\n",
                         step + 1, tr->out, name, tr->out);
                 rc = 0;
                 goto out;
             }
         }
     }
-    fprintf(stderr, "\n");
+    if (lead) fprintf(stderr, "\n");
     if (save_checkpoint(tr, "final", tr->steps)) goto out;
-    if (write_plots(tr)) goto out;
-    if (tr->stats.dropped || tr->stats.truncated || tr->skipped_no_negative || tr->nonfinite_skipped)
+    if (lead && write_plots(tr)) goto out;
+    if (lead && (tr->stats.dropped || tr->stats.truncated || tr->skipped_no_negative || tr->nonfinite_skipped))
         fprintf(stderr, "train: %ld samples dropped (answer or text beyond --max-len), %ld truncated, "
                 "%ld embedding records without a negative skipped, %ld non-finite batches skipped\n",
                 tr->stats.dropped, tr->stats.truncated, tr->skipped_no_negative, tr->nonfinite_skipped);
-    fprintf(stderr, "train: wrote %s/step-0, %s/final and %s/losses.csv in %.0f s\n", tr->out, tr->out, tr->out,
-            now_s() - t_start);
+    if (lead)
+        fprintf(stderr, "train: wrote %s/step-0, %s/final and %s/losses.csv in %.0f s\n", tr->out, tr->out, tr->out,
+                now_s() - t_start);
     rc = 0;
 out:
     trainer_free(tr);
@@ -1354,6 +1400,7 @@ static int cmd_loss(int argc, char **argv) {
     if (dataset_load_split(&tr->val, data, split, 0)) goto out;
     if (pick_validation(tr, samples, (uint64_t)seed)) goto out;
     if (task_losses(tr, &tr->val, tr->val_pick, tr->n_val, loss)) goto out;
+    if (!dist_lead()) return 0;  /* over MPI, rank 0 prints */
     printf("task,kind,samples,loss\n");  /* nan: no sample of the task fits --max-len */
     for (int t = 0; t < N_TASKS; t++)
         if (tr->n_val[t]) printf("%s,%s,%d,%.9g\n", TASKS[t].short_name, TASKS[t].kind == KIND_EMB ? "E" : "G", tr->n_val[t], loss[t]);
@@ -1613,14 +1660,8 @@ static void usage(FILE *out) {
         fprintf(out, "  %-12s %s\n", commands[i].name, commands[i].what);
 }
 
-int main(int argc, char **argv) {
-#if defined(__linux__) && defined(_OPENMP)
-    /* Unbound OpenMP threads can stay stacked on one core (seen on virtual
-     * machines: every parallel loop then runs several times slower).  libgomp
-     * reads OMP_PROC_BIND only when it loads, so set it and start again; if
-     * that fails, run unbound. */
-    if (!getenv("OMP_PROC_BIND") && !setenv("OMP_PROC_BIND", "true", 1)) execv("/proc/self/exe", argv);
-#endif
+/* Run argv[1]; 0, 1 (an error, said in one line) or 2 (usage). */
+static int run_command(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
@@ -1628,13 +1669,19 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(argv[1], commands[i].name)) {
             rf_clear_error();
-            int rc = commands[i].run(argc - 1, argv + 1);
+            int rc;
+            if (dist_size() > 1 && strcmp(argv[1], "train") && strcmp(argv[1], "loss"))
+                rc = rf_error("runs on one process; only train and loss use several MPI ranks");
+            else
+                rc = commands[i].run(argc - 1, argv + 1);
             fflush(stdout);
             if (rc) {  /* one line: "recfound CMD: problem" (messages may already name the command) */
                 const char *e = rf_last_error()[0] ? rf_last_error() : "failed";
                 size_t n = strlen(argv[1]);
-                if (!strncmp(e, argv[1], n) && e[n] == ':') fprintf(stderr, "recfound %s\n", e);
-                else fprintf(stderr, "recfound %s: %s\n", argv[1], e);
+                char who[32] = "";
+                if (dist_size() > 1) snprintf(who, sizeof who, " (rank %d)", dist_rank());
+                if (!strncmp(e, argv[1], n) && e[n] == ':') fprintf(stderr, "recfound%s %s\n", who, e);
+                else fprintf(stderr, "recfound %s%s: %s\n", argv[1], who, e);
                 return 1;
             }
             return 0;
@@ -1642,4 +1689,25 @@ int main(int argc, char **argv) {
     fprintf(stderr, "recfound: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;
+}
+
+int main(int argc, char **argv) {
+#if defined(__linux__) && defined(_OPENMP)
+    /* Unbound OpenMP threads can stay stacked on one core (seen on virtual
+     * machines: every parallel loop then runs several times slower).  libgomp
+     * reads OMP_PROC_BIND only when it loads, so set it and start again; if
+     * that fails, run unbound. */
+    /* (not under mpirun, which places the ranks itself) */
+    if (!getenv("OMP_PROC_BIND") && !getenv("OMPI_COMM_WORLD_SIZE") && !getenv("PMI_SIZE") &&
+        !setenv("OMP_PROC_BIND", "true", 1))
+        execv("/proc/self/exe", argv);
+#endif
+    if (dist_init(&argc, &argv)) {
+        fprintf(stderr, "recfound: %s\n", rf_last_error());
+        return 1;
+    }
+    int rc = run_command(argc, argv);
+    if (rc == 1) dist_abort(1);  /* an error on one rank stops them all */
+    dist_finalize();
+    return rc;
 }

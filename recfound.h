@@ -211,6 +211,7 @@ typedef struct {
     const int *lengths;   /* [B] valid tokens per row */
     const int *tasks;     /* [B] task id of each row (TMoLE routing); NULL without adapters */
     uint64_t dropout_seed; /* adapter dropout stream of this pass; 0 = no dropout (evaluation) */
+    const int *row_ids;   /* [B] each row's place in the whole batch, which keys its dropout; NULL = 0..B-1 */
 } Batch;
 
 typedef struct Tmole Tmole;  /* tmole.c: the task-routed LoRA experts of §4.2 */
@@ -744,5 +745,23 @@ int embed_texts(float *emb, const Model *m, const Tmole *tm, const Tokenizer *to
 int eval_main(int argc, char **argv);
 int metrics_main(int argc, char **argv);
 int generate_main(int argc, char **argv);
+
+/* ------------------------------------------------------------ dist.c */
+
+/* Data-parallel training over MPI (`make MPI=1`, `mpirun -np P recfound train`);
+ * without MPI one rank and identity collectives.  Collectives return 0 or -1
+ * with rf_error set, and give every rank the same bits. */
+int dist_init(int *argc, char ***argv);
+void dist_finalize(void);
+void dist_abort(int code);            /* stop every rank (an error on one of them) */
+int dist_rank(void);
+int dist_size(void);
+int dist_lead(void);                  /* rank 0: the one that writes files and prints progress */
+void dist_share(long n, long *begin, long *end);   /* this rank's contiguous block of n items */
+int dist_sum_floats(float *x, size_t n, const char *what);
+int dist_sum_doubles(double *x, size_t n, const char *what);
+int dist_max_int(int *x, const char *what);
+/* rows[n][width], this rank's dist_share(n) block filled in place: all rows on every rank after. */
+int dist_gather_rows(float *rows, long n, long width, const char *what);
 
 #endif

@@ -277,8 +277,10 @@ void tmole_acts_begin(TmoleActs *ta, const Tmole *t, const Batch *b, AttnMode pa
 static int site_index(const Tmole *t, const TmoleSite *s) { return (int)(s - t->site); }
 
 /* Keep/drop of element e of expert j at a site: 16 bits of a splitmix64 hash
- * of (seed, site, expert, e / 4), compared with p, so backward can recompute it
- * and one hash serves four elements. */
+ * of (seed, site, expert, e / 4), compared with p; one hash serves four
+ * elements.  e = ((sample << 16) + token) * in + feature, where `sample` is the
+ * row's place in the whole batch (Batch.row_ids), so the decisions do not
+ * depend on how a batch is cut into micro-batches or shared between ranks. */
 static inline int dropout_keep(uint64_t seed, int site, int j, size_t e, float p) {
     uint64_t z = seed ^ ((uint64_t)site << 40) ^ ((uint64_t)j << 56) ^ ((e >> 2) * 0x9E3779B97F4A7C15ULL);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
@@ -297,12 +299,15 @@ static const float *dropped_input(const Tmole *t, TmoleActs *ta, int si, int j, 
     if (!b->dropout_seed || p == 0) return x;
     float keep_scale = 1.0f / (1.0f - p);
 #pragma omp parallel for
-    for (int n = 0; n < rows; n++)
+    for (int n = 0; n < rows; n++) {
+        size_t sample = b->row_ids ? (size_t)b->row_ids[n / b->T] : (size_t)(n / b->T);
+        size_t key = ((sample << 16) + (size_t)(n % b->T)) * (size_t)in;
         for (int i = 0; i < in; i++) {
             size_t e = (size_t)n * in + i;
-            ta->keep[e] = (unsigned char)dropout_keep(b->dropout_seed, si, j, e, p);
+            ta->keep[e] = (unsigned char)dropout_keep(b->dropout_seed, si, j, key + i, p);
             ta->xd[e] = ta->keep[e] ? x[e] * keep_scale : 0.0f;
         }
+    }
     return ta->xd;
 }
 

@@ -18,6 +18,7 @@ Suite *merge_suite(void);
 Suite *eval_suite(void);
 Suite *fuzz_regressions_suite(void);
 Suite *cli_suite(void);
+Suite *mpi_suite(void);
 
 int main(void) {
     SRunner *sr = srunner_create(io_suite());
@@ -31,6 +32,7 @@ int main(void) {
     srunner_add_suite(sr, eval_suite());
     srunner_add_suite(sr, fuzz_regressions_suite());
     srunner_add_suite(sr, cli_suite());
+    srunner_add_suite(sr, mpi_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

@@ -16,6 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+
+#include "recfound.h"
 
 static inline double nerr(const float *a, const float *b, size_t n) {
     double num = 0, den = 0;
@@ -65,6 +68,24 @@ static inline void rm_tree(const char *dir) {
     }
     closedir(d);
     rmdir(dir);
+}
+
+/* Run a shell command line, capturing stdout and stderr into malloc'd
+ * strings; returns its exit status (-1 when it did not exit normally). */
+static inline int run_capture(const char *cmd, char **out, char **err) {
+    char dir[] = "/tmp/rfrunXXXXXX", line[8192], po[64], pe[64];
+    ck_assert(mkdtemp(dir) != NULL);
+    snprintf(po, sizeof po, "%s/out", dir);
+    snprintf(pe, sizeof pe, "%s/err", dir);
+    ck_assert((size_t)snprintf(line, sizeof line, "( %s\n) >%s 2>%s", cmd, po, pe) < sizeof line);
+    int status = system(line);
+    size_t n;
+    if (rf_read_file(po, out, &n)) *out = strdup("");
+    if (rf_read_file(pe, err, &n)) *err = strdup("");
+    unlink(po);
+    unlink(pe);
+    rmdir(dir);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 /* Path of a shared/ file, or NULL when ../shared is absent (tests then skip). */

@@ -19,19 +19,9 @@ static const char *bin(void) {
 
 /* Run `recfound ARGS`, capturing stdout and stderr into malloc'd strings. */
 static int run(const char *args, char **out, char **err) {
-    char dir[] = "/tmp/rfcliXXXXXX", cmd[4096], po[64], pe[64];
-    ck_assert(mkdtemp(dir) != NULL);
-    snprintf(po, sizeof po, "%s/out", dir);
-    snprintf(pe, sizeof pe, "%s/err", dir);
-    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=2 %s %s >%s 2>%s", bin(), args, po, pe);
-    int status = system(cmd);
-    size_t n;
-    if (rf_read_file(po, out, &n)) *out = strdup("");
-    if (rf_read_file(pe, err, &n)) *err = strdup("");
-    unlink(po);
-    unlink(pe);
-    rmdir(dir);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=2 %s %s", bin(), args);
+    return run_capture(cmd, out, err);
 }
 
 static int count_lines(const char *s) {

@@ -679,31 +679,6 @@ done:
 
 /* ========================================================== commands */
 
-/* A typed option table (as recfound.c's): 's' string, 'i' long, 'b' switch. */
-typedef struct { const char *name; char type; void *target; const char *help; } Opt;
-
-static int parse_opts(int argc, char **argv, const Opt *o, int n, const char *usage) {
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: recfound %s %s\n\n", argv[0], usage);
-            for (int k = 0; k < n; k++) printf("  %-24s %s\n", o[k].name, o[k].help);
-            return 1;
-        }
-        int k = 0;
-        while (k < n && strcmp(argv[i], o[k].name)) k++;
-        if (k == n) return rf_error("%s: unknown option '%s' (see recfound %s --help)", argv[0], argv[i], argv[0]);
-        if (o[k].type == 'b') { *(int *)o[k].target = 1; continue; }
-        if (i + 1 >= argc) return rf_error("%s: option %s needs a value", argv[0], argv[i]);
-        const char *v = argv[++i];
-        if (o[k].type == 's') { *(const char **)o[k].target = v; continue; }
-        char *end;
-        long x = strtol(v, &end, 10);
-        if (!*v || *end) return rf_error("%s: %s must be a whole number, got '%s'", argv[0], o[k].name, v);
-        *(long *)o[k].target = x;
-    }
-    return 0;
-}
-
 static int task_arg(const char *s) {
     int t = task_by_short(s);
     return t >= 0 ? t : task_by_name(s);
@@ -903,14 +878,14 @@ static int kv_capacity(const Model *m, long max_len) {
 int generate_main(int argc, char **argv) {
     const char *model = NULL, *adapter = NULL, *tokp = NULL, *task_s = NULL, *prompt = NULL;
     long max_new = -1, max_len = 4096;
-    Opt o[] = {{"--model", 's', &model, "backbone folder (config.json + model.safetensors)"},
+    Flag o[] = {{"--model", 's', &model, "backbone folder (config.json + model.safetensors)"},
                {"--adapter", 's', &adapter, "TMoLE adapter folder; its mixture for --task is folded into W0"},
                {"--task", 's', &task_s, "task (short or long name, e.g. SR or Sequential_Recommendation)"},
                {"--tokenizer", 's', &tokp, "tokenizer.json (default MODEL/tokenizer.json)"},
                {"--prompt", 's', &prompt, "the user turn (text[0] of a record)"},
                {"--max-new", 'i', &max_new, "new tokens at most (default: the authors' limit of the task, else 256)"},
                {"--max-len", 'i', &max_len, "prompt + answer tokens at most (default 4096, capped by the model)"}};
-    int r = parse_opts(argc, argv, o, 7, "--model DIR [--adapter DIR --task NAME] [--tokenizer FILE] --prompt TEXT [--max-new N]");
+    int r = parse_flags(argc, argv, o, 7, "--model DIR [--adapter DIR --task NAME] [--tokenizer FILE] --prompt TEXT [--max-new N]");
     if (r) return r > 0 ? 0 : -1;
     if (!model || !prompt) return rf_error("generate: --model and --prompt are required (see recfound generate --help)");
     int task = task_s ? task_arg(task_s) : -1;
@@ -1280,7 +1255,7 @@ int eval_main(int argc, char **argv) {
     EvalCfg ec;
     memset(&ec, 0, sizeof ec);
     ec.limit = 0; ec.max_len = 4096; ec.batch = 16; ec.every = 10; ec.negatives = 19; ec.seed = 42; ec.max_new = -1;
-    Opt o[] = {{"--model", 's', &model, "backbone folder"},
+    Flag o[] = {{"--model", 's', &model, "backbone folder"},
                {"--adapter", 's', &adapter, "TMoLE adapter folder (default: the backbone alone)"},
                {"--tokenizer", 's', &tokp, "tokenizer.json (default MODEL/tokenizer.json)"},
                {"--data", 's', &data, "dataset folder (Embedding_/Generative_dataset_SPLIT.jsonl, item_embedding_test.json)"},
@@ -1298,7 +1273,7 @@ int eval_main(int argc, char **argv) {
                {"--seed", 'i', &ec.seed, "seed of the negative draws (default 42)"},
                {"--emb-format", 's', &fmt, "train (default): every text as in training | code: the authors' test format"},
                {"--ave-precision", 's', &prec, "correct (default) | code: the authors' inflated AVE precision"}};
-    int r = parse_opts(argc, argv, o, sizeof o / sizeof o[0],
+    int r = parse_flags(argc, argv, o, sizeof o / sizeof o[0],
                        "--model DIR [--adapter DIR] --data DIR --split test|eval [--tasks U2I,SR,...] [--out FILE.json]\n"
                        "       [--protocol code|full|both] [--limit N]");
     if (r) return r > 0 ? 0 : -1;
@@ -1479,13 +1454,13 @@ static int bertscore_f1(BertScorer *b, const char *cand, const char *ref, double
 int metrics_main(int argc, char **argv) {
     const char *outputs = NULL, *prec = "correct", *json_out = NULL, *bs_model = NULL, *bs_tok = NULL;
     long bs_layer = 14;
-    Opt o[] = {{"--outputs", 's', &outputs, "outputs.jsonl with {\"output\", \"answer\", \"source\", \"task\"} lines"},
+    Flag o[] = {{"--outputs", 's', &outputs, "outputs.jsonl with {\"output\", \"answer\", \"source\", \"task\"} lines"},
                {"--ave-precision", 's', &prec, "correct (default) | code: the authors' inflated AVE precision denominator"},
                {"--out", 's', &json_out, "also write the scores as JSON to this file"},
                {"--bertscore-model", 's', &bs_model, "model folder: adds a BERTScore-style F1 for QR, AG, UP, IP"},
                {"--bertscore-layer", 'i', &bs_layer, "its layer K whose hidden states are compared (default 14, capped)"},
                {"--tokenizer", 's', &bs_tok, "tokenizer of --bertscore-model (default MODEL/tokenizer.json)"}};
-    int r = parse_opts(argc, argv, o, 6, "--outputs FILE.jsonl [--ave-precision correct|code] [--out FILE.json]\n"
+    int r = parse_flags(argc, argv, o, 6, "--outputs FILE.jsonl [--ave-precision correct|code] [--out FILE.json]\n"
                                          "       [--bertscore-model DIR [--bertscore-layer K]]");
     if (r) return r > 0 ? 0 : -1;
     if (!outputs) return rf_error("metrics: missing required option --outputs (see recfound metrics --help)");

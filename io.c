@@ -1428,3 +1428,43 @@ int model_save(const Model *m, const char *dir) {
     free(index);
     return rc;
 }
+
+/* ------------------------------------------------------- argument parsing */
+
+int need_flag(const char *cmd, const char *name, const char *value) {
+    if (value) return 0;
+    return rf_error("%s: missing required option %s (see recfound %s --help)", cmd, name, cmd);
+}
+
+int parse_flags(int argc, char **argv, const Flag *f, int n, const char *usage) {
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: recfound %s %s\n\n", argv[0], usage);
+            for (int k = 0; k < n; k++) printf("  %-24s %s\n", f[k].name, f[k].help);
+            return 1;
+        }
+        int k = 0;
+        while (k < n && strcmp(argv[i], f[k].name)) k++;
+        if (k == n) return rf_error("%s: unknown option '%s' (see recfound %s --help)", argv[0], argv[i], argv[0]);
+        if (f[k].type == 'b') {
+            *(int *)f[k].target = 1;
+            continue;
+        }
+        if (i + 1 >= argc) return rf_error("%s: option %s needs a value", argv[0], argv[i]);
+        const char *v = argv[++i];
+        char *end;
+        if (f[k].type == 's') {
+            *(const char **)f[k].target = v;
+        } else if (f[k].type == 'i') {
+            errno = 0;
+            long x = strtol(v, &end, 10);
+            if (!*v || *end || errno) return rf_error("%s: %s must be a whole number, got '%s'", argv[0], f[k].name, v);
+            *(long *)f[k].target = x;
+        } else {
+            double x = strtod(v, &end);
+            if (!*v || *end || !isfinite(x)) return rf_error("%s: %s must be a number, got '%s'", argv[0], f[k].name, v);
+            *(double *)f[k].target = x;
+        }
+    }
+    return 0;
+}

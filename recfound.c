@@ -27,55 +27,6 @@
 #include <omp.h>
 #endif
 
-/* ------------------------------------------------------- argument parsing */
-
-static int need(const char *cmd, const char *name, const char *value) {
-    if (value) return 0;
-    return rf_error("%s: missing required option %s (see recfound %s --help)", cmd, name, cmd);
-}
-
-/* A typed option table: each flag writes straight into a variable that holds
- * its default.  type 's' string, 'i' whole number (long), 'f' number (double),
- * 'b' switch (int set to 1). */
-typedef struct {
-    const char *name;
-    char type;
-    void *target;
-    const char *help;
-} Flag;
-
-static int parse_flags(int argc, char **argv, const Flag *f, int n, const char *usage) {
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: recfound %s %s\n\n", argv[0], usage);
-            for (int k = 0; k < n; k++) printf("  %-22s %s\n", f[k].name, f[k].help);
-            return 1;
-        }
-        int k = 0;
-        while (k < n && strcmp(argv[i], f[k].name)) k++;
-        if (k == n) return rf_error("%s: unknown option '%s' (see recfound %s --help)", argv[0], argv[i], argv[0]);
-        if (f[k].type == 'b') {
-            *(int *)f[k].target = 1;
-            continue;
-        }
-        if (i + 1 >= argc) return rf_error("%s: option %s needs a value", argv[0], argv[i]);
-        const char *v = argv[++i];
-        char *end;
-        if (f[k].type == 's') {
-            *(const char **)f[k].target = v;
-        } else if (f[k].type == 'i') {
-            long x = strtol(v, &end, 10);
-            if (!*v || *end) return rf_error("%s: %s must be a whole number, got '%s'", argv[0], f[k].name, v);
-            *(long *)f[k].target = x;
-        } else {
-            double x = strtod(v, &end);
-            if (!*v || *end || !isfinite(x)) return rf_error("%s: %s must be a number, got '%s'", argv[0], f[k].name, v);
-            *(double *)f[k].target = x;
-        }
-    }
-    return 0;
-}
-
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -195,7 +146,7 @@ static int cmd_init(int argc, char **argv) {
                 {"--seed", 'i', &seed, "random seed (default 42)"}};
     int r = parse_flags(argc, argv, f, 4, "--preset NAME --out DIR [--vocab N] [--seed S]");
     if (r) return r > 0 ? 0 : -1;
-    if (need("init", "--preset", preset) || need("init", "--out", out)) return -1;
+    if (need_flag("init", "--preset", preset) || need_flag("init", "--out", out)) return -1;
     if (vocab != 0 && (vocab < 3 || vocab > (1 << 24))) return rf_error("--vocab must be in [3, 2^24]");
     if (seed < 0) return rf_error("--seed must be >= 0");
     Config c;
@@ -235,7 +186,7 @@ static int cmd_score(int argc, char **argv) {
                 {"--task", 's', &tname, "task whose routing the adapters use, e.g. SR or Sequential_Recommendation"}};
     int r = parse_flags(argc, argv, fl, 5, "--model DIR --ids FILE [--bidirectional] [--adapter DIR --task NAME]");
     if (r) return r > 0 ? 0 : -1;
-    if (need("score", "--model", mdir) || need("score", "--ids", idp)) return -1;
+    if (need_flag("score", "--model", mdir) || need_flag("score", "--ids", idp)) return -1;
     AttnMode mode = bidir ? ATTN_BIDIRECTIONAL : ATTN_CAUSAL;
     Model m;
     IdFile f;
@@ -282,7 +233,7 @@ static int cmd_embed(int argc, char **argv) {
                 {"--task", 's', &tname, "task whose routing the adapters use, e.g. U2I or Emb_user"}};
     int r = parse_flags(argc, argv, fl, 5, "--model DIR --ids FILE [--pool-from K] [--adapter DIR --task NAME]");
     if (r) return r > 0 ? 0 : -1;
-    if (need("embed", "--model", mdir) || need("embed", "--ids", idp)) return -1;
+    if (need_flag("embed", "--model", mdir) || need_flag("embed", "--ids", idp)) return -1;
     if (from < 0 || from > (1 << 30)) return rf_error("--pool-from must be >= 0");
     Model m;
     IdFile f;
@@ -390,7 +341,7 @@ static int cmd_pretrain(int argc, char **argv) {
     int r = parse_flags(argc, argv, fl, n, "--model DIR (--ids FILE | --data DIR) --steps N --lr X "
                         "--optimizer sgd|adamw --out DIR");
     if (r) return r > 0 ? 0 : -1;
-    if (need("pretrain", "--model", mdir) || need("pretrain", "--out", out)) return -1;
+    if (need_flag("pretrain", "--model", mdir) || need_flag("pretrain", "--out", out)) return -1;
     if (!idp == !data) return rf_error("give one of --ids or --data");
     if (strcmp(optim, "sgd") && strcmp(optim, "adamw"))
         return rf_error("--optimizer must be sgd or adamw, got '%s'", optim);
@@ -1097,7 +1048,7 @@ static int cmd_train(int argc, char **argv) {
         stop_at = keep_stop;
         if (r) goto free_args;
     }
-    if (need("train", "--model", model) || need("train", "--data", data) || need("train", "--out", tr->out)) goto free_args;
+    if (need_flag("train", "--model", model) || need_flag("train", "--data", data) || need_flag("train", "--out", tr->out)) goto free_args;
     if (tr->emb_batch < 0 || tr->gen_batch < 0 || tr->micro < 1 || tr->max_len < 8 || tr->steps < 0 || rank < 1)
         { rf_error("batch sizes must be >= 0, --micro >= 1, --max-len >= 8, --rank >= 1"); goto free_args; }
     if (strcmp(variant, "paper") && strcmp(variant, "code"))
@@ -1388,7 +1339,7 @@ static int cmd_loss(int argc, char **argv) {
                 {"--seed", 'i', &seed, "which records are sampled (default 42)"}};
     int r = parse_flags(argc, argv, f, sizeof f / sizeof f[0], "--model DIR [--adapter DIR] --data DIR [--split eval]");
     if (r) return r > 0 ? 0 : -1;
-    if (need("loss", "--model", model) || need("loss", "--data", data)) return -1;
+    if (need_flag("loss", "--model", model) || need_flag("loss", "--data", data)) return -1;
     if (samples < 1 || tr->max_len < 8) return rf_error("--samples >= 1 and --max-len >= 8");
     char path[4096];
     int rc = -1;
@@ -1680,7 +1631,10 @@ static int run_command(int argc, char **argv) {
                 size_t n = strlen(argv[1]);
                 char who[32] = "";
                 if (dist_size() > 1) snprintf(who, sizeof who, " (rank %d)", dist_rank());
-                if (!strncmp(e, argv[1], n) && e[n] == ':') fprintf(stderr, "recfound%s %s\n", who, e);
+                /* "CMD: ..." or "CMD SUB: ..." (tokenizer encode) already name the command */
+                int named = !strncmp(e, argv[1], n) &&
+                            (e[n] == ':' || (e[n] == ' ' && strcspn(e + n + 1, " :") == strcspn(e + n + 1, ":")));
+                if (named) fprintf(stderr, "recfound%s %s\n", who, e);
                 else fprintf(stderr, "recfound %s%s: %s\n", argv[1], who, e);
                 return 1;
             }

@@ -38,6 +38,21 @@ int rf_error(const char *fmt, ...)
 const char *rf_last_error(void);
 void rf_clear_error(void);
 
+/* The sub-commands' options: a typed table where each flag writes straight
+ * into a variable that holds its default.  type 's' string (const char *),
+ * 'i' whole number (long), 'f' number (double), 'b' switch (int set to 1).
+ * argv[0] is the sub-command.  Returns 0, 1 after printing --help (usage is
+ * the line after "recfound CMD"), or -1 with rf_error set. */
+typedef struct {
+    const char *name;
+    char type;
+    void *target;
+    const char *help;
+} Flag;
+int parse_flags(int argc, char **argv, const Flag *f, int n, const char *usage);
+/* rf_error("CMD: missing required option NAME ...") when value is NULL. */
+int need_flag(const char *cmd, const char *name, const char *value);
+
 /* Read a whole file into a NUL-terminated buffer (caller frees). */
 int rf_read_file(const char *path, char **out, size_t *len);
 /* Write a file atomically: temp name in the same folder, fsync, rename.  A crash

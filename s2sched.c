@@ -466,8 +466,9 @@ int sched_counts(const Sched *s, TaskKind kind, const long *avail, int *n) {
 
 /* ------------------------------------------------------------ recfound sched */
 
-static const char SCHED_USAGE[] =
-    "usage: recfound sched --losses FILE.csv [options]\n"
+/* What `recfound sched --help` prints above the options. */
+static const char SCHED_ABOUT[] =
+    "--losses FILE.csv [options]\n"
     "\n"
     "Replays S2Sched (§4.3) on per-step validation losses and prints, for every\n"
     "step after warmup and every task, the slope α, eq. (3) γ_inter, eq. (4)\n"
@@ -477,18 +478,7 @@ static const char SCHED_USAGE[] =
     "\n"
     "FILE.csv: a header of task names (Emb_user, ..., or U2I, ...; an optional first\n"
     "column `step` is ignored), then one row of validation losses per step from\n"
-    "step 0.  An empty field or nan = not measured.  Task kinds give the groups.\n"
-    "\n"
-    "  --losses FILE.csv    the losses (required)\n"
-    "  --window L           slope window L (default 64)\n"
-    "  --tau T              temperature τ of eq. (5) (default 10)\n"
-    "  --warmup K           warmup steps (default: 10% of the rows, rounded up)\n"
-    "  --batch B            batch size of each group (default 16)\n"
-    "  --variant V          paper (eq. 3-6, default) or code (the authors' code)\n"
-    "  --remainder R        drop (default, the paper) or largest (largest remainder)\n"
-    "  --prior              code variant: multiply by the Table 1 training sizes\n"
-    "  --plot FILE.svg      also draw ω of every task over the steps\n"
-    "  --out FILE           write the CSV there instead of standard output\n";
+    "step 0.  An empty field or nan = not measured.  Task kinds give the groups.";
 
 static char *trim(char *s) {
     while (*s == ' ' || *s == '\t') s++;
@@ -618,53 +608,33 @@ done:
     return rc;
 }
 
-static int parse_long_opt(const char *name, const char *s, long lo, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end || errno || v < lo)
-        return rf_error("sched: %s: expected an integer >= %ld, got '%s'", name, lo, s);
-    *out = v;
-    return 0;
-}
-
 int sched_main(int argc, char **argv) {
-    const char *losses = NULL, *plot = NULL, *out = NULL;
+    const char *losses = NULL, *plot = NULL, *out = NULL, *variant_s = "paper", *remainder_s = "drop";
     long window = 64, warmup = -1, batch = 16;
     double tau = 10.0, prior[N_TASKS];
     int variant = SCHED_PAPER, remainder = REM_DROP, use_prior = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            fputs(SCHED_USAGE, stdout);
-            return 0;
-        }
-        if (!strcmp(a, "--prior")) {
-            use_prior = 1;
-            continue;
-        }
-        if (i + 1 >= argc) return rf_error("sched: option %s needs a value (see recfound sched --help)", a);
-        const char *v = argv[++i];
-        if (!strcmp(a, "--losses")) losses = v;
-        else if (!strcmp(a, "--plot")) plot = v;
-        else if (!strcmp(a, "--out")) out = v;
-        else if (!strcmp(a, "--window")) { if (parse_long_opt(a, v, 2, &window)) return -1; }
-        else if (!strcmp(a, "--warmup")) { if (parse_long_opt(a, v, 0, &warmup)) return -1; }
-        else if (!strcmp(a, "--batch")) { if (parse_long_opt(a, v, 0, &batch)) return -1; }
-        else if (!strcmp(a, "--tau")) {
-            char *end;
-            tau = strtod(v, &end);
-            if (end == v || *end || !isfinite(tau)) return rf_error("sched: --tau: '%s' is not a number", v);
-        } else if (!strcmp(a, "--variant")) {
-            if (!strcmp(v, "paper")) variant = SCHED_PAPER;
-            else if (!strcmp(v, "code")) variant = SCHED_CODE;
-            else return rf_error("sched: --variant: '%s' (paper or code)", v);
-        } else if (!strcmp(a, "--remainder")) {
-            if (!strcmp(v, "drop")) remainder = REM_DROP;
-            else if (!strcmp(v, "largest") || !strcmp(v, "largest-remainder")) remainder = REM_LARGEST;
-            else return rf_error("sched: --remainder: '%s' (drop or largest)", v);
-        } else return rf_error("sched: unknown option '%s' (see recfound sched --help)", a);
-    }
+    Flag f[] = {
+        {"--losses", 's', &losses, "the losses (required)"},
+        {"--window", 'i', &window, "slope window L (default 64)"},
+        {"--tau", 'f', &tau, "temperature τ of eq. (5) (default 10)"},
+        {"--warmup", 'i', &warmup, "warmup steps (default: 10% of the rows, rounded up)"},
+        {"--batch", 'i', &batch, "batch size of each group (default 16)"},
+        {"--variant", 's', &variant_s, "paper (eq. 3-6, default) or code (the authors' code)"},
+        {"--remainder", 's', &remainder_s, "drop (default, the paper) or largest (largest remainder)"},
+        {"--prior", 'b', &use_prior, "code variant: multiply by the Table 1 training sizes"},
+        {"--plot", 's', &plot, "also draw ω of every task over the steps (FILE.svg)"},
+        {"--out", 's', &out, "write the CSV there instead of standard output"},
+    };
+    int r = parse_flags(argc, argv, f, (int)(sizeof f / sizeof f[0]), SCHED_ABOUT);
+    if (r) return r > 0 ? 0 : -1;
+    if (!strcmp(variant_s, "paper")) variant = SCHED_PAPER;
+    else if (!strcmp(variant_s, "code")) variant = SCHED_CODE;
+    else return rf_error("sched: --variant: '%s' (paper or code)", variant_s);
+    if (!strcmp(remainder_s, "drop")) remainder = REM_DROP;
+    else if (!strcmp(remainder_s, "largest") || !strcmp(remainder_s, "largest-remainder")) remainder = REM_LARGEST;
+    else return rf_error("sched: --remainder: '%s' (drop or largest)", remainder_s);
+    if (window < 2 || warmup < -1 || batch < 0)
+        return rf_error("sched: --window must be >= 2, --warmup and --batch >= 0");
     if (!losses) return rf_error("sched: --losses FILE.csv is required (see recfound sched --help)");
     if (batch > 1000000000L) return rf_error("sched: --batch %ld is too large", batch);
     if (window > 1000000000L) return rf_error("sched: --window %ld is too large", window);

@@ -1714,28 +1714,24 @@ static int corpus_add(void *vctx, const char *s, size_t n) {
     return 0;
 }
 
-static int need_value(int argc, char **argv, int i) {
-    if (i + 1 >= argc) return rf_error("tokenizer %s: %s needs a value", argv[0], argv[i]);
-    return 0;
-}
-
 static int cmd_encode_decode(int argc, char **argv, int decode) {
     const char *tok_path = NULL, *text = NULL, *jsonl = NULL, *ids_path = NULL;
     int bos = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            fputs(TOKENIZER_USAGE, stdout);
-            return 0;
-        }
-        if (!strcmp(a, "--bos") && !decode) { bos = 1; continue; }
-        if (need_value(argc, argv, i)) return -1;
-        if (!strcmp(a, "--tokenizer")) tok_path = argv[++i];
-        else if (!strcmp(a, "--text") && !decode) text = argv[++i];
-        else if (!strcmp(a, "--jsonl") && !decode) jsonl = argv[++i];
-        else if (!strcmp(a, "--ids") && decode) ids_path = argv[++i];
-        else return rf_error("tokenizer %s: unknown option %s (see --help)", argv[0], a);
-    }
+    Flag enc[] = {
+        {"--tokenizer", 's', &tok_path, "tokenizer.json"},
+        {"--text", 's', &text, "one text to encode"},
+        {"--jsonl", 's', &jsonl, "a file with one JSON string per line, each encoded"},
+        {"--bos", 'b', &bos, "start with <s>, as the tokenizer's post-processor does"},
+    };
+    Flag dec[] = {
+        {"--tokenizer", 's', &tok_path, "tokenizer.json"},
+        {"--ids", 's', &ids_path, "a file of space-separated token ids, one sequence per line"},
+    };
+    argv[0] = decode ? "tokenizer decode" : "tokenizer encode";
+    int r = decode ? parse_flags(argc, argv, dec, 2, "--tokenizer FILE --ids FILE\n\nprints each line of ids as a JSON string")
+                   : parse_flags(argc, argv, enc, 4, "--tokenizer FILE (--text STRING | --jsonl FILE) [--bos]\n\n"
+                                 "prints the token ids of each input, space-separated, one line per input");
+    if (r) return r > 0 ? 0 : -1;
     if (!tok_path) return rf_error("tokenizer %s: --tokenizer FILE is required", argv[0]);
     if (!decode && !text == !jsonl) return rf_error("tokenizer encode: give exactly one of --text or --jsonl");
     if (decode && !ids_path) return rf_error("tokenizer decode: --ids FILE is required");
@@ -1799,24 +1795,17 @@ static int cmd_encode_decode(int argc, char **argv, int decode) {
 static int cmd_train(int argc, char **argv) {
     const char *corpus = NULL, *out = NULL, *data = NULL;
     long vocab = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            fputs(TOKENIZER_USAGE, stdout);
-            return 0;
-        }
-        if (need_value(argc, argv, i)) return -1;
-        if (!strcmp(a, "--corpus")) corpus = argv[++i];
-        else if (!strcmp(a, "--data")) data = argv[++i];
-        else if (!strcmp(a, "--out")) out = argv[++i];
-        else if (!strcmp(a, "--vocab")) {
-            char *end;
-            vocab = strtol(argv[++i], &end, 10);
-            if (*end || end == argv[i]) return rf_error("tokenizer train: --vocab %s is not an integer", argv[i]);
-        } else {
-            return rf_error("tokenizer train: unknown option %s (see --help)", a);
-        }
-    }
+    Flag f[] = {
+        {"--corpus", 's', &corpus, "a .jsonl file with one JSON string (a training text) per line"},
+        {"--data", 's', &data, "instead: every training text of a dataset folder, formatted as the model sees it"},
+        {"--vocab", 'i', &vocab, "tokens in the vocabulary (required)"},
+        {"--out", 's', &out, "where to write tokenizer.json (required)"},
+    };
+    argv[0] = "tokenizer train";
+    int r = parse_flags(argc, argv, f, 4, "(--corpus FILE.jsonl | --data DIR) --vocab N --out PATH/tokenizer.json\n\n"
+                        "learns a BPE vocabulary of N tokens (Mistral scheme: <unk> <s> </s>, 256 byte tokens,\n"
+                        "characters, merges)");
+    if (r) return r > 0 ? 0 : -1;
     if ((!corpus == !data) || !out || !vocab)
         return rf_error("tokenizer train: --vocab, --out and one of --corpus or --data are required");
     Corpus c = {0};

@@ -1385,7 +1385,12 @@ static void trainer_free(Trainer *tr) {
 
 /* Split a text as the encoder would: around "<unk>", "<s>", "</s>"; each
  * piece gets "▁" in front and " " -> "▁"; then words start at every "▁"
- * ("▁the▁cat" -> "▁the", "▁cat").  Words are counted in `words`. */
+ * ("▁the▁cat" -> "▁the", "▁cat"), and every "\n" is a word of its own
+ * ("▁A:\nyes" -> "▁A:", "\n", "yes").  So no merge crosses a space or a line
+ * break, as in SentencePiece's vocabularies (Mistral's): otherwise a prompt
+ * ending in "<|assistant|>\n" and its answer "yes" could fuse into one token,
+ * and a model would never see the prompt alone as it is at generation time.
+ * Words are counted in `words`. */
 static int count_words(StrSet *words, const char *text, size_t len) {
     static const char *const specials[] = {"<unk>", "<s>", "</s>"};
     RfBuf norm = {0};
@@ -1407,8 +1412,10 @@ static int count_words(StrSet *words, const char *text, size_t len) {
             }
             if (!norm.data) rc = rf_error("out of memory");
             size_t ws = 0;
-            for (size_t k = 3; !rc && k <= norm.len; k++) {
-                if (k == norm.len || (k + 3 <= norm.len && !memcmp(norm.data + k, "\xE2\x96\x81", 3))) {
+            for (size_t k = 1; !rc && k <= norm.len; k++) {
+                int cut = k == norm.len || norm.data[k] == '\n' || norm.data[k - 1] == '\n' ||
+                          (k + 3 <= norm.len && !memcmp(norm.data + k, "\xE2\x96\x81", 3));
+                if (cut && k > ws) {
                     int x = ss_add(words, norm.data + ws, k - ws);
                     if (x < 0) rc = -1;
                     else words->count[x]++;

@@ -424,15 +424,47 @@ START_TEST(test_train_by_hand) {
 }
 END_TEST
 
+/* Hand-derived: "a\nb a\nb" is "▁a\nb▁a\nb" after normalising; a line
+ * break is a word of its own, so the words are "▁a", "\n", "b" (twice each)
+ * and the only pair is (▁, a): one merge, "▁a".  (Merging across the line
+ * break would also have learned "a\n" and "\nb" pieces.) */
+START_TEST(test_train_no_merge_across_line_breaks) {
+    const char *corpus[] = {"a\nb a\nb"};
+    Tokenizer t;
+    ck_assert_msg(tok_train(&t, corpus, NULL, 1, 300) == 0, "%s", rf_last_error());
+    ck_assert_int_eq(t.n_merges, 1);
+    ck_assert_str_eq(t.piece[t.n_vocab - 1], "\xE2\x96\x81" "a");
+    tok_free(&t);
+    /* a prompt/answer pair as training and generation see it: the answer's
+     * tokens are the same whether or not the prompt precedes it */
+    const char *chat[] = {"<|user|>\nIs it blue?\n<|assistant|>\nyes", "<|user|>\nIs it red?\n<|assistant|>\nno"};
+    const char *many[40];
+    for (int i = 0; i < 40; i++) many[i] = chat[i % 2];
+    ck_assert(tok_train(&t, many, NULL, 40, 400) == 0);
+    for (int i = 0; i < t.n_vocab; i++)
+        ck_assert_msg(strlen(t.piece[i]) == 1 || !strchr(t.piece[i], '\n'), "piece %d \"%s\" holds a line break", i,
+                      t.piece[i]);
+    int *whole, nw, *head, nh;
+    ck_assert(tok_encode(&t, chat[0], strlen(chat[0]), 0, &whole, &nw) == 0);
+    size_t hl = strlen(chat[0]) - 3;  /* without "yes" */
+    ck_assert(tok_encode(&t, chat[0], hl, 0, &head, &nh) == 0);
+    ck_assert_int_gt(nw, nh);
+    for (int i = 0; i < nh; i++) ck_assert_int_eq(whole[i], head[i]);
+    free(whole);
+    free(head);
+    tok_free(&t);
+}
+END_TEST
+
 START_TEST(test_train_round_trip) {
     enum { N = 600 };
     char **corpus = make_corpus(N, 7u);
     Tokenizer t, t2, u;
-    ck_assert_msg(tok_train(&t, (const char *const *)corpus, NULL, N, 420) == 0, "%s", rf_last_error());
-    ck_assert_int_eq(t.n_vocab, 420);
+    ck_assert_msg(tok_train(&t, (const char *const *)corpus, NULL, N, 400) == 0, "%s", rf_last_error());
+    ck_assert_int_eq(t.n_vocab, 400);
     ck_assert_msg(t.n_merges > 50, "only %d merges", t.n_merges);
     /* deterministic: the same corpus gives the same merges */
-    ck_assert(tok_train(&t2, (const char *const *)corpus, NULL, N, 420) == 0);
+    ck_assert(tok_train(&t2, (const char *const *)corpus, NULL, N, 400) == 0);
     ck_assert_int_eq(t2.n_merges, t.n_merges);
     for (int r = 0; r < t.n_merges; r++) {
         ck_assert_int_eq(t.merge_a[r], t2.merge_a[r]);
@@ -552,6 +584,7 @@ Suite *tokenizer_suite(void) {
     TCase *train = tcase_create("train");
     tcase_set_timeout(train, 60);
     tcase_add_test(train, test_train_by_hand);
+    tcase_add_test(train, test_train_no_merge_across_line_breaks);
     tcase_add_test(train, test_train_round_trip);
     tcase_add_test(train, test_cli);
     suite_add_tcase(s, train);

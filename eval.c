@@ -630,7 +630,7 @@ static int cmp_len_desc(const void *a, const void *b) {
 }
 
 static void order_by_length(int *idx, int n, const Sample *s) {
-    LenIdx *v = malloc((n ? n : 1) * sizeof *v);
+    LenIdx *v = malloc((size_t)(n > 0 ? n : 1) * sizeof *v);
     if (!v) return;  /* the given order is as correct, only slower */
     for (int i = 0; i < n; i++) v[i] = (LenIdx){s[idx[i]].len, idx[i]};
     qsort(v, n, sizeof *v, cmp_len_desc);

@@ -1191,9 +1191,14 @@ static int cmd_train(int argc, char **argv) {
         r = rf_mkdirs(tr->out) || !a.data || rf_write_file_atomic(path, a.data, a.len);
         buf_free(&a);
         if (r) { if (!rf_last_error()[0]) rf_error("%s: cannot write", path); goto out; }
-        if (save_checkpoint(tr, "step-0", 0)) goto out;
         buf_printf(&tr->loss_csv, "step,lr,loss,loss_emb,loss_gen,grad_norm,emb_queries,gen_samples,tokens,seconds\n");
         if (tr->use_sched) buf_printf(&tr->sched_csv, "step,group,task,alpha,gamma_inter,gamma_intra,beta,omega,n\n");
+        /* the CSV headers go to disk before step-0 does: a run killed before step 1 resumes */
+        if (!tr->loss_csv.data || (tr->use_sched && !tr->sched_csv.data)) { rf_error("out of memory"); goto out; }
+        if (rf_write_file_atomic(lpath, tr->loss_csv.data, tr->loss_csv.len) ||
+            (tr->use_sched && rf_write_file_atomic(spath, tr->sched_csv.data, tr->sched_csv.len)) ||
+            save_checkpoint(tr, "step-0", 0))
+            goto out;
     }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

@@ -20,7 +20,7 @@ static const char *bin(void) {
 /* Run `recfound ARGS`, capturing stdout and stderr into malloc'd strings. */
 static int run(const char *args, char **out, char **err) {
     char cmd[4096];
-    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=2 %s %s", bin(), args);
+    ck_assert((size_t)snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=2 %s %s", bin(), args) < sizeof cmd);
     return run_capture(cmd, out, err);
 }
 
@@ -528,6 +528,15 @@ START_TEST(test_sigkill_keeps_checkpoints) {
     }
     /* and the run goes on from where it was killed: one more step */
     snprintf(args, sizeof args, "train --resume %s/run --stop-at 1", d);
+    ck_assert_msg(run(args, &out, &err) == 0 && strstr(err, "resuming") && strstr(err, "stopped after step"), "%s", err);
+    free(out); free(err);
+    /* killed as soon as step-0 exists (before step 1 is done): it resumes too */
+    snprintf(args, sizeof args, "%s train --model %s/base --tokenizer %s/tok.json --data %s/w --steps 400 --emb-batch 2 "
+             "--gen-batch 3 --max-len 96 --rank 4 --task-dim 16 --out %s/run0 >/dev/null 2>&1 & pid=$!; "
+             "while [ ! -d %s/run0/step-0 ] && kill -0 $pid 2>/dev/null; do sleep 0.01; done; kill -9 $pid; "
+             "wait $pid 2>/dev/null; test -d %s/run0/step-0", bin(), d, d, d, d, d, d);
+    ck_assert_msg(system(args) == 0, "no step-0 before the kill");
+    snprintf(args, sizeof args, "train --resume %s/run0 --stop-at 1", d);
     ck_assert_msg(run(args, &out, &err) == 0 && strstr(err, "resuming") && strstr(err, "stopped after step"), "%s", err);
     free(out); free(err);
     model_free(&m);

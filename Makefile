@@ -66,7 +66,7 @@ check: $(BIN) $(BUILD)/run_tests $(if $(MPICC),build-mpi/recfound)
 
 ifneq ($(MPI),1)
 build-mpi/recfound: $(wildcard *.c) recfound.h
-	$(MAKE) MPI=1 build-mpi/recfound
+	$(MAKE) MPI=1 BUILD=build-mpi BIN=build-mpi/recfound build-mpi/recfound
 endif
 
 bench: recfound

@@ -6,6 +6,9 @@
  *   matmul_nn: out[M,N] (+)= a[M,K] . b[K,N]      backward  dx = dy W
  *   matmul_tn: out[M,N] (+)= a[K,M]^T . b[K,N]    backward  dW = dy^T x
  *
+ * and matmul_strided, the same product on operands and an output read and
+ * written through any (row, column) strides: sub-matrices and transposes.
+ *
  * Each product has a plain twin (*_ref): a triple loop accumulating in double,
  * obviously correct and slow.  The fast versions share one blocked GEMM
  * (the BLIS/GotoBLAS scheme): C[M,N] += A[M,K] B[K,N] where A and B are read
@@ -88,32 +91,66 @@ void matmul_tn_ref(float *out, const float *a, const float *b, int M, int K, int
  * A value is broadcast straight from memory into each FMA. */
 #define MR 12
 #define NR 32
-static void kernel(int kc, const float *restrict A, const float *restrict B, float *restrict c, size_t ldc,
-                   int add) {
+/* The top `rows` x (16 * halves) corner of the tile (rows <= MR, halves 1 or
+ * 2; constants once inlined), each element the same k-ordered sum as in the
+ * full tile.  Edge tiles use the smaller corners instead of computing padding:
+ * a product with N = 16 (a rank-16 adapter) runs at full width. */
+static inline __attribute__((always_inline)) void kernel_part(int kc, const float *restrict A,
+                                                              const float *restrict B, float *restrict c,
+                                                              size_t ldc, int add, const int rows,
+                                                              const int halves) {
     __m512 c0[MR], c1[MR];
 #pragma GCC unroll 16
-    for (int r = 0; r < MR; r++) c0[r] = c1[r] = _mm512_setzero_ps();
+    for (int r = 0; r < rows; r++) c0[r] = c1[r] = _mm512_setzero_ps();
     for (int k = 0; k < kc; k++) {
-        __m512 b0 = _mm512_load_ps(B), b1 = _mm512_load_ps(B + 16);
+        __m512 b0 = _mm512_load_ps(B), b1 = halves > 1 ? _mm512_load_ps(B + 16) : b0;
 #pragma GCC unroll 16
-        for (int r = 0; r < MR; r++) {
+        for (int r = 0; r < rows; r++) {
             __m512 ar = _mm512_set1_ps(A[r]);
             c0[r] = _mm512_fmadd_ps(ar, b0, c0[r]);
-            c1[r] = _mm512_fmadd_ps(ar, b1, c1[r]);
+            if (halves > 1) c1[r] = _mm512_fmadd_ps(ar, b1, c1[r]);
         }
         A += MR;
         B += NR;
     }
 #pragma GCC unroll 16
-    for (int r = 0; r < MR; r++) {
+    for (int r = 0; r < rows; r++) {
         float *cr = c + r * ldc;
         if (add) {
             c0[r] = _mm512_add_ps(_mm512_loadu_ps(cr), c0[r]);
-            c1[r] = _mm512_add_ps(_mm512_loadu_ps(cr + 16), c1[r]);
+            if (halves > 1) c1[r] = _mm512_add_ps(_mm512_loadu_ps(cr + 16), c1[r]);
         }
         _mm512_storeu_ps(cr, c0[r]);
-        _mm512_storeu_ps(cr + 16, c1[r]);
+        if (halves > 1) _mm512_storeu_ps(cr + 16, c1[r]);
     }
+}
+
+static void kernel(int kc, const float *restrict A, const float *restrict B, float *restrict c, size_t ldc,
+                   int add) {
+    kernel_part(kc, A, B, c, ldc, add, MR, 2);
+}
+
+/* An edge tile of mr x nr: the smallest corner (4, 8 or 12 rows; 16 or 32
+ * columns) that covers it, straight into c when it fits exactly. */
+#define HAVE_KERNEL_EDGE 1
+static void kernel_edge(int kc, const float *A, const float *B, float *c, size_t ldc, int add, int mr, int nr) {
+    float tile[MR * NR];
+    int rows = mr <= 4 ? 4 : mr <= 8 ? 8 : MR, halves = nr <= 16 ? 1 : 2;
+    int direct = mr == rows && nr == 16 * halves;
+    float *t = direct ? c : tile;
+    size_t ld = direct ? ldc : NR;
+    int a = direct && add;
+    switch (rows * 2 + halves) {
+    case 4 * 2 + 1: kernel_part(kc, A, B, t, ld, a, 4, 1); break;
+    case 4 * 2 + 2: kernel_part(kc, A, B, t, ld, a, 4, 2); break;
+    case 8 * 2 + 1: kernel_part(kc, A, B, t, ld, a, 8, 1); break;
+    case 8 * 2 + 2: kernel_part(kc, A, B, t, ld, a, 8, 2); break;
+    case MR * 2 + 1: kernel_part(kc, A, B, t, ld, a, MR, 1); break;
+    default: kernel_part(kc, A, B, t, ld, a, MR, 2); break;
+    }
+    if (direct) return;
+    for (int r = 0; r < mr; r++)
+        for (int j = 0; j < nr; j++) c[r * ldc + j] = add ? c[r * ldc + j] + tile[r * NR + j] : tile[r * NR + j];
 }
 
 /* In-register transpose of 16 rows of 16 floats (unpack ps, unpack pd, two
@@ -310,7 +347,6 @@ static void pack_b(float *restrict Bp, View B, int p0, int kc, int j0, int nc) {
  * MC x KC floats, Bp KC x NC (both rounded up to whole strips). */
 static void gemm_block(float *C, size_t ldc, View A, View B, int K, int m0, int m1, int n0, int n1, int acc,
                        float *Ap, float *Bp) {
-    float tile[MR * NR];
     for (int jc = n0; jc < n1; jc += NC) {
         int nc = n1 - jc < NC ? n1 - jc : NC;
         for (int pc = 0; pc < K; pc += KC) {
@@ -330,10 +366,15 @@ static void gemm_block(float *C, size_t ldc, View A, View B, int K, int m0, int 
                         if (mr == MR && nr == NR) {
                             kernel(kc, ap, bp, c, ldc, add);
                         } else {
+#ifdef HAVE_KERNEL_EDGE
+                            kernel_edge(kc, ap, bp, c, ldc, add, mr, nr);
+#else
+                            float tile[MR * NR];
                             kernel(kc, ap, bp, tile, NR, 0);
                             for (int r = 0; r < mr; r++)
                                 for (int j = 0; j < nr; j++)
                                     c[r * ldc + j] = add ? c[r * ldc + j] + tile[r * NR + j] : tile[r * NR + j];
+#endif
                         }
                     }
                 }
@@ -369,10 +410,11 @@ static int split(int n, int unit, int p, int q) {
 /* Round a float count up to whole 64-byte lines. */
 static size_t line_up(size_t n) { return (n + 15) / 16 * 16; }
 
-static void gemm(float *C, View A, View B, int M, int K, int N, int acc) {
+static void gemm(float *C, size_t ldc, View A, View B, int M, int K, int N, int acc) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
-        if (!acc) memset(C, 0, (size_t)M * N * sizeof(float));
+        if (!acc)
+            for (int i = 0; i < M; i++) memset(C + (size_t)i * ldc, 0, (size_t)N * sizeof(float));
         return;
     }
     int kc = K < KC ? K : KC;
@@ -393,7 +435,7 @@ static void gemm(float *C, View A, View B, int M, int K, int N, int acc) {
             for (int j = 0; j < N; j++) {
                 float s = 0;
                 for (int k = 0; k < K; k++) s += A.p[i * A.rs + k * A.cs] * B.p[k * B.rs + j * B.cs];
-                C[(size_t)i * N + j] = acc ? C[(size_t)i * N + j] + s : s;
+                C[(size_t)i * ldc + j] = acc ? C[(size_t)i * ldc + j] + s : s;
             }
         return;
     }
@@ -410,7 +452,7 @@ static void gemm(float *C, View A, View B, int M, int K, int N, int acc) {
         int m0 = split(M, MR, bi, tm), m1 = split(M, MR, bi + 1, tm);
         int n0 = split(N, NR, bj, tn), n1 = split(N, NR, bj + 1, tn);
         float *Ap = (float *)mem + (size_t)tid * (na + nb), *Bp = Ap + na;
-        if (m0 < m1 && n0 < n1) gemm_block(C, (size_t)N, A, B, K, m0, m1, n0, n1, acc, Ap, Bp);
+        if (m0 < m1 && n0 < n1) gemm_block(C, ldc, A, B, K, m0, m1, n0, n1, acc, Ap, Bp);
     }
     free(mem);
 }
@@ -419,17 +461,37 @@ static void gemm(float *C, View A, View B, int M, int K, int N, int acc) {
 
 void matmul_nt(float *out, const float *a, const float *b, int M, int K, int N, int acc) {
     View A = {a, (size_t)K, 1}, B = {b, 1, (size_t)K};
-    gemm(out, A, B, M, K, N, acc);
+    gemm(out, (size_t)N, A, B, M, K, N, acc);
 }
 
 void matmul_nn(float *out, const float *a, const float *b, int M, int K, int N, int acc) {
     View A = {a, (size_t)K, 1}, B = {b, (size_t)N, 1};
-    gemm(out, A, B, M, K, N, acc);
+    gemm(out, (size_t)N, A, B, M, K, N, acc);
 }
 
 void matmul_tn(float *out, const float *a, const float *b, int M, int K, int N, int acc) {
     View A = {a, 1, (size_t)M}, B = {b, (size_t)N, 1};
-    gemm(out, A, B, M, K, N, acc);
+    gemm(out, (size_t)N, A, B, M, K, N, acc);
+}
+
+/* The general form: out[i*ldo + j] (+)= sum_k a[i*a_rs + k*a_cs] b[k*b_rs + j*b_cs],
+ * any strides (a transpose is a swap of a matrix's two strides).  Attention
+ * uses it to read one head's columns straight out of [B*T, heads*hd] rows and
+ * to write into a block of a larger matrix. */
+void matmul_strided(float *out, size_t ldo, const float *a, size_t a_rs, size_t a_cs, const float *b, size_t b_rs,
+                    size_t b_cs, int M, int K, int N, int acc) {
+    View A = {a, a_rs, a_cs}, B = {b, b_rs, b_cs};
+    gemm(out, ldo, A, B, M, K, N, acc);
+}
+
+void matmul_strided_ref(float *out, size_t ldo, const float *a, size_t a_rs, size_t a_cs, const float *b,
+                        size_t b_rs, size_t b_cs, int M, int K, int N, int acc) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = acc ? out[(size_t)i * ldo + j] : 0.0;
+            for (int k = 0; k < K; k++) s += (double)a[(size_t)i * a_rs + (size_t)k * a_cs] * b[(size_t)k * b_rs + (size_t)j * b_cs];
+            out[(size_t)i * ldo + j] = (float)s;
+        }
 }
 
 /* ---------------------------------------------------------- benchmark */

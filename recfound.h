@@ -212,6 +212,11 @@ void matmul_tn(float *out, const float *a, const float *b, int M, int K, int N, 
 void matmul_nt_ref(float *out, const float *a, const float *b, int M, int K, int N, int acc);
 void matmul_nn_ref(float *out, const float *a, const float *b, int M, int K, int N, int acc);
 void matmul_tn_ref(float *out, const float *a, const float *b, int M, int K, int N, int acc);
+/* Any strides: out[i*ldo + j] (+)= sum_k a[i*a_rs + k*a_cs] b[k*b_rs + j*b_cs]; plain twin beside it. */
+void matmul_strided(float *out, size_t ldo, const float *a, size_t a_rs, size_t a_cs, const float *b, size_t b_rs,
+                    size_t b_cs, int M, int K, int N, int acc);
+void matmul_strided_ref(float *out, size_t ldo, const float *a, size_t a_rs, size_t a_cs, const float *b,
+                        size_t b_rs, size_t b_cs, int M, int K, int N, int acc);
 /* `recfound bench-matmul`: GFLOP/s of the fast products on the training shapes. */
 int bench_matmul_main(int argc, char **argv);
 
@@ -274,8 +279,8 @@ void rope_apply(float *x, const float *cos_t, const float *sin_t, int B, int T, 
 void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
                        const int *lengths, int B, int T, int H, int KV, int hd, AttnMode mode, int window);
 void attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
-                        const float *att, const float *q, const float *k, const float *v,
-                        int B, int T, int H, int KV, int hd);
+                        const float *att, const float *q, const float *k, const float *v, const int *lengths,
+                        int B, int T, int H, int KV, int hd, AttnMode mode, int window);
 /* The plain twins of the two above (one query row at a time), tested equal. */
 void attention_forward_ref(float *out, float *att, const float *q, const float *k, const float *v,
                            const int *lengths, int B, int T, int H, int KV, int hd, AttnMode mode, int window);
@@ -283,6 +288,12 @@ void attention_backward_ref(float *dq, float *dk, float *dv, const float *dout, 
                             const float *k, const float *v, int B, int T, int H, int KV, int hd);
 void swiglu_forward(float *act, const float *gate, const float *up, size_t n);
 void swiglu_backward(float *dgate, float *dup, const float *dact, const float *gate, const float *up, size_t n);
+void swiglu_forward_ref(float *act, const float *gate, const float *up, size_t n);   /* plain twins */
+void swiglu_backward_ref(float *dgate, float *dup, const float *dact, const float *gate, const float *up, size_t n);
+/* y = e^x (y may be x): the vector exp of the softmaxes and SiLU (max relative
+ * error 7.4e-8 with AVX-512, see model.c) and its plain twin, expf. */
+void exp_array(float *y, const float *x, size_t n);
+void exp_array_ref(float *y, const float *x, size_t n);
 void embedding_forward(float *out, const int *ids, const float *table, int N, int C);
 void embedding_backward(float *dtable, const float *dout, const int *ids, int N, int C);
 /* RoPE tables of an Acts (for tests of rope_apply): [T * hd/2] each. */
@@ -305,6 +316,7 @@ typedef struct {
 } AdamW;
 int adamw_init(AdamW *o, size_t n, float lr, float beta1, float beta2, float eps, float wd);
 void adamw_step(AdamW *o, float *params, const float *grads, float lr);
+void adamw_step_ref(AdamW *o, float *params, const float *grads, float lr);  /* plain twin: the same bits */
 void adamw_free(AdamW *o);
 void sgd_step(float *params, const float *grads, size_t n, float lr);
 /* Scale grads so that their global L2 norm is at most max_norm; returns the norm before. */
@@ -397,6 +409,16 @@ void tmole_backward(const Tmole *t, TmoleActs *ta, const TmoleSite *s, float *dx
                     const float *dy, const float *x, const Batch *b, AttnMode pass);
 /* The router and task-embedding part of backward, once per pass after every site. */
 void tmole_backward_router(const Tmole *t, TmoleActs *ta, float *grads, AttnMode pass);
+/* The plain twins of tmole_forward / tmole_backward (row by row), tested equal. */
+void tmole_forward_ref(const Tmole *t, TmoleActs *ta, const TmoleSite *s, float *y, const float *x,
+                       const Batch *b, AttnMode pass);
+void tmole_backward_ref(const Tmole *t, TmoleActs *ta, const TmoleSite *s, float *dx, float *grads,
+                        const float *dy, const float *x, const Batch *b, AttnMode pass);
+/* Adapter dropout's keep decisions for elements key .. key+n-1 of expert j at
+ * site `site` of a pass seeded `seed`: bit i % 32 of bits[i / 32] = 1 when
+ * element key + i is kept (probability 1 - p).  Plain twin tested equal. */
+void tmole_dropout_bits(uint32_t *bits, int n, uint64_t seed, int site, int j, size_t key, float p);
+void tmole_dropout_bits_ref(uint32_t *bits, int n, uint64_t seed, int site, int j, size_t key, float p);
 /* `recfound route --adapter DIR [--out PREFIX]` (argv[0] = "route"). */
 int route_main(int argc, char **argv);
 /* Fold one task's mixture into W[out, in] += sum_j v_j (alpha/r) B_j A_j (inference). */

@@ -24,8 +24,13 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #define TMOLE_MAX_WIDTH 4096  /* widest router layer (task embedding or hidden) */
+/* Loops over fewer values than this run on one thread (as in model.c). */
+#define PARALLEL_MIN ((size_t)1 << 15)
 
 static const char *PROJ_NAMES[N_PROJ] = {"q_proj", "k_proj", "v_proj", "o_proj"};
 
@@ -225,12 +230,18 @@ void tmole_route(const Tmole *t, const TmoleSite *s, int task, AttnMode pass, fl
 
 struct TmoleActs {
     int rows;         /* capacity in B*T rows */
-    int N, r, max_in;
-    float *U;         /* [n_sites][N][rows][r]: A_j dropout_j(x), kept for backward */
+    int N, r, max_in, max_out;
+    float *U;         /* [n_sites][rows][N*r]: row n holds A_j dropout_j(x_n) of the used experts, in order */
     float *v;         /* [n_sites][14][N]: routing of this pass per task */
     float *dv;        /* [n_sites][14][N]: d loss / d v, accumulated in backward */
-    float *xd, *G, *tmp; /* scratch [rows][max_in], [rows][r], [rows][max_in] */
-    unsigned char *keep; /* dropout decisions of the last dropped_input, [rows][max_in] */
+    /* scratch of one site at a time */
+    float *xd, *tmp;  /* [rows][max_in] */
+    float *Z, *G;     /* [rows][N*r] */
+    float *Acat;      /* [N*r][max_in]: A_j of the used experts stacked */
+    float *Bcat;      /* [max_out][N*r]: B_j of the used experts side by side */
+    float *dcat;      /* [max(max_in, max_out) * N*r]: their gradients */
+    uint32_t *bits;   /* [rows][words]: dropout keep bits of one expert */
+    int words;        /* 32-bit words per row of bits: ceil(max_in / 32) */
 };
 
 TmoleActs *tmole_acts_new(const Tmole *t, int B, int T) {
@@ -239,17 +250,26 @@ TmoleActs *tmole_acts_new(const Tmole *t, int B, int T) {
     ta->rows = B * T;
     ta->N = tmole_n_experts(&t->cfg);
     ta->r = t->cfg.rank;
-    for (int i = 0; i < t->n_sites; i++)
+    for (int i = 0; i < t->n_sites; i++) {
         if (t->site[i].in > ta->max_in) ta->max_in = t->site[i].in;
-    size_t rows = ta->rows, N = ta->N, r = ta->r, S = t->n_sites;
+        if (t->site[i].out > ta->max_out) ta->max_out = t->site[i].out;
+    }
+    ta->words = (ta->max_in + 31) / 32;
+    size_t rows = ta->rows, N = ta->N, r = ta->r, S = t->n_sites, in = ta->max_in, out = ta->max_out;
+    size_t wide = in > out ? in : out;
     ta->U = calloc(S * N * rows * r, sizeof(float));
     ta->v = calloc(S * TMOLE_TASK_ROWS * N, sizeof(float));
     ta->dv = calloc(S * TMOLE_TASK_ROWS * N, sizeof(float));
-    ta->xd = calloc(rows * ta->max_in, sizeof(float));
-    ta->G = calloc(rows * r, sizeof(float));
-    ta->tmp = calloc(rows * ta->max_in, sizeof(float));
-    ta->keep = calloc(rows * ta->max_in, 1);
-    if (!ta->U || !ta->v || !ta->dv || !ta->xd || !ta->G || !ta->tmp || !ta->keep) {
+    ta->xd = calloc(rows * in, sizeof(float));
+    ta->tmp = calloc(rows * in, sizeof(float));
+    ta->Z = calloc(rows * N * r, sizeof(float));
+    ta->G = calloc(rows * N * r, sizeof(float));
+    ta->Acat = calloc(N * r * in, sizeof(float));
+    ta->Bcat = calloc(out * N * r, sizeof(float));
+    ta->dcat = calloc(wide * N * r, sizeof(float));
+    ta->bits = calloc(rows * ta->words + 1, sizeof(uint32_t));
+    if (!ta->U || !ta->v || !ta->dv || !ta->xd || !ta->tmp || !ta->Z || !ta->G || !ta->Acat ||
+        !ta->Bcat || !ta->dcat || !ta->bits) {
         tmole_acts_free(ta);
         rf_error("TMoLE: out of memory for adapter activations");
         return NULL;
@@ -259,7 +279,8 @@ TmoleActs *tmole_acts_new(const Tmole *t, int B, int T) {
 
 void tmole_acts_free(TmoleActs *ta) {
     if (!ta) return;
-    free(ta->U); free(ta->v); free(ta->dv); free(ta->xd); free(ta->G); free(ta->tmp); free(ta->keep);
+    free(ta->U); free(ta->v); free(ta->dv); free(ta->xd); free(ta->tmp); free(ta->Z); free(ta->G);
+    free(ta->Acat); free(ta->Bcat); free(ta->dcat); free(ta->bits);
     free(ta);
 }
 
@@ -276,40 +297,101 @@ void tmole_acts_begin(TmoleActs *ta, const Tmole *t, const Batch *b, AttnMode pa
 
 static int site_index(const Tmole *t, const TmoleSite *s) { return (int)(s - t->site); }
 
-/* Keep/drop of element e of expert j at a site: 16 bits of a splitmix64 hash
- * of (seed, site, expert, e / 4), compared with p; one hash serves four
+/* ------------------------------------------------------------- dropout */
+
+/* The splitmix64 finaliser of (seed, site, expert, group of four elements). */
+static inline uint64_t dropout_hash(uint64_t seed, int site, int j, uint64_t group) {
+    uint64_t z = seed ^ ((uint64_t)site << 40) ^ ((uint64_t)j << 56) ^ (group * 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+/* Keep/drop of element e of expert j at a site: 16 bits of the hash of
+ * (seed, site, expert, e / 4), compared with p; one hash serves four
  * elements.  e = ((sample << 16) + token) * in + feature, where `sample` is the
  * row's place in the whole batch (Batch.row_ids), so the decisions do not
  * depend on how a batch is cut into micro-batches or shared between ranks. */
 static inline int dropout_keep(uint64_t seed, int site, int j, size_t e, float p) {
-    uint64_t z = seed ^ ((uint64_t)site << 40) ^ ((uint64_t)j << 56) ^ ((e >> 2) * 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    z ^= z >> 31;
-    unsigned u = (unsigned)(z >> (16 * (e & 3))) & 0xFFFFu;
+    unsigned u = (unsigned)(dropout_hash(seed, site, j, e >> 2) >> (16 * (e & 3))) & 0xFFFFu;
     return u >= (unsigned)(p * 65536.0f);
 }
 
-/* x after expert j's dropout (inverted dropout: kept values scaled by 1/(1-p)),
- * or x itself when there is no dropout in this pass.  ta->keep records the
- * decisions for the backward of the same expert. */
-static const float *dropped_input(const Tmole *t, TmoleActs *ta, int si, int j, const float *x, int rows, int in,
-                                  const Batch *b) {
-    float p = t->cfg.dropout;
-    if (!b->dropout_seed || p == 0) return x;
-    float keep_scale = 1.0f / (1.0f - p);
-#pragma omp parallel for
-    for (int n = 0; n < rows; n++) {
-        size_t sample = b->row_ids ? (size_t)b->row_ids[n / b->T] : (size_t)(n / b->T);
-        size_t key = ((sample << 16) + (size_t)(n % b->T)) * (size_t)in;
-        for (int i = 0; i < in; i++) {
-            size_t e = (size_t)n * in + i;
-            ta->keep[e] = (unsigned char)dropout_keep(b->dropout_seed, si, j, key + i, p);
-            ta->xd[e] = ta->keep[e] ? x[e] * keep_scale : 0.0f;
+/* dropout_keep of elements key .. key+n-1 as bits: bit i % 32 of bits[i / 32]
+ * is 1 when element key + i is kept.  The plain twin asks dropout_keep once
+ * per element. */
+void tmole_dropout_bits_ref(uint32_t *bits, int n, uint64_t seed, int site, int j, size_t key, float p) {
+    memset(bits, 0, (size_t)(n + 31) / 32 * sizeof(uint32_t));
+    for (int i = 0; i < n; i++)
+        if (dropout_keep(seed, site, j, key + i, p)) bits[i >> 5] |= 1u << (i & 31);
+}
+
+/* The same bits, one hash per four elements.  With AVX-512 (DQ, BW) and key a
+ * multiple of 4, eight hashes at a time give 32 elements: 16-bit lane l of the
+ * eight 64-bit hashes is element l's 16 bits, so one unsigned 16-bit compare
+ * with the threshold yields the 32 keep bits in order. */
+void tmole_dropout_bits(uint32_t *bits, int n, uint64_t seed, int site, int j, size_t key, float p) {
+    unsigned thr = (unsigned)(p * 65536.0f);
+    int i = 0;
+#if defined(__AVX512F__) && defined(__AVX512DQ__) && defined(__AVX512BW__)
+    if (key % 4 == 0 && thr <= 0xFFFFu) {
+        const __m512i base = _mm512_set1_epi64((long long)(seed ^ ((uint64_t)site << 40) ^ ((uint64_t)j << 56)));
+        const __m512i golden = _mm512_set1_epi64((long long)0x9E3779B97F4A7C15ULL);
+        const __m512i c1 = _mm512_set1_epi64((long long)0xBF58476D1CE4E5B9ULL);
+        const __m512i c2 = _mm512_set1_epi64((long long)0x94D049BB133111EBULL);
+        const __m512i lane = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7), t16 = _mm512_set1_epi16((short)thr);
+        for (; i + 32 <= n; i += 32) {
+            __m512i g = _mm512_add_epi64(_mm512_set1_epi64((long long)((key + i) >> 2)), lane);
+            __m512i z = _mm512_xor_si512(base, _mm512_mullo_epi64(g, golden));
+            z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 30)), c1);
+            z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 27)), c2);
+            z = _mm512_xor_si512(z, _mm512_srli_epi64(z, 31));
+            bits[i >> 5] = (uint32_t)_mm512_cmpge_epu16_mask(z, t16);
         }
     }
-    return ta->xd;
+#endif
+    if (i < n) memset(bits + (i >> 5), 0, (size_t)((n + 31) / 32 - (i >> 5)) * sizeof(uint32_t));
+    uint64_t group = 0, z = 0;
+    for (int first = 1; i < n; i++, first = 0) {
+        size_t e = key + i;
+        if (first || (e >> 2) != group) z = dropout_hash(seed, site, j, group = e >> 2);
+        if (((unsigned)(z >> (16 * (e & 3))) & 0xFFFFu) >= thr) bits[i >> 5] |= 1u << (i & 31);
+    }
 }
+
+/* Is there dropout in this pass? */
+static int dropout_on(const Tmole *t, const Batch *b) { return b->dropout_seed && t->cfg.dropout > 0; }
+
+/* The key of element 0 of batch row n: ((sample << 16) + token) * in. */
+static inline size_t row_key(const Batch *b, int n, int in) {
+    size_t sample = b->row_ids ? (size_t)b->row_ids[n / b->T] : (size_t)(n / b->T);
+    return ((sample << 16) + (size_t)(n % b->T)) * (size_t)in;
+}
+
+/* ta->bits = expert j's keep bits for every row, and (xd != NULL) xd =
+ * dropout_j(x): kept values scaled by 1/(1-p) (inverted dropout), others 0. */
+static void expert_dropout(TmoleActs *ta, const Tmole *t, const Batch *b, int si, int j, const float *x, float *xd,
+                           int rows, int in) {
+    float p = t->cfg.dropout, scale = 1.0f / (1.0f - p);
+    int words = (in + 31) / 32;
+#pragma omp parallel for if ((size_t)rows * in >= PARALLEL_MIN)
+    for (int n = 0; n < rows; n++) {
+        uint32_t *bits = ta->bits + (size_t)n * words;
+        tmole_dropout_bits(bits, in, b->dropout_seed, si, j, row_key(b, n, in), p);
+        if (!xd) continue;
+        const float *xr = x + (size_t)n * in;
+        float *o = xd + (size_t)n * in;
+        int i = 0;
+#if defined(__AVX512F__)
+        for (; i + 16 <= in; i += 16)
+            _mm512_storeu_ps(o + i, _mm512_maskz_mul_ps((__mmask16)(bits[i >> 5] >> (i & 31)), _mm512_loadu_ps(xr + i),
+                                                        _mm512_set1_ps(scale)));
+#endif
+        for (; i < in; i++) o[i] = (bits[i >> 5] >> (i & 31)) & 1 ? xr[i] * scale : 0.0f;
+    }
+}
+
+/* ----------------------------------------------------- eq. (2), fast */
 
 /* Row n of the batch belongs to sample n / T, whose task picks the routing row. */
 static inline float route_of(const TmoleActs *ta, int si, const Batch *b, int n, int j) {
@@ -317,73 +399,219 @@ static inline float route_of(const TmoleActs *ta, int si, const Batch *b, int n,
     return ta->v[((size_t)si * TMOLE_TASK_ROWS + task) * ta->N + j];
 }
 
-static int expert_used(const TmoleActs *ta, int si, const Batch *b, int j) {
-    for (int r = 0; r < b->B; r++)
-        if (route_of(ta, si, b, r * b->T, j) != 0) return 1;
-    return 0;
+/* The experts with a non-zero weight for some row of the batch, in order
+ * (masked experts are skipped; the same list in forward and backward).
+ * Returns their number. */
+static int used_experts(const TmoleActs *ta, int si, const Batch *b, int *J) {
+    int nu = 0;
+    for (int j = 0; j < ta->N; j++)
+        for (int r = 0; r < b->B; r++)
+            if (route_of(ta, si, b, r * b->T, j) != 0) {
+                J[nu++] = j;
+                break;
+            }
+    return nu;
 }
 
-/* eq. (2): y += sum_j v_ij (alpha/r) B_j A_j dropout_j(x), one expert at a time:
- * U_j = dropout_j(x) A_j^T, then y += (v (alpha/r) U_j) B_j^T. */
+/* This site's U: [rows][nu * r], expert u's r values at columns u*r .. u*r + r-1. */
+static float *site_U(const TmoleActs *ta, int si) { return ta->U + (size_t)si * ta->N * ta->rows * ta->r; }
+
+/* Acat [nu*r, in] = the A_j stacked, Bcat [out, nu*r] = the B_j side by side. */
+static void gather_experts(const Tmole *t, const TmoleSite *s, const int *J, int nu, float *Acat, float *Bcat) {
+    int r = t->cfg.rank, K = nu * r;
+    for (int u = 0; u < nu; u++) {
+        memcpy(Acat + (size_t)u * r * s->in, t->params + s->A[J[u]], (size_t)r * s->in * sizeof(float));
+        const float *B = t->params + s->B[J[u]];
+        for (int o = 0; o < s->out; o++) memcpy(Bcat + (size_t)o * K + u * r, B + (size_t)o * r, r * sizeof(float));
+    }
+}
+
+/* Z = U with expert u's columns of row n scaled by g = (alpha/r) v_{task(n), J[u]}. */
+static void scale_by_route(float *Z, const float *U, const TmoleActs *ta, int si, const Batch *b, const int *J, int nu,
+                           int rows, float scaling) {
+    int r = ta->r, K = nu * r;
+#pragma omp parallel for if ((size_t)rows * K >= PARALLEL_MIN)
+    for (int n = 0; n < rows; n++)
+        for (int u = 0; u < nu; u++) {
+            float g = scaling * route_of(ta, si, b, n, J[u]);
+            for (int q = 0; q < r; q++) Z[(size_t)n * K + u * r + q] = g * U[(size_t)n * K + u * r + q];
+        }
+}
+
+/* eq. (2): y += sum_j v_ij (alpha/r) B_j A_j dropout_j(x).  The used experts
+ * are stacked, so that B side is one product:
+ *   U = [dropout_j(x) A_j^T]_j  (one product without dropout, one per expert with it)
+ *   Z = U scaled per row and expert by (alpha/r) v,   y += Z Bcat^T. */
 void tmole_forward(const Tmole *t, TmoleActs *ta, const TmoleSite *s, float *y, const float *x,
                    const Batch *b, AttnMode pass) {
     (void)pass;
-    int si = site_index(t, s), rows = b->B * b->T, r = ta->r, N = ta->N;
-    float scaling = t->cfg.alpha / r;
-    for (int j = 0; j < N; j++) {
-        if (!expert_used(ta, si, b, j)) continue;   /* masked in this pass for every row */
-        float *U = ta->U + (((size_t)si * N + j) * ta->rows) * r;
-        const float *xin = dropped_input(t, ta, si, j, x, rows, s->in, b);
-        matmul_nt(U, xin, t->params + s->A[j], rows, s->in, r, 0);
-        for (int n = 0; n < rows; n++) {
-            float g = scaling * route_of(ta, si, b, n, j);
-            for (int q = 0; q < r; q++) ta->G[(size_t)n * r + q] = g * U[(size_t)n * r + q];
+    int si = site_index(t, s), rows = b->B * b->T, r = ta->r, in = s->in, J[TMOLE_MAX_EXPERTS];
+    int nu = used_experts(ta, si, b, J), K = nu * r;
+    if (!nu) return;
+    float *U = site_U(ta, si);
+    gather_experts(t, s, J, nu, ta->Acat, ta->Bcat);
+    if (!dropout_on(t, b)) {
+        matmul_nt(U, x, ta->Acat, rows, in, K, 0);
+    } else {
+        for (int u = 0; u < nu; u++) {  /* U[:, u r .. u r + r) = dropout_j(x) A_j^T */
+            expert_dropout(ta, t, b, si, J[u], x, ta->xd, rows, in);
+            matmul_strided(U + u * r, K, ta->xd, in, 1, ta->Acat + (size_t)u * r * in, 1, in, rows, in, r, 0);
         }
-        matmul_nt(y, ta->G, t->params + s->B[j], rows, r, s->out, 1);
     }
+    scale_by_route(ta->Z, U, ta, si, b, J, nu, rows, t->cfg.alpha / r);
+    matmul_nt(y, ta->Z, ta->Bcat, rows, K, s->out, 1);
 }
 
-/* With G_j = dy B_j and g_n = (alpha/r) v_{task(n), j}:
+/* With G = dy Bcat (G_j = dy B_j) and g_n = (alpha/r) v_{task(n), j}:
  *   dv_{task, j} += (alpha/r) sum_n G_j[n] . U_j[n]
- *   dB_j += dy^T (g U_j),   dA_j += (g G_j)^T dropout_j(x),   dx += dropout_j'((g G_j) A_j). */
+ *   dB_j += dy^T (g U_j)                      (all experts: dBcat = dy^T Z)
+ *   dA_j += (g G_j)^T dropout_j(x),   dx += dropout_j'((g G_j) A_j)
+ * (without dropout the last two are one product each over the stacked experts). */
 void tmole_backward(const Tmole *t, TmoleActs *ta, const TmoleSite *s, float *dx, float *grads,
                     const float *dy, const float *x, const Batch *b, AttnMode pass) {
     (void)pass;
-    int si = site_index(t, s), rows = b->B * b->T, r = ta->r, N = ta->N;
-    float scaling = t->cfg.alpha / r;
-    for (int j = 0; j < N; j++) {
-        if (!expert_used(ta, si, b, j)) continue;
-        const float *U = ta->U + (((size_t)si * N + j) * ta->rows) * r;
-        matmul_nn(ta->G, dy, t->params + s->B[j], rows, s->out, r, 0);  /* G = dy B_j */
-        for (int n = 0; n < rows; n++) {
+    int si = site_index(t, s), rows = b->B * b->T, r = ta->r, N = ta->N, in = s->in, out = s->out;
+    int J[TMOLE_MAX_EXPERTS], nu = used_experts(ta, si, b, J), K = nu * r;
+    if (!nu) return;
+    float scaling = t->cfg.alpha / r, *U = site_U(ta, si), *G = ta->G, *dcat = ta->dcat;
+    gather_experts(t, s, J, nu, ta->Acat, ta->Bcat);
+    matmul_nn(G, dy, ta->Bcat, rows, out, K, 0);                          /* G = dy Bcat */
+#pragma omp parallel for if ((size_t)rows * K >= PARALLEL_MIN)
+    for (int u = 0; u < nu; u++)          /* each expert its own dv entries, samples in order */
+        for (int smp = 0; smp < b->B; smp++) {
+            int task = b->tasks ? b->tasks[smp] : 0;
             double d = 0;
-            for (int q = 0; q < r; q++) d += (double)ta->G[(size_t)n * r + q] * U[(size_t)n * r + q];
-            int task = b->tasks ? b->tasks[n / b->T] : 0;
-            ta->dv[((size_t)si * TMOLE_TASK_ROWS + task) * N + j] += scaling * (float)d;
+            for (int n = smp * b->T; n < (smp + 1) * b->T; n++) {
+                const float *g = G + (size_t)n * K + u * r, *un = U + (size_t)n * K + u * r;
+                int q = 0;
+#if defined(__AVX512F__)
+                __m512 acc = _mm512_setzero_ps();
+                for (; q + 16 <= r; q += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(g + q), _mm512_loadu_ps(un + q), acc);
+                d += _mm512_reduce_add_ps(acc);
+#endif
+                for (; q < r; q++) d += (double)g[q] * un[q];
+            }
+            ta->dv[((size_t)si * TMOLE_TASK_ROWS + task) * N + J[u]] += scaling * (float)d;
         }
-        /* dB_j += dy^T (g U): build g U in tmp (rows x r) */
+    scale_by_route(ta->Z, U, ta, si, b, J, nu, rows, scaling);
+    matmul_tn(dcat, dy, ta->Z, out, rows, K, 0);                           /* dBcat = dy^T Z */
+    for (int u = 0; u < nu; u++) {
+        float *dB = grads + s->B[J[u]];
+        for (int o = 0; o < out; o++)
+            for (int q = 0; q < r; q++) dB[(size_t)o * r + q] += dcat[(size_t)o * K + u * r + q];
+    }
+    scale_by_route(G, G, ta, si, b, J, nu, rows, scaling);                 /* G <- g G */
+    if (!dropout_on(t, b)) {
+        matmul_tn(dcat, G, x, K, rows, in, 0);                             /* dAcat = (g G)^T x */
+        for (int u = 0; u < nu; u++) {
+            float *dA = grads + s->A[J[u]];
+            const float *d = dcat + (size_t)u * r * in;
+            for (size_t e = 0; e < (size_t)r * in; e++) dA[e] += d[e];
+        }
+        if (dx) matmul_nn(dx, G, ta->Acat, rows, K, in, 1);                /* dx += (g G) Acat */
+        return;
+    }
+    float keep_scale = 1.0f / (1.0f - t->cfg.dropout);
+    int words = (in + 31) / 32;
+    for (int u = 0; u < nu; u++) {
+        const float *Gu = G + u * r;  /* g G_j: columns u r .. u r + r-1 of G */
+        expert_dropout(ta, t, b, si, J[u], x, ta->xd, rows, in);
+        matmul_strided(grads + s->A[J[u]], in, Gu, 1, K, ta->xd, in, 1, r, rows, in, 1); /* dA_j += (g G_j)^T dropout_j(x) */
+        if (!dx) continue;
+        matmul_strided(ta->tmp, in, Gu, K, 1, ta->Acat + (size_t)u * r * in, in, 1, rows, r, in, 0); /* (g G_j) A_j */
+        /* through the dropout: only kept elements pass, scaled by 1/(1-p) */
+#pragma omp parallel for if ((size_t)rows * in >= PARALLEL_MIN)
         for (int n = 0; n < rows; n++) {
-            float g = scaling * route_of(ta, si, b, n, j);
-            for (int q = 0; q < r; q++) ta->tmp[(size_t)n * r + q] = g * U[(size_t)n * r + q];
-        }
-        matmul_tn(grads + s->B[j], dy, ta->tmp, s->out, rows, r, 1);
-        /* dU = g G */
-        for (int n = 0; n < rows; n++) {
-            float g = scaling * route_of(ta, si, b, n, j);
-            for (int q = 0; q < r; q++) ta->G[(size_t)n * r + q] *= g;
-        }
-        const float *xin = dropped_input(t, ta, si, j, x, rows, s->in, b);
-        matmul_tn(grads + s->A[j], ta->G, xin, r, rows, s->in, 1);
-        if (xin == x) {
-            matmul_nn(dx, ta->G, t->params + s->A[j], rows, r, s->in, 1);
-        } else {  /* through the dropout: only kept elements pass, scaled by 1/(1-p) */
-            matmul_nn(ta->tmp, ta->G, t->params + s->A[j], rows, r, s->in, 0);
-            float keep_scale = 1.0f / (1.0f - t->cfg.dropout);
-            size_t ne = (size_t)rows * s->in;
-#pragma omp parallel for
-            for (size_t e = 0; e < ne; e++) dx[e] += ta->keep[e] ? keep_scale * ta->tmp[e] : 0.0f;
+            const uint32_t *bits = ta->bits + (size_t)n * words;
+            const float *tr = ta->tmp + (size_t)n * in;
+            float *d = dx + (size_t)n * in;
+            int i = 0;
+#if defined(__AVX512F__)
+            for (; i + 16 <= in; i += 16)
+                _mm512_storeu_ps(d + i, _mm512_mask3_fmadd_ps(_mm512_loadu_ps(tr + i), _mm512_set1_ps(keep_scale),
+                                                              _mm512_loadu_ps(d + i), (__mmask16)(bits[i >> 5] >> (i & 31))));
+#endif
+            for (; i < in; i++) d[i] += (bits[i >> 5] >> (i & 31)) & 1 ? keep_scale * tr[i] : 0.0f;
         }
     }
+}
+
+/* ---------------------------------------------------- eq. (2), plain */
+
+/* The plain twins of tmole_forward / tmole_backward: eq. (2) and its
+ * derivatives row by row, dropout_keep asked per element, sums in double.
+ * They keep U in the same place, so either backward follows either forward. */
+void tmole_forward_ref(const Tmole *t, TmoleActs *ta, const TmoleSite *s, float *y, const float *x,
+                       const Batch *b, AttnMode pass) {
+    (void)pass;
+    int si = site_index(t, s), rows = b->B * b->T, r = ta->r, in = s->in, out = s->out, J[TMOLE_MAX_EXPERTS];
+    int nu = used_experts(ta, si, b, J), K = nu * r, drop = dropout_on(t, b);
+    float p = t->cfg.dropout, keep_scale = 1.0f / (1.0f - p), scaling = t->cfg.alpha / r, *U = site_U(ta, si);
+    for (int n = 0; n < rows; n++) {
+        size_t key = row_key(b, n, in);
+        const float *xr = x + (size_t)n * in;
+        for (int u = 0; u < nu; u++) {
+            const float *A = t->params + s->A[J[u]];
+            for (int q = 0; q < r; q++) {
+                double acc = 0;
+                for (int i = 0; i < in; i++) {
+                    float xd = !drop ? xr[i] : dropout_keep(b->dropout_seed, si, J[u], key + i, p) ? xr[i] * keep_scale : 0.0f;
+                    acc += (double)xd * A[(size_t)q * in + i];
+                }
+                U[(size_t)n * K + u * r + q] = (float)acc;
+            }
+        }
+        for (int o = 0; o < out; o++) {
+            double acc = 0;
+            for (int u = 0; u < nu; u++) {
+                double g = scaling * route_of(ta, si, b, n, J[u]);
+                const float *B = t->params + s->B[J[u]];
+                for (int q = 0; q < r; q++) acc += g * U[(size_t)n * K + u * r + q] * B[(size_t)o * r + q];
+            }
+            y[(size_t)n * out + o] += (float)acc;
+        }
+    }
+}
+
+void tmole_backward_ref(const Tmole *t, TmoleActs *ta, const TmoleSite *s, float *dx, float *grads,
+                        const float *dy, const float *x, const Batch *b, AttnMode pass) {
+    (void)pass;
+    int si = site_index(t, s), rows = b->B * b->T, r = ta->r, in = s->in, out = s->out, J[TMOLE_MAX_EXPERTS];
+    int nu = used_experts(ta, si, b, J), K = nu * r, drop = dropout_on(t, b);
+    float p = t->cfg.dropout, keep_scale = 1.0f / (1.0f - p), scaling = t->cfg.alpha / r, *U = site_U(ta, si);
+    double *G = malloc((size_t)r * sizeof(double));
+    if (!G) return;
+    for (int n = 0; n < rows; n++) {
+        int task = b->tasks ? b->tasks[n / b->T] : 0;
+        size_t key = row_key(b, n, in);
+        const float *xr = x + (size_t)n * in, *dyr = dy + (size_t)n * out, *Un = U + (size_t)n * K;
+        for (int u = 0; u < nu; u++) {
+            int j = J[u];
+            double g = scaling * route_of(ta, si, b, n, j);
+            const float *A = t->params + s->A[j], *B = t->params + s->B[j];
+            float *dA = grads + s->A[j], *dB = grads + s->B[j];
+            double d = 0;
+            for (int q = 0; q < r; q++) {
+                G[q] = 0;
+                for (int o = 0; o < out; o++) G[q] += (double)dyr[o] * B[(size_t)o * r + q];
+                d += G[q] * Un[u * r + q];
+            }
+            ta->dv[((size_t)si * TMOLE_TASK_ROWS + task) * ta->N + j] += scaling * (float)d;
+            for (int o = 0; o < out; o++)
+                for (int q = 0; q < r; q++) dB[(size_t)o * r + q] += (float)(dyr[o] * g * Un[u * r + q]);
+            for (int i = 0; i < in; i++) {
+                int keep = !drop || dropout_keep(b->dropout_seed, si, j, key + i, p);
+                double xd = !drop ? xr[i] : keep ? (double)(xr[i] * keep_scale) : 0.0;
+                double acc = 0;
+                for (int q = 0; q < r; q++) {
+                    dA[(size_t)q * in + i] += (float)(g * G[q] * xd);
+                    acc += g * G[q] * A[(size_t)q * in + i];
+                }
+                if (dx && keep) dx[(size_t)n * in + i] += (float)(drop ? acc * keep_scale : acc);
+            }
+        }
+    }
+    free(G);
 }
 
 /* Router backward for every site and task row that received a gradient:

@@ -98,7 +98,7 @@ static void check_attention(AttnMode mode, int H, int KV, int window) {
     for (int b = 0; b < B; b++) fill_normal(c.R + (size_t)b * T * H * hd, (size_t)len[b] * H * hd, 1.0f, 24 + b);
     float *dq = calloc(nq, 4), *dk = calloc(nk, 4), *dv = calloc(nk, 4), *scr = malloc((size_t)B * H * T * T * 4);
     att_f(&c);
-    attention_backward(dq, dk, dv, scr, c.R, c.att, c.q, c.k, c.v, B, T, H, KV, hd);
+    attention_backward(dq, dk, dv, scr, c.R, c.att, c.q, c.k, c.v, len, B, T, H, KV, hd, mode, window);
     assert_fd(att_f, &c, c.q, nq, dq, "attention dq");
     assert_fd(att_f, &c, c.k, nk, dk, "attention dk");
     assert_fd(att_f, &c, c.v, nk, dv, "attention dv");
@@ -131,10 +131,12 @@ START_TEST(test_attention_window) {
 }
 END_TEST
 
-/* The fast attention (matrix products) equals its plain twin, forward and
- * backward, in every mode, with padding, GQA and a window. */
-START_TEST(test_attention_fast_equals_plain) {
-    int B = 3, T = 37, H = 4, KV = 2, hd = 16, len[3] = {37, 20, 1};
+/* The fast attention (matrix products in blocks of query rows) equals its
+ * plain twin, forward and backward, in every mode, with padding, GQA and a
+ * window; T = 150 spans three blocks (the causal mask skips some, the padded
+ * rows read only their keys). */
+static void check_attention_twins(int T, const int len[3]) {
+    int B = 3, H = 4, KV = 2, hd = 16;
     size_t nq = (size_t)B * T * H * hd, nk = (size_t)B * T * KV * hd, na = (size_t)B * H * T * T;
     float *q = malloc(nq * 4), *k = malloc(nk * 4), *v = malloc(nk * 4), *dout = malloc(nq * 4);
     float *o1 = malloc(nq * 4), *o2 = malloc(nq * 4), *a1 = malloc(na * 4), *a2 = malloc(na * 4), *scr = malloc(na * 4);
@@ -153,12 +155,88 @@ START_TEST(test_attention_fast_equals_plain) {
             assert_allclose(o2, o1, nq, 1e-5, 1e-6, "attention output");
             assert_allclose(a2, a1, na, 1e-5, 1e-7, "attention probabilities");
             attention_backward_ref(g1, g1 + nq, g1 + nq + nk, dout, a1, q, k, v, B, T, H, KV, hd);
-            attention_backward(g2, g2 + nq, g2 + nq + nk, scr, dout, a1, q, k, v, B, T, H, KV, hd);
+            attention_backward(g2, g2 + nq, g2 + nq + nk, scr, dout, a1, q, k, v, len, B, T, H, KV, hd, (AttnMode)mode,
+                               windows[w]);
             assert_allclose(g2, g1, nq, 1e-4, 1e-5, "attention dq");
             assert_allclose(g2 + nq, g1 + nq, nk, 1e-4, 1e-5, "attention dk");
             assert_allclose(g2 + nq + nk, g1 + nq + nk, nk, 1e-4, 1e-5, "attention dv");
         }
     free(q); free(k); free(v); free(dout); free(o1); free(o2); free(a1); free(a2); free(scr); free(g1); free(g2);
+}
+
+START_TEST(test_attention_fast_equals_plain) {
+    const int short_rows[3] = {37, 20, 1}, long_rows[3] = {150, 70, 1};
+    check_attention_twins(37, short_rows);
+    check_attention_twins(150, long_rows);
+}
+END_TEST
+
+/* The vector exp against expf: within 2.5e-7 relative (about 2 units in the
+ * last place; model.c documents 7.4e-8) from e^-87 to e^88, exact at 0, and
+ * 0, inf and NaN where expf gives them. */
+START_TEST(test_exp_fast_equals_plain) {
+    enum { N = 20000 };
+    float *x = malloc(N * sizeof(float)), *y1 = malloc(N * sizeof(float)), *y2 = malloc(N * sizeof(float));
+    for (int i = 0; i < N - 11; i++) x[i] = -87.0f + 175.5f * i / (N - 12);
+    const float special[11] = {0.0f, -0.0f, -INFINITY, INFINITY, NAN, -104.0f, -200.0f, 89.0f, 1000.0f, 1e-9f, -1e-9f};
+    memcpy(x + N - 11, special, sizeof special);
+    exp_array(y1, x, N - 3);        /* a length that is not a multiple of 16 ... */
+    exp_array(y1 + N - 3, x + N - 3, 3);
+    exp_array_ref(y2, x, N);
+    assert_allclose(y1, y2, N - 11, 2.5e-7, 0, "exp_array");
+    for (int i = N - 11; i < N; i++)
+        ck_assert_msg((isnan(y1[i]) && isnan(y2[i])) || y1[i] == y2[i], "exp(%g): %g, expf %g", x[i], y1[i], y2[i]);
+    memcpy(y1, x, 100 * sizeof(float));
+    exp_array(y1, y1, 100);         /* ... and in place */
+    assert_allclose(y1, y2, 100, 2.5e-7, 0, "exp_array in place");
+    free(x); free(y1); free(y2);
+}
+END_TEST
+
+/* SwiGLU's vector loops against the plain twins, on a length with a tail and
+ * gates from -30 to 30 (saturated sigmoids included). */
+START_TEST(test_swiglu_fast_equals_plain) {
+    enum { N = 5003 };
+    float *g = malloc(N * 4), *u = malloc(N * 4), *da = malloc(N * 4), *a1 = malloc(N * 4), *a2 = malloc(N * 4);
+    float *dg1 = malloc(N * 4), *dg2 = malloc(N * 4), *du1 = malloc(N * 4), *du2 = malloc(N * 4);
+    fill_normal(g, N, 4.0f, 61);
+    for (int i = 0; i < 20; i++) g[i] = -30.0f + 3.0f * i;
+    fill_normal(u, N, 1.0f, 62);
+    fill_normal(da, N, 1.0f, 63);
+    fill_normal(dg1, N, 1.0f, 64);
+    fill_normal(du1, N, 1.0f, 65);
+    memcpy(dg2, dg1, N * 4);
+    memcpy(du2, du1, N * 4);
+    swiglu_forward(a1, g, u, N);
+    swiglu_forward_ref(a2, g, u, N);
+    assert_allclose(a1, a2, N, 1e-6, 1e-7, "swiglu forward");
+    swiglu_backward(dg1, du1, da, g, u, N);
+    swiglu_backward_ref(dg2, du2, da, g, u, N);
+    assert_allclose(dg1, dg2, N, 1e-6, 1e-7, "swiglu dgate");
+    assert_allclose(du1, du2, N, 1e-6, 1e-7, "swiglu dup");
+    free(g); free(u); free(da); free(a1); free(a2); free(dg1); free(dg2); free(du1); free(du2);
+}
+END_TEST
+
+/* AdamW's vector loop gives the plain twin's bits, step after step. */
+START_TEST(test_adamw_fast_equals_plain) {
+    enum { N = 100003 };  /* above the threaded size, with a tail */
+    AdamW o1, o2;
+    ck_assert_int_eq(adamw_init(&o1, N, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f), 0);
+    ck_assert_int_eq(adamw_init(&o2, N, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f), 0);
+    float *p1 = malloc(N * 4), *p2 = malloc(N * 4), *g = malloc(N * 4);
+    fill_normal(p1, N, 1.0f, 71);
+    memcpy(p2, p1, N * 4);
+    for (int step = 0; step < 3; step++) {
+        fill_normal(g, N, 0.1f, 72 + step);
+        adamw_step(&o1, p1, g, 1e-3f);
+        adamw_step_ref(&o2, p2, g, 1e-3f);
+    }
+    ck_assert_msg(memcmp(p1, p2, N * 4) == 0 && memcmp(o1.m, o2.m, N * 4) == 0 && memcmp(o1.v, o2.v, N * 4) == 0,
+                  "AdamW: the vector loop and its twin differ");
+    free(p1); free(p2); free(g);
+    adamw_free(&o1);
+    adamw_free(&o2);
 }
 END_TEST
 
@@ -529,6 +607,9 @@ Suite *backbone_suite(void) {
     tcase_add_test(ops, test_swiglu_backward);
     tcase_add_test(ops, test_pool_backward);
     tcase_add_test(ops, test_adamw_hand);
+    tcase_add_test(ops, test_exp_fast_equals_plain);
+    tcase_add_test(ops, test_swiglu_fast_equals_plain);
+    tcase_add_test(ops, test_adamw_fast_equals_plain);
     suite_add_tcase(s, ops);
     TCase *model = tcase_create("model");
     tcase_set_timeout(model, 60);

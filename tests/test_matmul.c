@@ -124,11 +124,14 @@ static void check_shape(int t, int M, int K, int N, int exact) {
 }
 
 /* Tails on every side of the MR x NR tile (12 x 32, 6 x 16 or 4 x 8) and of
- * the KC = 256, MC = 8 MR and NC = 1024 blocks. */
+ * the KC = 256, MC = 8 MR and NC = 1024 blocks, and the smaller corner tiles
+ * of the AVX-512 kernel. */
 static const int shapes[][3] = {
     {1, 1, 1},     {3, 5, 7},     {2, 3, 2},     {1, 300, 1},   {17, 33, 65},  {64, 64, 64},  {100, 257, 129},
     {12, 32, 32},  {13, 31, 33},  {6, 16, 16},   {7, 1, 17},    {31, 513, 47}, {200, 70, 300}, {193, 17, 33},
     {5, 2, 4100},  {1, 64, 200},  {250, 64, 1},  {20, 40, 1100},
+    /* edge corners that fit exactly (4, 8 or 12 rows by 16 columns): N = 16 as a rank-16 adapter */
+    {4, 40, 16},   {8, 33, 48},   {16, 70, 16},  {28, 20, 80},  {3072, 19, 16},
 };
 #define NSHAPES (int)(sizeof shapes / sizeof shapes[0])
 
@@ -193,6 +196,50 @@ START_TEST(test_deterministic) {
 }
 END_TEST
 
+/* matmul_strided on sub-matrices of larger arrays, each operand read through
+ * row-major or transposed strides, written into a block of a wider output:
+ * exact data, so fast, ref and a float64 loop agree to the bit, and the
+ * output's padding columns keep their values. */
+START_TEST(test_strided_exact) {
+    static const int sh[][3] = {{1, 1, 1}, {13, 31, 33}, {64, 32, 256}, {100, 257, 40}, {25, 7, 70}};
+    for (size_t c = 0; c < sizeof sh / sizeof sh[0]; c++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++)
+                for (int acc = 0; acc <= 1; acc++) {
+                    int M = sh[c][0], K = sh[c][1], N = sh[c][2], pad = 3;
+                    /* a is M x K inside rows of K + pad (or K x M inside rows of M + pad), likewise b */
+                    size_t lda = (size_t)(ta ? M : K) + pad, ldb = (size_t)(tb ? K : N) + pad, ldo = (size_t)N + pad;
+                    size_t a_rs = ta ? 1 : lda, a_cs = ta ? lda : 1, b_rs = tb ? 1 : ldb, b_cs = tb ? ldb : 1;
+                    size_t na = (ta ? K : M) * lda, nb = (tb ? N : K) * ldb, no = (size_t)M * ldo;
+                    float *a = malloc(na * sizeof(float)), *b = malloc(nb * sizeof(float));
+                    float *fast = malloc(no * sizeof(float)), *ref = malloc(no * sizeof(float));
+                    float *want = malloc(no * sizeof(float));
+                    rng_state = 77 + c * 8 + ta * 4 + tb * 2 + acc;
+                    for (size_t i = 0; i < na; i++) a[i] = quarter();
+                    for (size_t i = 0; i < nb; i++) b[i] = quarter();
+                    for (size_t i = 0; i < no; i++) want[i] = quarter();
+                    for (int i = 0; i < M; i++)
+                        for (int j = 0; j < N; j++) {
+                            double sum = acc ? want[i * ldo + j] : 0;
+                            for (int k = 0; k < K; k++) sum += (double)a[i * a_rs + k * a_cs] * b[k * b_rs + j * b_cs];
+                            fast[i * ldo + j] = (float)sum;
+                        }
+                    for (size_t i = 0; i < no; i++) {
+                        float w = fast[i];
+                        fast[i] = ref[i] = want[i];
+                        if (i % ldo < (size_t)N) want[i] = w;
+                    }
+                    matmul_strided(fast, ldo, a, a_rs, a_cs, b, b_rs, b_cs, M, K, N, acc);
+                    matmul_strided_ref(ref, ldo, a, a_rs, a_cs, b, b_rs, b_cs, M, K, N, acc);
+                    char what[96];
+                    snprintf(what, sizeof what, "strided M=%d K=%d N=%d ta=%d tb=%d acc=%d", M, K, N, ta, tb, acc);
+                    assert_allclose(ref, want, no, 0, 0, what);
+                    assert_allclose(fast, want, no, 0, 0, what);
+                    free(a), free(b), free(fast), free(ref), free(want);
+                }
+}
+END_TEST
+
 Suite *matmul_suite(void) {
     Suite *s = suite_create("matmul");
     TCase *tc = tcase_create("examples");
@@ -207,6 +254,7 @@ Suite *matmul_suite(void) {
     tcase_add_loop_test(tc, test_fast_exact, 0, 3);
     tcase_add_loop_test(tc, test_fast_large, 0, 3);
     tcase_add_test(tc, test_deterministic);
+    tcase_add_test(tc, test_strided_exact);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -6,7 +6,8 @@
  * without dropout and with a hidden router layer; the mask of eq. (1) by hand;
  * LoRA (N = 1, no router) against W0 + (alpha/r) B A folded into the backbone;
  * and the save/load round trip.  A 2% error in the router's or an expert's
- * backward fails the finite-difference checks.
+ * backward fails the finite-difference checks.  The fast adapter kernels
+ * (stacked experts, vectorised dropout) are checked against their plain twins.
  */
 #include "check_util.h"
 #include "recfound.h"
@@ -430,6 +431,101 @@ START_TEST(test_infonce_hand) {
 }
 END_TEST
 
+/* The fast dropout decisions (eight hashes per AVX-512 step) are the plain
+ * twin's bit for bit, for any length and key (keys not a multiple of 4 take
+ * the scalar path), and keep about 1 - p of the elements. */
+START_TEST(test_dropout_bits_fast_equals_plain) {
+    static const int lens[] = {1, 5, 31, 32, 33, 64, 100, 256};
+    static const size_t keys[] = {0, 4, 6, 36u * 5 + (7u << 16) * 36, ((size_t)3 << 40) + 256};
+    static const float ps[] = {0.0f, 0.1f, 0.5f, 0.9f};
+    uint32_t a[9], b[9];
+    for (size_t l = 0; l < sizeof lens / sizeof lens[0]; l++)
+        for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
+            for (size_t q = 0; q < sizeof ps / sizeof ps[0]; q++) {
+                memset(a, 0xAB, sizeof a);
+                memset(b, 0xCD, sizeof b);
+                tmole_dropout_bits(a, lens[l], 0x1234567ULL + k, 3, (int)l % 6, keys[k], ps[q]);
+                tmole_dropout_bits_ref(b, lens[l], 0x1234567ULL + k, 3, (int)l % 6, keys[k], ps[q]);
+                ck_assert_msg(memcmp(a, b, (size_t)(lens[l] + 31) / 32 * sizeof(uint32_t)) == 0,
+                              "keep bits differ: n %d key %zu p %g", lens[l], keys[k], ps[q]);
+            }
+    long kept = 0;
+    for (int row = 0; row < 256; row++) {
+        tmole_dropout_bits(a, 256, 99, 1, 2, (size_t)row * 256, 0.1f);
+        for (int w = 0; w < 8; w++) kept += __builtin_popcount(a[w]);
+    }
+    ck_assert_msg(fabs(kept / 65536.0 - 0.9) < 0.01, "kept %.4f of the elements at p = 0.1", kept / 65536.0);
+}
+END_TEST
+
+/* tmole_forward / tmole_backward (stacked experts, vectorised dropout) equal
+ * their row-by-row twins on every projection of a layer, in both passes, with
+ * and without dropout, for widths that fill whole vectors and that do not. */
+static void check_tmole_twins(int heads, int kv_heads, int head_dim, int rank) {
+    Config mc;
+    memset(&mc, 0, sizeof mc);
+    mc.n_layers = 1; mc.n_heads = heads; mc.n_kv_heads = kv_heads; mc.head_dim = head_dim;
+    mc.hidden_size = heads * head_dim;
+    TmoleConfig tc;
+    small_config(&tc);
+    tc.rank = rank;
+    Tmole t;
+    ck_assert_msg(tmole_alloc(&t, &tc, &mc) == 0, "%s", rf_last_error());
+    tmole_init(&t, 21);
+    fill_normal(t.params, t.total, 0.3f, 22);
+    int B = 3, T = 7, rows = B * T, len[3] = {7, 4, 6}, row_ids[3] = {5, 0, 9};
+    int tasks_emb[3] = {TASK_U2I, TASK_Q2I, TASK_U2I}, tasks_gen[3] = {TASK_SR, TASK_PM, TASK_QR};
+    int ids[21] = {0};
+    for (int pass = 0; pass < 2; pass++)
+        for (int drop = 0; drop < 2; drop++) {
+            AttnMode mode = pass ? ATTN_BIDIRECTIONAL : ATTN_CAUSAL;
+            Batch b = {.B = B, .T = T, .ids = ids, .lengths = len, .tasks = pass ? tasks_emb : tasks_gen,
+                       .dropout_seed = drop ? 0xC0FFEEULL : 0, .row_ids = row_ids};
+            TmoleActs *fast = tmole_acts_new(&t, B, T), *plain = tmole_acts_new(&t, B, T);
+            ck_assert(fast && plain);
+            tmole_acts_begin(fast, &t, &b, mode);
+            tmole_acts_begin(plain, &t, &b, mode);
+            float *g1 = calloc(t.total, sizeof(float)), *g2 = calloc(t.total, sizeof(float));
+            for (int p = 0; p < N_PROJ; p++) {
+                const TmoleSite *s = tmole_site(&t, 0, p);
+                size_t nx = (size_t)rows * s->in, ny = (size_t)rows * s->out;
+                float *x = malloc(nx * sizeof(float)), *dy = malloc(ny * sizeof(float));
+                float *y1 = malloc(ny * sizeof(float)), *y2 = malloc(ny * sizeof(float));
+                float *dx1 = malloc(nx * sizeof(float)), *dx2 = malloc(nx * sizeof(float));
+                fill_normal(x, nx, 1.0f, 30 + p);
+                fill_normal(dy, ny, 1.0f, 40 + p);
+                fill_normal(y1, ny, 1.0f, 50 + p);
+                fill_normal(dx1, nx, 1.0f, 60 + p);
+                memcpy(y2, y1, ny * sizeof(float));
+                memcpy(dx2, dx1, nx * sizeof(float));
+                tmole_forward(&t, fast, s, y1, x, &b, mode);
+                tmole_forward_ref(&t, plain, s, y2, x, &b, mode);
+                assert_allclose(y1, y2, ny, 1e-4, 1e-5, "tmole forward");
+                tmole_backward(&t, fast, s, dx1, g1, dy, x, &b, mode);
+                tmole_backward_ref(&t, plain, s, dx2, g2, dy, x, &b, mode);
+                assert_allclose(dx1, dx2, nx, 1e-4, 1e-5, "tmole backward dx");
+                free(x); free(dy); free(y1); free(y2); free(dx1); free(dx2);
+            }
+            tmole_backward_router(&t, fast, g1, mode);
+            tmole_backward_router(&t, plain, g2, mode);
+            for (int i = 0; i < t.n_params; i++)
+                assert_allclose(g1 + t.spec[i].offset, g2 + t.spec[i].offset, t.spec[i].numel, 1e-4, 1e-5,
+                                t.spec[i].name);
+            ck_assert_double_gt(dotd(g2, g2, t.total), 0);
+            free(g1); free(g2);
+            tmole_acts_free(fast);
+            tmole_acts_free(plain);
+        }
+    tmole_free(&t);
+}
+
+START_TEST(test_fast_equals_plain_r16_in64) { check_tmole_twins(4, 2, 16, 16); }
+END_TEST
+START_TEST(test_fast_equals_plain_r5_in36) { check_tmole_twins(4, 2, 9, 5); }
+END_TEST
+START_TEST(test_fast_equals_plain_r8_in30) { check_tmole_twins(3, 1, 10, 8); }
+END_TEST
+
 Suite *tmole_suite(void) {
     Suite *s = suite_create("tmole");
     TCase *fd = tcase_create("finite_differences");
@@ -453,5 +549,12 @@ Suite *tmole_suite(void) {
     tcase_add_test(ref, test_reference_lora);
     tcase_add_test(ref, test_reference_infonce);
     suite_add_tcase(s, ref);
+    TCase *twins = tcase_create("fast_equals_plain");
+    tcase_set_timeout(twins, 60);
+    tcase_add_test(twins, test_dropout_bits_fast_equals_plain);
+    tcase_add_test(twins, test_fast_equals_plain_r16_in64);
+    tcase_add_test(twins, test_fast_equals_plain_r5_in36);
+    tcase_add_test(twins, test_fast_equals_plain_r8_in30);
+    suite_add_tcase(s, twins);
     return s;
 }

@@ -39,7 +39,7 @@ TEST_SRC = $(wildcard tests/*.c)
 TEST_OBJ = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%.o)
 BIN      = $(if $(filter 1,$(SANITIZE) $(MPI)),$(BUILD)/recfound,recfound)
 
-.PHONY: all check bench demo ablation fixtures fuzz clean
+.PHONY: all check bench demo real-demo ablation fixtures fuzz clean
 all: $(BIN)
 
 $(BUILD)/%.o: %.c recfound.h | $(BUILD)
@@ -76,9 +76,14 @@ bench: recfound
 demo: recfound
 	./scripts/demo.sh
 
+# The same pipeline on the dataset built from the real raw sources (../shared/data/raw).
+real-demo: recfound
+	./scripts/real_demo.sh
+
 fixtures:
 	$(PYTHON) tests/reference/make_fixtures.py tests/fixtures
 	$(PYTHON) tests/reference/make_tmole_fixtures.py tests/fixtures/tmole
+	$(PYTHON) tests/reference/make_gz_fixtures.py tests/fixtures/gz
 	cd tests/reference && npm ci && node tokenizer_cases.mjs ../fixtures/tokenizer
 
 # The paper's Table 4 at small scale (several trainings per seed: up to an hour).

@@ -1566,6 +1566,19 @@ static int write_lines(const char *path, const Lines *L) {
     return data_writer_close(&w);
 }
 
+/* A JSON array of serialised records, laid out as data_writer_put writes one. */
+static int write_array(const char *path, const Lines *L) {
+    DataWriter w;
+    if (data_writer_open(&w, path, 1)) return -1;
+    for (size_t i = 0; i < L->n; i++)
+        if (fputs(i ? ",\n" : "\n", w.fp) == EOF || fputs(L->line[i], w.fp) == EOF) {
+            data_writer_abort(&w);
+            return rf_error("%s: write failed", path);
+        }
+    w.n = (long)L->n;
+    return data_writer_close(&w);
+}
+
 /* Records of (task, split) at this scale: Table 1 x scale, at least 10. */
 static long syn_count(int t, int s, double scale) {
     long n = (long)floor(TASKS[t].size[s] * scale + 0.5);
@@ -1689,6 +1702,11 @@ int synth_main(int argc, char **argv) {
  *   SR, U2I, UP, IP : MovieLens-100k watch histories by timestamp,
  *         demographics and genres.
  *   SR, U2I, SA : Amazon Reviews 2023 user histories (held-out review).
+ *   I2I, PRP : Amazon Reviews 2018 meta files (gzip, read by io.c's
+ *         rf_read_file_gz): also_view / also_buy links between the items of
+ *         one file; I2I test records also go to item_embedding_test.json.
+ *   SA  : Amazon Reviews 2018 5-core reviews, when the 2023 histories are
+ *         missing.
  * Splits are 80/10/10 by a hash of the user / dialogue / product / query key,
  * except MuDoCo, which keeps its own split.
  */
@@ -1696,6 +1714,8 @@ int synth_main(int argc, char **argv) {
 typedef struct {
     Lines L[2][N_SPLITS];       /* [kind][split] */
     long count[N_TASKS][N_SPLITS];
+    Lines items;                /* item_embedding_test.json: I2I test records with lists */
+    long n_items;
     Rng rng;
 } Build;
 
@@ -1788,7 +1808,7 @@ static void csv_free(Csv *c) {
 static int read_text(const char *dir, const char *rel, char **s, size_t *n) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, rel);
-    if (rf_read_file(path, s, n)) return -1;
+    if (rf_read_file_gz(path, s, n)) return -1; /* .gz files are decompressed (io.c) */
     *s = to_utf8(*s, n);
     return *s ? 0 : rf_error("%s: out of memory", path);
 }
@@ -2264,11 +2284,407 @@ static int bd_amazon2023(Build *B, const char *raw) {
     return rc;
 }
 
+/* ---- Amazon Reviews 2018: I2I and PRP from the meta files, SA from the 5-core reviews ---- */
+
+/* Plain text of a field that may hold HTML: tags dropped, the common entities
+ * decoded, every run of whitespace one space, at most max_words words (0: no
+ * limit).  "Arts, Music &amp; Photography" -> "Arts, Music & Photography". */
+static char *plain_text(const char *s, int max_words) {
+    static const struct { const char *name, *text; } ENT[] = {
+        {"&amp;", "&"}, {"&lt;", "<"}, {"&gt;", ">"}, {"&quot;", "\""}, {"&#39;", "'"}, {"&apos;", "'"}, {"&nbsp;", " "}};
+    RfBuf b = {0};
+    int words = 0, gap = 1;  /* gap: whitespace or a tag since the last character kept */
+    for (const char *p = s; *p;) {
+        const char *piece = p, *close;
+        size_t len = 1;
+        if (*p == '<' && (close = strchr(p, '>'))) {
+            p = close + 1, gap = 1;
+            continue;
+        }
+        for (size_t k = 0; *p == '&' && k < sizeof ENT / sizeof *ENT; k++)
+            if (!strncmp(p, ENT[k].name, strlen(ENT[k].name))) {
+                piece = ENT[k].text, len = strlen(piece);
+                p += strlen(ENT[k].name) - 1;
+                break;
+            }
+        p++;
+        if (len == 1 && isspace((unsigned char)*piece)) {
+            gap = 1;
+            continue;
+        }
+        if (gap) {
+            if (max_words && words == max_words) break;
+            if (words) buf_append(&b, " ", 1);
+            words++, gap = 0;
+        }
+        buf_append(&b, piece, len);
+    }
+    return buf_take(&b);
+}
+
+/* An item of a meta file, reduced to what I2I and PRP use. */
+enum { REL_BUY, REL_VIEW };  /* also_buy, also_view */
+typedef struct {
+    char *asin;
+    char *name;     /* the title, or "publisher: first sentence of the description" when the title is broken HTML */
+    char *cats;     /* the category path below the top level, as "A, B" */
+    char **rel[2];  /* the ASINs of also_buy and also_view, as read */
+    int nrel[2];
+    int *link[2];   /* the same as indices of items of this file: self, unknown ASINs and repeats dropped */
+    int nlink[2];
+    int gid;        /* the item's name, as a number (MetaNames) */
+    long line;
+} MetaItem;
+
+static void meta_clear(MetaItem *m) {
+    free(m->asin), free(m->name), free(m->cats);
+    for (int r = 0; r < 2; r++) {
+        for (int k = 0; k < m->nrel[r]; k++) free(m->rel[r][k]);
+        free(m->rel[r]), free(m->link[r]);
+    }
+}
+
+static void meta_free(MetaItem *it, int n) {
+    for (int i = 0; i < n; i++) meta_clear(&it[i]);
+    free(it);
+}
+
+static int meta_cmp(const void *a, const void *b) {
+    const MetaItem *x = a, *y = b;
+    int c = strcmp(x->asin, y->asin);
+    return c ? c : (x->line > y->line) - (x->line < y->line);
+}
+
+static int meta_find(const MetaItem *it, int n, const char *asin) { /* binary search of the sorted items */
+    int lo = 0, hi = n - 1;
+    while (lo <= hi) {
+        int mid = lo + (hi - lo) / 2, c = strcmp(it[mid].asin, asin);
+        if (!c) return mid;
+        if (c < 0) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return -1;
+}
+
+static int has_idx(const int *a, int n, int v) {
+    for (int i = 0; i < n; i++)
+        if (a[i] == v) return 1;
+    return 0;
+}
+
+/* Some ASINs share a name ("Amazon eGift Card" is many items) and a reader of
+ * the text cannot tell them apart, so "unrelated" is decided between names:
+ * items of one name share `gid`, and rel[g] lists the names related to name g
+ * (also bought or also viewed, in either direction). */
+typedef struct { int **rel, *n, count; } MetaNames;
+typedef struct { const char *name; int i; } NameIdx;
+
+static int name_idx_cmp(const void *a, const void *b) {
+    const NameIdx *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : x->i - y->i;
+}
+
+static void meta_names_free(MetaNames *nm) {
+    for (int g = 0; g < nm->count; g++) free(nm->rel[g]);
+    free(nm->rel), free(nm->n);
+    memset(nm, 0, sizeof *nm);
+}
+
+static int meta_names(MetaNames *nm, MetaItem *it, int n) {
+    memset(nm, 0, sizeof *nm);
+    NameIdx *s = malloc(((size_t)n + 1) * sizeof *s);
+    if (!s) return -1;
+    for (int i = 0; i < n; i++) s[i].name = it[i].name, s[i].i = i;
+    qsort(s, (size_t)n, sizeof *s, name_idx_cmp);
+    for (int k = 0; k < n; k++) {
+        if (k == 0 || strcmp(s[k].name, s[k - 1].name)) nm->count++;
+        it[s[k].i].gid = nm->count - 1;
+    }
+    free(s);
+    nm->rel = calloc((size_t)nm->count + 1, sizeof *nm->rel);
+    nm->n = calloc((size_t)nm->count + 1, sizeof *nm->n);
+    if (!nm->rel || !nm->n) { meta_names_free(nm); return -1; }
+    for (int i = 0; i < n; i++)
+        for (int r = 0; r < 2; r++)
+            for (int k = 0; k < it[i].nlink[r]; k++) {
+                int g = it[i].gid, h = it[it[i].link[r][k]].gid;
+                if ((!has_idx(nm->rel[g], nm->n[g], h) && push_idx(&nm->rel[g], &nm->n[g], h)) ||
+                    (!has_idx(nm->rel[h], nm->n[h], g) && push_idx(&nm->rel[h], &nm->n[h], g))) {
+                    meta_names_free(nm);
+                    return -1;
+                }
+            }
+    return 0;
+}
+
+/* A random item whose name is neither a's nor related to it, or -1 after 100 draws. */
+static int meta_unrelated(Build *B, const MetaItem *it, int n, const MetaNames *nm, int a) {
+    int g = it[a].gid;
+    for (int t = 0; t < 100; t++) {
+        int j = syn_pick(&B->rng, n);
+        if (it[j].gid != g && !has_idx(nm->rel[g], nm->n[g], it[j].gid)) return j;
+    }
+    return -1;
+}
+
+/* The item's name: its title, or, for a title that is an HTML fragment (most
+ * Magazine_Subscriptions titles, see PROVENANCE.md), the brand (the
+ * publisher) and the description's first sentence.  NULL when neither exists. */
+static char *meta_name(const Json *v) {
+    const char *title = jstr(v, "title"), *brand = jstr(v, "brand"), *desc = NULL;
+    if (title && !strchr(title, '<')) {
+        char *t = plain_text(title, 0);
+        if (t && *t) return t;
+        free(t);
+    }
+    const Json *d = json_get(v, "description");
+    for (size_t i = 0; d && d->type == JSON_ARRAY && i < d->count && !desc; i++)
+        if (d->items[i].type == JSON_STRING && d->items[i].len) desc = d->items[i].string;
+    char *b = plain_text(brand ? brand : "", 0), *s = plain_text(desc ? desc : "", 25);
+    if (!b || !s) {
+        free(b), free(s);
+        return NULL;
+    }
+    for (char *p = s; *p; p++) /* the first sentence, when it ends within the 25 words */
+        if ((*p == '.' || *p == '!' || *p == '?') && p[1] == ' ' && p - s >= 10) {
+            p[1] = 0;
+            break;
+        }
+    RfBuf o = {0};
+    if (*b && *s) buf_printf(&o, "%s: %s", b, s);
+    else if (*b || *s) buf_printf(&o, "%s", *b ? b : s);
+    free(b), free(s);
+    return o.data; /* NULL when empty */
+}
+
+/* The category path without its top level (the file's category): entries that
+ * are not category names (HTML left-overs, sentences, repeats) are skipped;
+ * an item with no other entry keeps the top level. */
+static char *meta_cats(const Json *v, const char *fallback) {
+    const Json *c = json_get(v, "category");
+    RfBuf o = {0};
+    char *top = c && c->type == JSON_ARRAY && c->count && c->items[0].type == JSON_STRING
+                    ? plain_text(c->items[0].string, 0) : xstrdup(fallback);
+    char *last = NULL;
+    for (size_t i = 1; c && c->type == JSON_ARRAY && i < c->count; i++) {
+        if (c->items[i].type != JSON_STRING) continue;
+        char *e = plain_text(c->items[i].string, 0);
+        if (!e || !top) { free(e); continue; }
+        size_t n = strlen(e);
+        if (n && n <= 40 && !strpbrk(e, "<>") && e[n - 1] != '.' && strcmp(e, top) && (!last || strcmp(e, last))) {
+            buf_printf(&o, "%s%s", o.len ? ", " : "", e);
+            free(last);
+            last = e;
+        } else free(e);
+    }
+    free(last);
+    if (!o.len) buf_printf(&o, "%s", top && *top ? top : fallback);
+    free(top);
+    return buf_take(&o);
+}
+
+/* Read one meta file (one JSON object per line) into items sorted by ASIN,
+ * the first line of an ASIN kept, and resolve also_buy/also_view. */
+static int bd_load_meta(const char *raw, const char *rel, const char *category, MetaItem **out, int *n_out) {
+    char *text;
+    size_t len;
+    *out = NULL, *n_out = 0;
+    if (read_text(raw, rel, &text, &len)) return -1;
+    MetaItem *it = NULL;
+    int n = 0, cap = 0, rc = 0;
+    long line = 0;
+    for (char *l = strtok(text, "\n"); l && !rc; l = strtok(NULL, "\n")) {
+        line++;
+        char where[600];
+        snprintf(where, sizeof where, "%s/%s: line %ld", raw, rel, line);
+        Json v;
+        if (json_parse(&v, l, strlen(l), where)) { rc = -1; break; }
+        const char *asin = jstr(&v, "asin");
+        char *name = asin && *asin ? meta_name(&v) : NULL;
+        if (!name) { json_free(&v); continue; }
+        if (n == cap) {
+            cap = cap ? 2 * cap : 1024;
+            MetaItem *p = realloc(it, (size_t)cap * sizeof *p);
+            if (!p) { free(name), json_free(&v); rc = rf_error("%s: out of memory", where); break; }
+            it = p;
+        }
+        MetaItem *m = &it[n++];
+        memset(m, 0, sizeof *m);
+        m->asin = xstrdup(asin), m->name = name, m->cats = meta_cats(&v, category), m->line = line;
+        if (!m->asin || !m->cats) rc = rf_error("%s: out of memory", where);
+        static const char *const key[2] = {"also_buy", "also_view"};
+        for (int r = 0; r < 2; r++) {
+            const Json *a = json_get(&v, key[r]);
+            if (!a || a->type != JSON_ARRAY || !a->count) continue;
+            m->rel[r] = calloc(a->count, sizeof *m->rel[r]);
+            for (size_t k = 0; m->rel[r] && k < a->count; k++)
+                if (a->items[k].type == JSON_STRING && (m->rel[r][m->nrel[r]] = xstrdup(a->items[k].string))) m->nrel[r]++;
+        }
+        json_free(&v);
+    }
+    free(text);
+    if (rc) { meta_free(it, n); return -1; }
+    if (n) qsort(it, (size_t)n, sizeof *it, meta_cmp);
+    int k = 0; /* keep the first line of each ASIN (Magazine_Subscriptions repeats 1,065 of them) */
+    for (int i = 0; i < n; i++) {
+        if (k && !strcmp(it[i].asin, it[k - 1].asin)) meta_clear(&it[i]);
+        else it[k++] = it[i];
+    }
+    n = k;
+    for (int i = 0; i < n; i++)
+        for (int r = 0; r < 2; r++) {
+            it[i].link[r] = malloc(((size_t)it[i].nrel[r] + 1) * sizeof(int));
+            for (int j = 0; it[i].link[r] && j < it[i].nrel[r]; j++) {
+                int b = meta_find(it, n, it[i].rel[r][j]);
+                if (b >= 0 && b != i && !has_idx(it[i].link[r], it[i].nlink[r], b)) it[i].link[r][it[i].nlink[r]++] = b;
+            }
+        }
+    *out = it, *n_out = n;
+    return 0;
+}
+
+/* "title: NAME, categories: A, B" as Appendix B's I2I example. */
+static char *meta_i2i_text(const MetaItem *m) {
+    RfBuf b = {0};
+    buf_printf(&b, "title: %s, categories: %s", m->name, m->cats);
+    return buf_take(&b);
+}
+
+/* One meta file (`category` as in its name, e.g. "Gift_Cards"):
+ *   I2I: query an item, positive an item it lists as also viewed (the
+ *        closest the raw data comes to "similar"), negative an item related
+ *        to it in neither direction; test items also go to
+ *        item_embedding_test.json with every also-viewed item as positives
+ *        (at most 10) and 5 unrelated negatives;
+ *   PRP: the item with one item it lists as also bought but not also viewed
+ *        ("A"), one listed as also viewed but not also bought ("B"), and, when
+ *        it had either, one unrelated item ("E"); the five options of the
+ *        synthetic world, of which C and D do not occur here.
+ * Splits by a hash of the item's ASIN; links stay within the file. */
+static int bd_amazon2018_meta(Build *B, const char *raw, const char *category) {
+    char rel[256], label[64];
+    const char *source = category; /* as the 2023 histories name their categories */
+    snprintf(rel, sizeof rel, "amazon_reviews/2018_meta/meta_%s.json.gz", category);
+    snprintf(label, sizeof label, "%s", category);
+    for (char *p = label; *p; p++) if (*p == '_') *p = ' ';
+    MetaItem *it;
+    int n;
+    if (bd_load_meta(raw, rel, label, &it, &n)) return -1;
+    MetaNames nm;
+    if (meta_names(&nm, it, n)) {
+        meta_free(it, n);
+        return rf_error("%s/%s: out of memory", raw, rel);
+    }
+    RfBuf opt = {0};
+    for (int k = 0; k < 5; k++) buf_printf(&opt, "%s%s", k ? "\n" : "", PRP_OPTION[k]);
+    int *cand = malloc(((size_t)n + 1) * sizeof *cand);
+    for (int a = 0; a < n && cand; a++) {
+        const MetaItem *m = &it[a];
+        int split = bd_split(m->asin);
+        /* I2I */
+        int neg = m->nlink[REL_VIEW] ? meta_unrelated(B, it, n, &nm, a) : -1;
+        if (neg >= 0) {
+            int pos = m->link[REL_VIEW][syn_pick(&B->rng, m->nlink[REL_VIEW])];
+            bd_emb(B, TASK_I2I, split, INS_I2I[a % 3], meta_i2i_text(m), INS_I2I_P[a % 2], meta_i2i_text(&it[pos]),
+                   meta_i2i_text(&it[neg]), source);
+            int negs[5], neg_names[5], nn = 0; /* 5 negatives of 5 names */
+            for (int t = 0; t < 100 && nn < 5 && split == SPLIT_TEST; t++) {
+                int j = meta_unrelated(B, it, n, &nm, a);
+                if (j >= 0 && !has_idx(neg_names, nn, it[j].gid)) negs[nn] = j, neg_names[nn++] = it[j].gid;
+            }
+            if (nn == 5) {
+                int np = m->nlink[REL_VIEW] < 10 ? m->nlink[REL_VIEW] : 10;
+                Passage p = one_passage(INS_I2I_P[0], NULL), ng = one_passage(INS_I2I_P[1], NULL);
+                free(p.texts), free(ng.texts);
+                p.texts = calloc((size_t)np, sizeof *p.texts), p.n_texts = np, p.is_list = 1;
+                ng.texts = calloc(5, sizeof *ng.texts), ng.n_texts = 5, ng.is_list = 1;
+                for (int k = 0; p.texts && k < np; k++) p.texts[k] = meta_i2i_text(&it[m->link[REL_VIEW][k]]);
+                for (int k = 0; ng.texts && k < 5; k++) ng.texts[k] = meta_i2i_text(&it[negs[k]]);
+                emit_emb(&B->items, NULL, TASK_I2I, one_passage(INS_I2I[a % 3], meta_i2i_text(m)), &p, 1, &ng, 1, source,
+                         SPLIT_TEST, B->n_items++);
+            }
+        }
+        /* PRP */
+        int emitted = 0;
+        for (int r = 0; r < 2; r++) {
+            int nc = 0;
+            for (int k = 0; k < m->nlink[r]; k++)
+                if (!has_idx(m->link[1 - r], m->nlink[1 - r], m->link[r][k])) cand[nc++] = m->link[r][k];
+            if (!nc) continue;
+            RfBuf in = {0};
+            buf_printf(&in, "Product 1:: %s\nProduct 2:: %s", m->name, it[cand[syn_pick(&B->rng, nc)]].name);
+            bd_gen(B, TASK_PRP, split, syn_prompt(INS_PRP[(a + r) % 3], in.data, opt.data), xstrdup(r == REL_BUY ? "A" : "B"),
+                   source);
+            buf_free(&in);
+            emitted = 1;
+        }
+        int other = emitted ? meta_unrelated(B, it, n, &nm, a) : -1;
+        if (other >= 0) {
+            RfBuf in = {0};
+            buf_printf(&in, "Product 1:: %s\nProduct 2:: %s", m->name, it[other].name);
+            bd_gen(B, TASK_PRP, split, syn_prompt(INS_PRP[(a + 2) % 3], in.data, opt.data), xstrdup("E"), source);
+            buf_free(&in);
+        }
+    }
+    int rc = cand ? 0 : rf_error("%s/%s: out of memory", raw, rel);
+    free(cand);
+    buf_free(&opt);
+    meta_names_free(&nm);
+    meta_free(it, n);
+    return rc;
+}
+
+/* SA from one 5-core review file (`category` as in its name): every review
+ * with a text and a whole star rating, split by reviewer.  Used when the
+ * Amazon 2023 histories gave no SA record. */
+static int bd_amazon2018_reviews(Build *B, const char *raw, const char *category) {
+    char rel[256], *text;
+    size_t len;
+    const char *source = category;
+    snprintf(rel, sizeof rel, "amazon_reviews/2018_5core/%s_5.json.gz", category);
+    if (read_text(raw, rel, &text, &len)) return -1;
+    /* parse every line first, so that a bad line adds no record */
+    Json *rv = NULL;
+    int n = 0, cap = 0, rc = 0;
+    long line = 0;
+    for (char *l = strtok(text, "\n"); l && !rc; l = strtok(NULL, "\n")) {
+        line++;
+        char where[600];
+        snprintf(where, sizeof where, "%s/%s: line %ld", raw, rel, line);
+        if (n == cap) {
+            cap = cap ? 2 * cap : 1024;
+            Json *p = realloc(rv, (size_t)cap * sizeof *p);
+            if (!p) { rc = rf_error("%s: out of memory", where); break; }
+            rv = p;
+        }
+        if (json_parse(&rv[n], l, strlen(l), where)) rc = -1;
+        else n++;
+    }
+    free(text);
+    for (int i = 0; i < n && !rc; i++) {
+        const Json *st = json_get(&rv[i], "overall");
+        const char *txt = jstr(&rv[i], "reviewText"), *who = jstr(&rv[i], "reviewerID");
+        if (!txt || !who || !st || st->type != JSON_NUMBER || !(st->number >= 1 && st->number <= 5) ||
+            st->number != floor(st->number))
+            continue;
+        char *clean = strip_dup(txt);
+        if (clean && *clean)
+            bd_gen(B, TASK_SA, bd_split(who), syn_prompt(INS_SA[i % 3], clean, SA_OPTIONS),
+                   xstrdup(SA_ANSWER[(int)st->number - 1]), source);
+        free(clean);
+    }
+    for (int i = 0; i < n; i++) json_free(&rv[i]);
+    free(rv);
+    return rc;
+}
+
 static void build_usage(FILE *f) {
     fprintf(f, "usage: recfound build-data --raw DIR --out DIR [--seed N]\n"
                "  Builds the published RecFound format from the public raw sources in DIR (MovieLens-100k,\n"
-               "  MuDoCo-QR, Amazon-Google products, ESCI, AmazonQA, Amazon Reviews 2023 user histories)\n"
-               "  and prints which tasks could not be built and why.\n");
+               "  MuDoCo-QR, Amazon-Google products, ESCI, AmazonQA, Amazon Reviews 2023 user histories,\n"
+               "  Amazon Reviews 2018 meta files and 5-core reviews, .json.gz) and prints which tasks could\n"
+               "  not be built and why.\n");
 }
 
 int build_data_main(int argc, char **argv) {
@@ -2286,19 +2702,29 @@ int build_data_main(int argc, char **argv) {
     Build *B = calloc(1, sizeof *B);
     if (!B) return rf_error("build-data: out of memory");
     rng_seed(&B->rng, seed);
-    static const struct { const char *name, *what; } srcs[7] = {
+    static const struct { const char *name, *what; } srcs[9] = {
         {"mudoco", "QR"}, {"mudoco-weather", "QR"}, {"amazon_google", "PM"}, {"esci", "Q2I"},
-        {"amazonqa_partial", "AG"}, {"movielens/ml-100k", "SR, U2I, UP, IP"}, {"amazon_reviews/2023", "SR, U2I, SA"}};
-    for (int s = 0; s < 7; s++) {
+        {"amazonqa_partial", "AG"}, {"movielens/ml-100k", "SR, U2I, UP, IP"}, {"amazon_reviews/2023", "SR, U2I, SA"},
+        {"amazon_reviews/2018_meta/Gift_Cards", "I2I, PRP"}, {"amazon_reviews/2018_meta/Magazine_Subscriptions", "I2I, PRP"}};
+    for (int s = 0; s < 9; s++) {
         int rc = s == 0 ? bd_mudoco(B, raw, "mudoco/qr_mudoco_news.json", "news")
                : s == 1 ? bd_mudoco(B, raw, "mudoco/qr_mudoco_weather.json", "weather")
                : s == 2 ? bd_amazon_google(B, raw)
                : s == 3 ? bd_esci(B, raw)
                : s == 4 ? bd_amazonqa(B, raw)
                : s == 5 ? bd_movielens(B, raw)
-                        : bd_amazon2023(B, raw);
+               : s == 6 ? bd_amazon2023(B, raw)
+               : s == 7 ? bd_amazon2018_meta(B, raw, "Gift_Cards")
+                        : bd_amazon2018_meta(B, raw, "Magazine_Subscriptions");
         if (rc) printf("skipped %s (%s): %s\n", srcs[s].name, srcs[s].what, rf_last_error());
     }
+    /* SA from the 2018 5-core reviews where the 2023 histories gave none */
+    static const char *const CORE5[5] = {"Gift_Cards", "Magazine_Subscriptions", "All_Beauty", "AMAZON_FASHION",
+                                         "Appliances"};
+    int no_sa = !(B->count[TASK_SA][0] + B->count[TASK_SA][1] + B->count[TASK_SA][2]);
+    for (int f = 0; f < 5 && no_sa; f++)
+        if (bd_amazon2018_reviews(B, raw, CORE5[f]))
+            printf("skipped amazon_reviews/2018_5core/%s (SA): %s\n", CORE5[f], rf_last_error());
     int rc = rf_mkdirs(out);
     char path[4096];
     for (int k = 0; k < 2 && !rc; k++)
@@ -2308,15 +2734,19 @@ int build_data_main(int argc, char **argv) {
             rc = L->fail ? rf_error("%s: out of memory", path) : write_lines(path, L);
             if (!rc) printf("%s: %zu records\n", path, L->n);
         }
+    if (!rc && B->items.n) { /* I2I test records with lists, as the published item_embedding_test.json */
+        snprintf(path, sizeof path, "%s/item_embedding_test.json", out);
+        rc = B->items.fail ? rf_error("%s: out of memory", path) : write_array(path, &B->items);
+        if (!rc) printf("%s: %zu records (I2I with lists)\n", path, B->items.n);
+    }
     for (int t = 0; t < N_TASKS && !rc; t++) {
         long n = B->count[t][0] + B->count[t][1] + B->count[t][2];
         if (n) printf("  %-4s %6ld train %5ld eval %5ld test\n", TASKS[t].short_name, B->count[t][0], B->count[t][1],
                       B->count[t][2]);
     }
     static const char *const why[N_TASKS] = {
-        [TASK_I2I] = "needs item relations (Amazon 2018 meta also_buy/also_view), which are gzip files; no inflate "
-                     "is linked",
-        [TASK_PRP] = "needs Amazon 2018 meta also_buy/also_view (gzip files; no inflate is linked)",
+        [TASK_I2I] = "Amazon 2018 meta files (also_view links) missing",
+        [TASK_PRP] = "Amazon 2018 meta files (also_buy/also_view links) missing",
         [TASK_AVE] = "no attribute-value labels in the raw sources (MAVE is not included)",
         [TASK_AP] = "AmazonQA here has no review snippets and no is_answerable label",
         [TASK_Q2I] = "ESCI file missing",
@@ -2327,13 +2757,14 @@ int build_data_main(int argc, char **argv) {
         [TASK_U2I] = "MovieLens and Amazon 2023 files missing",
         [TASK_UP] = "MovieLens files missing",
         [TASK_IP] = "MovieLens files missing",
-        [TASK_SA] = "Amazon 2023 files missing (2018 5-core reviews are gzip files; no inflate is linked)",
+        [TASK_SA] = "Amazon 2023 histories and 2018 5-core reviews missing",
     };
     for (int t = 0; t < N_TASKS && !rc; t++)
         if (!(B->count[t][0] + B->count[t][1] + B->count[t][2]))
             printf("not built: %s (%s): %s\n", TASKS[t].short_name, TASKS[t].name, why[t]);
     for (int k = 0; k < 2; k++)
         for (int s = 0; s < N_SPLITS; s++) lines_free(&B->L[k][s]);
+    lines_free(&B->items);
     free(B);
     return rc;
 }

@@ -198,6 +198,387 @@ int rf_mkdirs(const char *path) {
     return 0;
 }
 
+/* -------------------------------------------------------------------- gzip */
+/*
+ * gzip files (RFC 1952) whose members hold DEFLATE data (RFC 1951), read so
+ * that the Amazon Reviews 2018 files need nothing beyond libc.  Written from
+ * the two RFCs; section numbers below are theirs.
+ *
+ * DEFLATE in brief (RFC 1951 §3.2): a stream of blocks, each starting with
+ * BFINAL (1 bit) and BTYPE (2 bits): 00 stored (raw bytes), 01 fixed Huffman
+ * codes, 10 dynamic Huffman codes (the code lengths are sent first, themselves
+ * Huffman-coded), 11 an error.  A Huffman block is a sequence of literal bytes
+ * and <length, distance> pairs that copy earlier output, ended by symbol 256.
+ * Bits are packed from the least significant bit of each byte; Huffman codes
+ * are packed starting with their most significant bit (§3.1.1).
+ */
+
+#define GZ_MAXBITS 15  /* the longest Huffman code (§3.2.7) */
+
+/* Lengths 3..258 of symbols 257..285 and distances 1..32768 of distance
+ * symbols 0..29: a base plus that many extra bits (the tables of §3.2.5). */
+static const unsigned short GZ_LEN_BASE[29] = {3,  4,  5,  6,  7,  8,  9,  10, 11,  13,  15,  17,  19,  23, 27,
+                                               31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195, 227, 258};
+static const unsigned char GZ_LEN_EXTRA[29] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2,
+                                               2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0};
+static const unsigned short GZ_DIST_BASE[30] = {1,    2,    3,    4,    5,    7,     9,     13,    17,  25,
+                                                33,   49,   65,   97,   129,  193,   257,   385,   513, 769,
+                                                1025, 1537, 2049, 3073, 4097, 6145,  8193,  12289, 16385, 24577};
+static const unsigned char GZ_DIST_EXTRA[30] = {0, 0, 0, 0, 1, 1, 2, 2,  3,  3,  4,  4,  5,  5,  6,
+                                                6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13};
+
+/* A canonical Huffman code (§3.2.2) kept as what defines it: how many codes
+ * have each length, and the symbols sorted by (code length, symbol value).
+ * Codes of one length are consecutive integers, and the first code of length
+ * L+1 is (first of L + count of L) * 2; gz_decode walks the lengths with that. */
+typedef struct {
+    unsigned short count[GZ_MAXBITS + 1]; /* count[0] unused */
+    unsigned short symbol[288];
+} GzHuffman;
+
+typedef struct {
+    const unsigned char *in;  /* the whole file */
+    size_t n, pos;            /* its size; the next unread byte */
+    uint32_t bitbuf;          /* bits read from in[] but not used yet, next bit lowest */
+    int bitcnt;               /* how many (0..7 between calls) */
+    unsigned char *out;       /* the decompressed bytes of every member so far */
+    size_t len, cap, max;     /* used, allocated, the limit */
+    size_t member_start;      /* where this member's output starts: no distance reaches before it */
+    int members;              /* members read whole */
+    const char *name;         /* for error lines */
+    GzHuffman fixed_lit, fixed_dist;
+} Gunzip;
+
+/* One error line: "NAME: byte OFFSET: problem", OFFSET in the compressed file. */
+static int gz_err(const Gunzip *z, const char *fmt, ...)
+#ifdef __GNUC__
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+static int gz_err(const Gunzip *z, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return rf_error("%s: byte %zu: %s", z->name, z->pos, msg);
+}
+
+/* The next `need` (0..16) bits as an integer, the first bit read lowest. */
+static int gz_bits(Gunzip *z, int need, unsigned *value) {
+    *value = 0;
+    while (z->bitcnt < need) {
+        if (z->pos >= z->n) return gz_err(z, "truncated: the compressed data ends inside a block");
+        z->bitbuf |= (uint32_t)z->in[z->pos++] << z->bitcnt;
+        z->bitcnt += 8;
+    }
+    *value = z->bitbuf & ((1u << need) - 1);
+    z->bitbuf >>= need;
+    z->bitcnt -= need;
+    return 0;
+}
+
+/* Build a code from the code length of each symbol (0 = unused).  Returns 0
+ * when the lengths fill the code space exactly, and otherwise -1 with *why
+ * set, except that an incomplete code of a single length-1 code (one symbol
+ * used) or of no code at all is allowed when `allow_single` is set: RFC 1951
+ * §3.2.7 permits one distance code, and encoders do the same for literals. */
+static int gz_build(GzHuffman *h, const unsigned char *lengths, int n, int allow_single, const char **why) {
+    memset(h->count, 0, sizeof h->count);
+    for (int s = 0; s < n; s++) h->count[lengths[s]]++;
+    int used = n - h->count[0];
+    /* Kraft's inequality, one length at a time: `left` codes of this length are still free */
+    long left = 1;
+    for (int L = 1; L <= GZ_MAXBITS; L++) {
+        left = 2 * left - h->count[L];
+        if (left < 0) {
+            *why = "over-subscribed (more codes than bit patterns)";
+            return -1;
+        }
+    }
+    if (left > 0 && !(allow_single && (used == 0 || (used == 1 && h->count[1] == 1)))) {
+        *why = "incomplete (bit patterns left without a code)";
+        return -1;
+    }
+    /* symbols sorted by length, then value: offs[L] = where length L starts */
+    unsigned short offs[GZ_MAXBITS + 2];
+    offs[1] = 0;
+    for (int L = 1; L <= GZ_MAXBITS; L++) offs[L + 1] = (unsigned short)(offs[L] + h->count[L]);
+    for (int s = 0; s < n; s++)
+        if (lengths[s]) h->symbol[offs[lengths[s]]++] = (unsigned short)s;
+    h->count[0] = 0;
+    return 0;
+}
+
+/* Read one Huffman-coded symbol: add bits one at a time (most significant
+ * first) until the code read so far is one of the codes of its length. */
+static int gz_decode(Gunzip *z, const GzHuffman *h, int *sym) {
+    int code = 0, first = 0, index = 0;  /* code read; first code of this length; symbols of shorter codes */
+    *sym = 0;
+    for (int L = 1; L <= GZ_MAXBITS; L++) {
+        unsigned bit;
+        if (gz_bits(z, 1, &bit)) return -1;
+        code |= (int)bit;
+        int count = h->count[L];
+        if (code - first < count) {
+            *sym = h->symbol[index + code - first];
+            return 0;
+        }
+        index += count;
+        first = (first + count) << 1;
+        code <<= 1;
+    }
+    return gz_err(z, "invalid Huffman code (no symbol has it)");
+}
+
+/* Room for `extra` more output bytes, within the limit. */
+static int gz_room(Gunzip *z, size_t extra) {
+    if (extra > z->max - z->len)
+        return gz_err(z, "decompressed size exceeds the limit of %zu bytes (refused: a decompression bomb?)", z->max);
+    if (z->len + extra + 1 > z->cap) {  /* + 1: the final NUL */
+        size_t cap = z->cap;
+        while (cap < z->len + extra + 1) cap = cap > z->max / 2 ? z->max + 1 : 2 * cap;
+        unsigned char *p = realloc(z->out, cap);
+        if (!p) return gz_err(z, "out of memory for %zu decompressed bytes", cap);
+        z->out = p, z->cap = cap;
+    }
+    return 0;
+}
+
+/* BTYPE 00 (§3.2.4): skip to a byte boundary, LEN and its one's complement
+ * NLEN (16 bits each, little-endian), then LEN bytes copied as they are. */
+static int gz_stored(Gunzip *z) {
+    z->bitbuf = 0, z->bitcnt = 0;  /* the rest of the current byte is padding */
+    if (z->n - z->pos < 4) return gz_err(z, "truncated: stored block header");
+    unsigned len = z->in[z->pos] | (unsigned)z->in[z->pos + 1] << 8;
+    unsigned nlen = z->in[z->pos + 2] | (unsigned)z->in[z->pos + 3] << 8;
+    if (len != (~nlen & 0xFFFFu)) return gz_err(z, "stored block length %u does not match its complement %u", len, nlen);
+    z->pos += 4;
+    if (z->n - z->pos < len) return gz_err(z, "truncated: stored block of %u bytes has only %zu", len, z->n - z->pos);
+    if (gz_room(z, len)) return -1;
+    memcpy(z->out + z->len, z->in + z->pos, len);
+    z->len += len, z->pos += len;
+    return 0;
+}
+
+/* The body of a Huffman block (§3.2.5): literals, <length, distance> copies,
+ * then the end-of-block symbol 256. */
+static int gz_codes(Gunzip *z, const GzHuffman *lit, const GzHuffman *dist) {
+    for (;;) {
+        int sym;
+        if (gz_decode(z, lit, &sym)) return -1;
+        if (sym < 256) {
+            if (gz_room(z, 1)) return -1;
+            z->out[z->len++] = (unsigned char)sym;
+            continue;
+        }
+        if (sym == 256) return 0;
+        sym -= 257;
+        if (sym >= 29) return gz_err(z, "invalid length symbol %d", sym + 257);
+        unsigned extra, dsym_extra;
+        if (gz_bits(z, GZ_LEN_EXTRA[sym], &extra)) return -1;
+        size_t len = GZ_LEN_BASE[sym] + extra;
+        int dsym;
+        if (gz_decode(z, dist, &dsym)) return -1;
+        if (dsym >= 30) return gz_err(z, "invalid distance symbol %d", dsym);
+        if (gz_bits(z, GZ_DIST_EXTRA[dsym], &dsym_extra)) return -1;
+        size_t d = GZ_DIST_BASE[dsym] + dsym_extra;
+        if (d > z->len - z->member_start)
+            return gz_err(z, "distance %zu too far back (only %zu bytes written)", d, z->len - z->member_start);
+        if (gz_room(z, len)) return -1;
+        /* byte by byte: the copy may overlap what it writes (distance < length repeats a pattern) */
+        for (size_t i = 0; i < len; i++, z->len++) z->out[z->len] = z->out[z->len - d];
+    }
+}
+
+/* BTYPE 10 (§3.2.7): HLIT, HDIST, HCLEN; the lengths of the code-length code
+ * in a fixed order; then the literal/length and distance code lengths, run-
+ * length coded with symbols 16 (repeat the previous 3-6 times), 17 (3-10
+ * zeros) and 18 (11-138 zeros). */
+static int gz_dynamic(Gunzip *z) {
+    static const unsigned char ORDER[19] = {16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15};
+    unsigned hlit, hdist, hclen;
+    if (gz_bits(z, 5, &hlit) || gz_bits(z, 5, &hdist) || gz_bits(z, 4, &hclen)) return -1;
+    hlit += 257, hdist += 1, hclen += 4;
+    if (hlit > 286 || hdist > 30) return gz_err(z, "bad dynamic block: %u length and %u distance codes (at most 286 and 30)", hlit, hdist);
+    unsigned char lengths[286 + 30] = {0};
+    for (unsigned i = 0; i < hclen; i++) {
+        unsigned v;
+        if (gz_bits(z, 3, &v)) return -1;
+        lengths[ORDER[i]] = (unsigned char)v;
+    }
+    GzHuffman cl, lit, dist;
+    const char *why;
+    if (gz_build(&cl, lengths, 19, 0, &why)) return gz_err(z, "bad Huffman code lengths: the code-length code is %s", why);
+    unsigned n = 0, total = hlit + hdist;
+    while (n < total) {
+        int sym;
+        unsigned rep, value = 0, extra;
+        if (gz_decode(z, &cl, &sym)) return -1;
+        if (sym < 16) {
+            lengths[n++] = (unsigned char)sym;
+            continue;
+        }
+        if (sym == 16) {
+            if (n == 0) return gz_err(z, "bad Huffman code lengths: repeat (16) with no previous length");
+            value = lengths[n - 1];
+            if (gz_bits(z, 2, &extra)) return -1;
+            rep = 3 + extra;
+        } else if (sym == 17) {
+            if (gz_bits(z, 3, &extra)) return -1;
+            rep = 3 + extra;
+        } else {
+            if (gz_bits(z, 7, &extra)) return -1;
+            rep = 11 + extra;
+        }
+        if (rep > total - n) return gz_err(z, "bad Huffman code lengths: a run of %u goes past the %u lengths", rep, total);
+        while (rep--) lengths[n++] = (unsigned char)value;
+    }
+    if (!lengths[256]) return gz_err(z, "bad Huffman code lengths: no end-of-block code");
+    if (gz_build(&lit, lengths, (int)hlit, 1, &why))
+        return gz_err(z, "bad Huffman code lengths: the literal/length code is %s", why);
+    if (gz_build(&dist, lengths + hlit, (int)hdist, 1, &why))
+        return gz_err(z, "bad Huffman code lengths: the distance code is %s", why);
+    return gz_codes(z, &lit, &dist);
+}
+
+/* The fixed codes of BTYPE 01 (§3.2.6): literal/length symbols 0-143 have 8
+ * bits, 144-255 9, 256-279 7, 280-287 8 (286 and 287 never occur); the 32
+ * distance symbols 5 bits each (30 and 31 never occur). */
+static void gz_fixed_codes(Gunzip *z) {
+    unsigned char l[288];
+    const char *why;
+    for (int s = 0; s < 288; s++) l[s] = s < 144 ? 8 : s < 256 ? 9 : s < 280 ? 7 : 8;
+    (void)gz_build(&z->fixed_lit, l, 288, 0, &why);  /* complete by construction */
+    for (int s = 0; s < 32; s++) l[s] = 5;
+    (void)gz_build(&z->fixed_dist, l, 32, 0, &why);
+}
+
+/* Little-endian integers of the gzip header and trailer. */
+static uint32_t gz_le(const unsigned char *p, int n) {
+    uint32_t v = 0;
+    for (int i = n - 1; i >= 0; i--) v = v << 8 | p[i];
+    return v;
+}
+
+/* One member (RFC 1952 §2.3): the header, the DEFLATE blocks, CRC32 and ISIZE. */
+static int gz_member(Gunzip *z) {
+    enum { FTEXT = 1, FHCRC = 2, FEXTRA = 4, FNAME = 8, FCOMMENT = 16 };
+    const size_t start = z->pos;
+    const unsigned char *h = z->in + start;
+    if (z->n - start >= 2 && (h[0] != 0x1F || h[1] != 0x8B)) {
+        if (z->members) return gz_err(z, "bytes after gzip member %d are not another member (bad magic %02x %02x)", z->members, h[0], h[1]);
+        return gz_err(z, "not a gzip file (bad magic bytes %02x %02x, want 1f 8b)", h[0], h[1]);
+    }
+    if (z->n - start < 10) return gz_err(z, "truncated gzip header (%zu of at least 10 bytes)", z->n - start);
+    if (h[2] != 8) return gz_err(z, "compression method %d is not deflate (8)", h[2]);
+    int flg = h[3];
+    if (flg & 0xE0) return gz_err(z, "reserved gzip header flags are set (FLG 0x%02x)", flg);
+    z->pos += 10;  /* ID1 ID2 CM FLG, MTIME (4), XFL, OS */
+    if (flg & FEXTRA) {
+        if (z->n - z->pos < 2) return gz_err(z, "truncated gzip header: FEXTRA length");
+        size_t xlen = gz_le(z->in + z->pos, 2);
+        z->pos += 2;
+        if (z->n - z->pos < xlen) return gz_err(z, "truncated gzip header: FEXTRA field of %zu bytes", xlen);
+        z->pos += xlen;
+    }
+    for (int f = FNAME; f <= FCOMMENT; f <<= 1) {  /* zero-terminated file name, then comment */
+        if (!(flg & f)) continue;
+        const unsigned char *nul = memchr(z->in + z->pos, 0, z->n - z->pos);
+        if (!nul) return gz_err(z, "truncated gzip header: unterminated %s", f == FNAME ? "FNAME" : "FCOMMENT");
+        z->pos = (size_t)(nul - z->in) + 1;
+    }
+    if (flg & FHCRC) {  /* the two low bytes of the CRC-32 of the header so far */
+        if (z->n - z->pos < 2) return gz_err(z, "truncated gzip header: FHCRC");
+        uint32_t want = gz_le(z->in + z->pos, 2), got = rf_crc32(0, z->in + start, z->pos - start) & 0xFFFFu;
+        if (want != got) return gz_err(z, "gzip header CRC mismatch (stored %04x, computed %04x)", (unsigned)want, (unsigned)got);
+        z->pos += 2;
+    }
+    z->member_start = z->len;
+    z->bitbuf = 0, z->bitcnt = 0;
+    unsigned final = 0;
+    while (!final) {  /* every block consumes at least 3 bits, so this ends */
+        unsigned type;
+        if (gz_bits(z, 1, &final) || gz_bits(z, 2, &type)) return -1;
+        int rc = type == 0   ? gz_stored(z)
+                 : type == 1 ? gz_codes(z, &z->fixed_lit, &z->fixed_dist)
+                 : type == 2 ? gz_dynamic(z)
+                             : gz_err(z, "bad block type 3 (reserved)");
+        if (rc) return -1;
+    }
+    z->bitbuf = 0, z->bitcnt = 0;  /* the trailer starts at the next byte boundary */
+    if (z->n - z->pos < 8) return gz_err(z, "truncated gzip trailer (%zu of 8 bytes)", z->n - z->pos);
+    uint32_t crc = gz_le(z->in + z->pos, 4), isize = gz_le(z->in + z->pos + 4, 4);
+    size_t got_len = z->len - z->member_start;
+    uint32_t got_crc = rf_crc32(0, z->out + z->member_start, got_len);
+    if (crc != got_crc) return gz_err(z, "CRC-32 mismatch (stored %08x, computed %08x)", (unsigned)crc, (unsigned)got_crc);
+    if (isize != (uint32_t)got_len)
+        return gz_err(z, "length mismatch (ISIZE says %u bytes, the data gave %zu)", (unsigned)isize, got_len);
+    z->pos += 8;
+    z->members++;
+    return 0;
+}
+
+/* CRC-32 of RFC 1952 §8: polynomial 0xEDB88320 (bits reflected), register
+ * and result inverted; crc = 0 starts, the previous result continues. */
+uint32_t rf_crc32(uint32_t crc, const void *data, size_t n) {
+    uint32_t table[256];  /* the remainder of each byte value; cheap to rebuild */
+    for (uint32_t b = 0; b < 256; b++) {
+        uint32_t c = b;
+        for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        table[b] = c;
+    }
+    const unsigned char *p = data;
+    crc = ~crc;
+    for (size_t i = 0; i < n; i++) crc = table[(crc ^ p[i]) & 0xFF] ^ (crc >> 8);
+    return ~crc;
+}
+
+int rf_gunzip(char **out, size_t *out_len, const unsigned char *in, size_t n, size_t max_out, const char *name) {
+    *out = NULL;
+    if (out_len) *out_len = 0;
+    if (max_out > SIZE_MAX / 4) max_out = SIZE_MAX / 4;  /* keeps max_out + 1 and the doubling in range */
+    Gunzip z;
+    memset(&z, 0, sizeof z);
+    z.in = in, z.n = n, z.max = max_out, z.name = name;
+    z.cap = n < 4096 ? 4096 : n > max_out / 4 ? max_out + 1 : 4 * n;
+    if (z.cap > max_out + 1) z.cap = max_out + 1;
+    if (!(z.out = malloc(z.cap))) return rf_error("%s: out of memory", name);
+    gz_fixed_codes(&z);
+    int rc = 0;
+    do {  /* members follow each other (§2.2); zero bytes after the last are padding, as gzip(1) allows */
+        rc = gz_member(&z);
+        size_t k = z.pos;
+        while (k < n && in[k] == 0) k++;
+        if (k == n) break;
+    } while (!rc);
+    if (rc) {
+        free(z.out);
+        return -1;
+    }
+    z.out[z.len] = '\0';
+    *out = (char *)z.out;
+    if (out_len) *out_len = z.len;
+    return 0;
+}
+
+int rf_read_file_gz(const char *path, char **out, size_t *len) {
+    char *raw;
+    size_t n;
+    if (rf_read_file(path, &raw, &n)) return -1;
+    size_t plen = strlen(path);
+    int gz = (plen >= 3 && !strcmp(path + plen - 3, ".gz")) ||
+             (n >= 2 && (unsigned char)raw[0] == 0x1F && (unsigned char)raw[1] == 0x8B);
+    if (!gz) {
+        *out = raw;
+        if (len) *len = n;
+        return 0;
+    }
+    int rc = rf_gunzip(out, len, (const unsigned char *)raw, n, RF_GUNZIP_MAX, path);
+    free(raw);
+    return rc;
+}
+
 /* -------------------------------------------------------------------- JSON */
 
 /* A recursive-descent parser.  Depth is bounded so that hostile input such as

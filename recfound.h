@@ -5,7 +5,7 @@
  * Recommendation") fine-tunes one decoder LLM on embedding and generative
  * recommendation tasks at once.  This header declares, file by file:
  *
- *   io.c        errors, JSON, safetensors, config.json, model folders (HF layout)
+ *   io.c        errors, gzip, JSON, safetensors, config.json, model folders (HF layout)
  *   matmul.c    the three matrix products of a linear layer (plain + fast twins)
  *   model.c     the Llama/Mistral decoder: forward, backward, losses, AdamW
  *   tokenizer.c Hugging Face tokenizer.json (BPE with byte fallback)
@@ -55,6 +55,20 @@ int need_flag(const char *cmd, const char *name, const char *value);
 
 /* Read a whole file into a NUL-terminated buffer (caller frees). */
 int rf_read_file(const char *path, char **out, size_t *len);
+/* gzip (RFC 1952) with DEFLATE (RFC 1951), written here from the RFCs: stored,
+ * fixed and dynamic Huffman blocks; header fields FEXTRA, FNAME, FCOMMENT,
+ * FHCRC; CRC-32 and ISIZE checked; members concatenated (zero padding after
+ * the last is allowed).  The output is NUL-terminated; more than max_out bytes
+ * is refused with an error, so a small hostile file cannot expand without
+ * bound.  Errors: "NAME: byte OFFSET: problem". */
+#define RF_GUNZIP_MAX ((size_t)256 << 20)  /* 256 MiB: the largest raw source expands to 6 MiB */
+int rf_gunzip(char **out, size_t *out_len, const unsigned char *in, size_t n, size_t max_out, const char *name);
+/* rf_read_file, decompressed when the name ends in ".gz" or the file starts
+ * with the gzip magic 1f 8b (limit RF_GUNZIP_MAX). */
+int rf_read_file_gz(const char *path, char **out, size_t *len);
+/* CRC-32 of RFC 1952 §8 over data[0..n); crc = 0 to start, or a previous
+ * result to continue.  rf_crc32(0, "123456789", 9) = 0xCBF43926. */
+uint32_t rf_crc32(uint32_t crc, const void *data, size_t n);
 /* Write a file atomically: temp name in the same folder, fsync, rename.  A crash
  * at any moment leaves either the old complete file or the new one.  A missing
  * folder is created. */

@@ -93,6 +93,32 @@ static inline void fuzz_write(const char *path, const void *data, size_t size) {
     }
 }
 
+/* data[0..size) as a gzip member of stored blocks (RFC 1952 §2.3, RFC 1951
+ * §3.2.4): the simplest valid gzip file of those bytes, so that readers of .gz
+ * files can be fuzzed on their content.  Caller frees. */
+static inline unsigned char *fuzz_gzip_stored(const void *data, size_t size, size_t *out_len) {
+    size_t blocks = size / 65535 + 1, n = 10 + 5 * blocks + size + 8;
+    unsigned char *o = malloc(n), *q = o;
+    if (!o) abort();
+    static const unsigned char head[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff};
+    memcpy(q, head, 10), q += 10;
+    const unsigned char *p = data;
+    size_t left = size;
+    do {
+        unsigned len = left > 65535 ? 65535 : (unsigned)left;
+        *q++ = left == len; /* BFINAL on the last block, BTYPE 00 */
+        *q++ = (unsigned char)len, *q++ = (unsigned char)(len >> 8);
+        *q++ = (unsigned char)~len, *q++ = (unsigned char)(~len >> 8);
+        if (len) memcpy(q, p, len);
+        q += len, p += len, left -= len;
+    } while (left);
+    uint32_t crc = rf_crc32(0, data, size), isize = (uint32_t)size;
+    for (int i = 0; i < 4; i++) *q++ = (unsigned char)(crc >> (8 * i));
+    for (int i = 0; i < 4; i++) *q++ = (unsigned char)(isize >> (8 * i));
+    *out_len = (size_t)(q - o);
+    return o;
+}
+
 /* A reader returns 0, or -1 with a message; anything else is a bug. */
 static inline int fuzz_check_rc(int rc, const char *what) {
     if (rc == 0) return 0;

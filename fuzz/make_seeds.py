@@ -81,7 +81,7 @@ old = dict(tok, normalizer=None,
 old["model"] = dict(tok["model"], merges=[" ".join(m) for m in merges])
 put("tokenizer", "metaspace", json.dumps(old, separators=(",", ":")).encode() + b"\0 hello  wor</s>ld")
 
-# raw sources of build-data: a selector byte (source % 6), files separated by "\n--8<--\n"
+# raw sources of build-data: a selector byte (source % 8), files separated by "\n--8<--\n"
 SEP = "\n--8<--\n"
 def raw(src, *files):
     return bytes([src]) + SEP.join(files).encode("latin-1" if src == 3 else "utf-8")
@@ -105,6 +105,27 @@ hist = lambda t, r: {"product": {"title": t}, "rating": r, "review_full": f"{t} 
 users = [{"user_id": "u1", "category": "Toys", "history": [hist("Kite", 5), hist("Ball", 3)], "heldout": hist("Yo-yo", 4)},
          {"user_id": "u2", "history": [hist("Mug", 1)], "heldout": hist("Cup", 2)}]
 put("rawcsv", "amazon2023", raw(5, json.dumps(users[0]), json.dumps(users[1]), ""))
+# Amazon 2018 meta (the target wraps .gz files in gzip): also_buy / also_view within the file, a broken
+# HTML title, a repeated ASIN, categories with HTML left-overs
+meta = [{"asin": "G1", "title": " Kite Shop Gift Card", "brand": "Kite", "category": ["Gift Cards", "Gift Cards"],
+         "also_buy": ["G2", "X9"], "also_view": ["G3", "G1"], "description": ["A card."]},
+        {"asin": "G2", "title": "Kite &amp; Ball eGift", "category": ["Gift Cards", "</span>"], "also_buy": [],
+         "also_view": ["G1"], "description": []},
+        {"asin": "G3", "title": "<span class=\"x\"", "brand": "Pub Co", "category": [],
+         "also_buy": ["G1"], "also_view": [], "description": ["<p>A magazine about kites. Monthly.</p>"]},
+        {"asin": "G4", "title": "Mug Card", "category": ["Gift Cards", "Mugs &amp; Cups"], "also_buy": [],
+         "also_view": [], "description": []},
+        {"asin": "G3", "title": "repeat", "also_buy": [], "also_view": []}]
+put("rawcsv", "amazon2018_meta", raw(6, "\n".join(json.dumps(m) for m in meta),
+                                     json.dumps({"asin": "M1", "title": "", "brand": "", "description": [""]})))
+review = lambda who, st, text: json.dumps({"overall": st, "reviewerID": who, "asin": "G1", "reviewText": text})
+put("rawcsv", "amazon2018_reviews", raw(7, "\n".join([review("u1", 5.0, "Great card"), review("u2", 2.5, "half"),
+                                                      review("u3", 1, "  ")]), review("u4", 3, "It is fine")))
+
+# gzip: the valid fixtures of tests/fixtures/gz (Python's gzip and zlib, tests/reference/make_gz_fixtures.py)
+for name in ("stored", "fixed", "dynamic", "multi", "empty", "extra"):
+    with open(f"../tests/fixtures/gz/{name}.gz", "rb") as f:
+        put("gzip", name, f.read())
 
 # S2Sched loss tables: one option byte, then the CSV
 put("schedcsv", "paper", bytes([0x00]) + b"step,U2I,Q2I,SR,SA\n" + "".join(

@@ -669,7 +669,203 @@ START_TEST(test_build_data) {
     ck_assert_int_gt(n[TASK_SA], 3000);  /* 5 reviews per Amazon 2023 user */
     ck_assert_int_gt(n[TASK_UP], 900);
     ck_assert_int_gt(n[TASK_IP], 500);
+    ck_assert_int_gt(n[TASK_I2I], 1500); /* Amazon 2018 meta: 1,828 items with an also-viewed item */
+    ck_assert_int_gt(n[TASK_PRP], 4000); /* 1,018 A + 1,723 B + 1,905 E */
     rm_tree(dir);
+}
+END_TEST
+
+/* A raw folder holding only the given sources: symlinks into the real one. */
+static void raw_subset(const char *raw, const char *dir, const char *const *rels, int n) {
+    char from[8192], to[4096], abs[4096] = "";
+    if (raw[0] != '/') { /* a relative target would be read from the link's folder */
+        ck_assert_ptr_nonnull(getcwd(abs, sizeof abs - 1));
+        strcat(abs, "/");
+    }
+    snprintf(to, sizeof to, "%s/amazon_reviews", dir);
+    ck_assert_int_eq(rf_mkdirs(to), 0);
+    for (int i = 0; i < n; i++) {
+        snprintf(from, sizeof from, "%s%s/%s", abs, raw, rels[i]);
+        snprintf(to, sizeof to, "%s/%s", dir, rels[i]);
+        ck_assert_msg(symlink(from, to) == 0, "symlink %s", to);
+    }
+}
+
+static long build_quiet(const char *raw, const char *out, long sa[3]) {
+    char *argv[] = {"build-data", "--raw", (char *)raw, "--out", (char *)out, NULL};
+    ck_assert_msg(build_data_main(5, argv) == 0, "%s", rf_last_error());
+    long total = 0;
+    for (int s = 0; s < 3; s++) {
+        Dataset d;
+        memset(&d, 0, sizeof d);
+        ck_assert_msg(dataset_load_split(&d, out, SPLIT_NAMES[s], 0) == 0, "%s", rf_last_error());
+        sa[s] = (long)d.pool[TASK_SA].n;
+        total += sa[s];
+        dataset_free(&d);
+    }
+    return total;
+}
+
+/* The text of the prompt between `key` and the next newline. */
+static char *line_after(const char *s, const char *key) {
+    const char *p = strstr(s, key);
+    if (!p) return NULL;
+    p += strlen(key);
+    const char *e = strchr(p, '\n');
+    return strndup(p, e ? (size_t)(e - p) : strlen(p));
+}
+
+/* A raw title as the builder names an item: "&amp;" is "&", "&#39;" is "'",
+ * runs of spaces one space, no space at either end (some raw titles start
+ * with a space). */
+static char *title_norm(const Json *t) {
+    if (!t || t->type != JSON_STRING) return strdup("");
+    char *norm = malloc(t->len + 1);
+    size_t n = 0;
+    int gap = 0;
+    for (const char *p = t->string; *p; p++) {
+        if (isspace((unsigned char)*p)) { gap = n > 0; continue; }
+        if (gap) norm[n++] = ' ', gap = 0;
+        if (!strncmp(p, "&amp;", 5)) norm[n++] = '&', p += 4;
+        else if (!strncmp(p, "&#39;", 5)) norm[n++] = '\'', p += 4;
+        else norm[n++] = *p;
+    }
+    norm[n] = 0;
+    return norm;
+}
+
+/* Does any item titled a list any item titled b in its `key` list (also_buy,
+ * also_view)?  meta: the raw lines, title: their titles (title_norm). */
+static int titled_link(const Json *meta, char **title, int n, const char *a, const char *b, const char *key) {
+    for (int i = 0; i < n; i++) {
+        const Json *l = json_get(&meta[i], key);
+        if (strcmp(title[i], a) || !l || l->type != JSON_ARRAY) continue;
+        for (int j = 0; j < n; j++) {
+            const Json *aj = json_get(&meta[j], "asin");
+            if (strcmp(title[j], b) || !aj || aj->type != JSON_STRING) continue;
+            for (size_t k = 0; k < l->count; k++)
+                if (l->items[k].type == JSON_STRING && !strcmp(l->items[k].string, aj->string)) return 1;
+        }
+    }
+    return 0;
+}
+
+static int has_title(char **title, int n, const char *a) {
+    for (int i = 0; i < n; i++)
+        if (!strcmp(title[i], a)) return 1;
+    return 0;
+}
+
+/* I2I and PRP from the Amazon 2018 meta files, SA from the 2018 5-core
+ * reviews when the 2023 histories are absent.  The counts come from
+ * tests/reference/amazon2018_counts.py (Python's gzip and json on the raw
+ * files); the labels of the Gift_Cards PRP records are checked against the
+ * raw also_buy / also_view lists, looked up here by title. */
+START_TEST(test_build_data_amazon2018) {
+    char buf[4096], raw[4096], dir[64], sub[64], path[4200];
+    if (!shared_path("data/raw/amazon_reviews/2018_meta/meta_Gift_Cards.json.gz", buf, sizeof buf)) {
+        printf("test_build_data_amazon2018: skipped: %s not found (set RECFOUND_SHARED)\n", buf);
+        return;
+    }
+    snprintf(raw, sizeof raw, "%s", buf);
+    raw[strlen(raw) - strlen("/amazon_reviews/2018_meta/meta_Gift_Cards.json.gz")] = 0;
+    tmpdir(dir, sizeof dir);
+    long sa_all[3];
+    build_quiet(raw, dir, sa_all);
+    static const long I2I_WANT[3] = {1470, 184, 174}, PRP_WANT[3] = {1018, 1723, 1905}; /* A, B, E */
+    static const long SA_2018_WANT[3] = {13135, 1605, 1301};
+    /* the three PRP instructions of Appendix B.2 this project uses, and the options block */
+    static const char *const PRP_INS[3] = {"predict if the two products are similar", "best describes the relation",
+                                           "Predict whether two products are similar"};
+    const char *options = "### Options:\nA: Users who buy product 1 may also buy product 2.\n"
+                          "B: Users who view product 1 may also view product 2.\n";
+    snprintf(path, sizeof path, "%s/amazon_reviews/2018_meta/meta_Gift_Cards.json.gz", raw);
+    char *text;
+    size_t len;
+    ck_assert_msg(rf_read_file_gz(path, &text, &len) == 0, "%s", rf_last_error());
+    Json *meta = calloc(4096, sizeof *meta);
+    int nm = 0;
+    for (char *l = strtok(text, "\n"); l && nm < 4096; l = strtok(NULL, "\n"))
+        ck_assert_msg(json_parse(&meta[nm++], l, strlen(l), "meta") == 0, "%s", rf_last_error());
+    ck_assert_int_eq(nm, 1547); /* the README's item count */
+    char **title = malloc((size_t)nm * sizeof *title);
+    for (int i = 0; i < nm; i++) title[i] = title_norm(json_get(&meta[i], "title"));
+    long prp[3] = {0}, checked = 0, gift = 0;
+    for (int s = 0; s < 3; s++) {
+        Dataset d;
+        memset(&d, 0, sizeof d);
+        ck_assert_msg(dataset_load_split(&d, dir, SPLIT_NAMES[s], 0) == 0, "%s", rf_last_error());
+        ck_assert_int_eq((long)d.pool[TASK_I2I].n, I2I_WANT[s]);
+        for (size_t i = 0; i < d.pool[TASK_I2I].n; i++) {
+            const Record *r = &d.pool[TASK_I2I].recs[i];
+            ck_assert(r->n_pos == 1 && r->n_neg == 1 && r->query.instr[0] && r->pos[0].instr[0]);
+            const char *q = r->query.texts[0], *p = r->pos[0].texts[0], *n = r->neg[0].texts[0];
+            ck_assert_msg(!strncmp(q, "title: ", 7) && strstr(q, ", categories: ") && !strncmp(p, "title: ", 7) &&
+                              !strncmp(n, "title: ", 7), "I2I texts: %s / %s / %s", q, p, n);
+            ck_assert_msg(strcmp(n, q) && strcmp(n, p), "I2I negative equals the query or the positive: %s", n);
+        }
+        for (size_t i = 0; i < d.pool[TASK_PRP].n; i++) {
+            const Record *r = &d.pool[TASK_PRP].recs[i];
+            const char *pr = r->turns[0], *ans = r->turns[1];
+            int ins = 0;
+            for (int k = 0; k < 3; k++) ins |= strstr(pr, PRP_INS[k]) != NULL;
+            ck_assert_msg(ins && strstr(pr, "### Input:\nProduct 1:: ") && strstr(pr, "\nProduct 2:: ") &&
+                              strstr(pr, options) && strstr(pr, "### Response:"), "PRP prompt: %s", pr);
+            ck_assert_msg(!strcmp(ans, "A") || !strcmp(ans, "B") || !strcmp(ans, "E"), "PRP answer %s", ans);
+            prp[ans[0] == 'A' ? 0 : ans[0] == 'B' ? 1 : 2]++;
+            if (strcmp(r->source, "Gift_Cards")) continue;
+            gift++;
+            char *a = line_after(pr, "Product 1:: "), *b = line_after(pr, "Product 2:: ");
+            ck_assert(a && b && strcmp(a, b));
+            if (has_title(title, nm, a) && has_title(title, nm, b)) { /* a title with another entity is not found */
+                int buy = titled_link(meta, title, nm, a, b, "also_buy"), view = titled_link(meta, title, nm, a, b, "also_view");
+                int back = titled_link(meta, title, nm, b, a, "also_buy") || titled_link(meta, title, nm, b, a, "also_view");
+                if (ans[0] == 'A') ck_assert_msg(buy, "A without also_buy: %s -> %s", a, b);
+                if (ans[0] == 'B') ck_assert_msg(view, "B without also_view: %s -> %s", a, b);
+                if (ans[0] == 'E') ck_assert_msg(!buy && !view && !back, "E but related: %s -> %s", a, b);
+                checked++;
+            }
+            free(a), free(b);
+        }
+        dataset_free(&d);
+    }
+    for (int k = 0; k < 3; k++) ck_assert_int_eq(prp[k], PRP_WANT[k]);
+    ck_assert_msg(gift > 1000 && checked > gift * 9 / 10, "%ld of %ld Gift_Cards PRP records checked", checked, gift);
+    for (int i = 0; i < nm; i++) json_free(&meta[i]), free(title[i]);
+    free(meta);
+    free(title);
+    free(text);
+    /* item_embedding_test.json: the test items, every also-viewed item a positive, 5 negatives */
+    Dataset items;
+    memset(&items, 0, sizeof items);
+    snprintf(path, sizeof path, "%s/item_embedding_test.json", dir);
+    ck_assert_msg(dataset_load_file(&items, path, 0) == 0, "%s", rf_last_error());
+    ck_assert_int_eq((long)items.pool[TASK_I2I].n, I2I_WANT[2]);
+    for (size_t i = 0; i < items.pool[TASK_I2I].n; i++) {
+        const Record *r = &items.pool[TASK_I2I].recs[i];
+        ck_assert(r->n_pos == 1 && r->pos[0].is_list && r->pos[0].n_texts >= 1 && r->pos[0].n_texts <= 10);
+        ck_assert(r->n_neg == 1 && r->neg[0].is_list && r->neg[0].n_texts == 5);
+        for (int k = 0; k < 5; k++) ck_assert(strcmp(r->neg[0].texts[k], r->query.texts[0]));
+    }
+    dataset_free(&items);
+    rm_tree(dir);
+    /* SA: the 2023 histories alone when present (the same counts as from them alone) ... */
+    static const char *const only2023[1] = {"amazon_reviews/2023_user_histories_sample"};
+    static const char *const only2018[2] = {"amazon_reviews/2018_meta", "amazon_reviews/2018_5core"};
+    long sa[3];
+    tmpdir(sub, sizeof sub);
+    raw_subset(raw, sub, only2023, 1);
+    snprintf(path, sizeof path, "%s/out", sub);
+    build_quiet(sub, path, sa);
+    for (int s = 0; s < 3; s++) ck_assert_int_eq(sa[s], sa_all[s]);
+    rm_tree(sub);
+    /* ... and every 2018 5-core review without them */
+    tmpdir(sub, sizeof sub);
+    raw_subset(raw, sub, only2018, 2);
+    snprintf(path, sizeof path, "%s/out", sub);
+    build_quiet(sub, path, sa);
+    for (int s = 0; s < 3; s++) ck_assert_int_eq(sa[s], SA_2018_WANT[s]);
+    rm_tree(sub);
 }
 END_TEST
 
@@ -768,8 +964,9 @@ Suite *data_suite(void) {
     tcase_add_test(tc, test_synth_content);
     suite_add_tcase(s, tc);
     tc = tcase_create("build-data");
-    tcase_set_timeout(tc, 30);
+    tcase_set_timeout(tc, 120); /* four builds from the raw files; slower under the sanitizers */
     tcase_add_test(tc, test_build_data);
+    tcase_add_test(tc, test_build_data_amazon2018);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -16,6 +16,7 @@
 #include "../fuzz/fuzz_tokenizer.c"
 #include "../fuzz/fuzz_rawcsv.c"
 #include "../fuzz/fuzz_schedcsv.c"
+#include "../fuzz/fuzz_gzip.c"
 
 #include "check_util.h"
 
@@ -72,6 +73,8 @@ START_TEST(test_rawcsv) { replay("rawcsv", fuzz_rawcsv_one); }
 END_TEST
 START_TEST(test_schedcsv) { replay("schedcsv", fuzz_schedcsv_one); }
 END_TEST
+START_TEST(test_gzip) { replay("gzip", fuzz_gzip_one); }
+END_TEST
 
 Suite *fuzz_regressions_suite(void) {
     Suite *s = suite_create("fuzz_regressions");
@@ -84,6 +87,7 @@ Suite *fuzz_regressions_suite(void) {
     tcase_add_test(tc, test_tokenizer);
     tcase_add_test(tc, test_rawcsv);
     tcase_add_test(tc, test_schedcsv);
+    tcase_add_test(tc, test_gzip);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,8 +1,10 @@
 /*
- * test_io.c - the "io" Check suite: JSON, safetensors, config.json and model
- * folders.  Expected values are written out by hand (byte patterns of F16/BF16
- * numbers, UTF-8 encodings, line/column of each malformed input), never taken
- * from the code under test.  Files go to a mkdtemp folder under /tmp.
+ * test_io.c - the "io" Check suite: gzip, JSON, safetensors, config.json and
+ * model folders.  Expected values are written out by hand (byte patterns of
+ * F16/BF16 numbers, UTF-8 encodings, line/column of each malformed input,
+ * gzip members bit by bit) or come from Python's standard library (the gzip
+ * files of tests/reference/make_gz_fixtures.py), never from the code under
+ * test.  Files go to a mkdtemp folder under /tmp.
  */
 #include "check_util.h"
 #include "recfound.h"
@@ -288,6 +290,135 @@ START_TEST(test_files) {
     rf_error("first %d", 1);
     rf_error("%s: then %s", "dir", rf_last_error());
     ck_assert_str_eq(rf_last_error(), "dir: then first 1");
+}
+END_TEST
+
+/* ------------------------------------------------------------ gzip */
+
+/* CRC-32 check values of the CRC catalogue (CRC-32/ISO-HDLC): "123456789"
+ * gives 0xCBF43926, "a" 0xE8B7BE43, nothing 0; a CRC continues across calls. */
+START_TEST(test_crc32) {
+    ck_assert_uint_eq(rf_crc32(0, "123456789", 9), 0xCBF43926u);
+    ck_assert_uint_eq(rf_crc32(0, "a", 1), 0xE8B7BE43u);
+    ck_assert_uint_eq(rf_crc32(0, "", 0), 0);
+    ck_assert_uint_eq(rf_crc32(rf_crc32(0, "1234", 4), "56789", 5), 0xCBF43926u);
+}
+END_TEST
+
+/* The files of tests/reference/make_gz_fixtures.py (Python's gzip and zlib):
+ * every valid NAME.gz decompresses to NAME.txt byte for byte. */
+START_TEST(test_gzip_fixtures) {
+    static const char *const valid[] = {"stored", "fixed", "dynamic", "multi", "empty", "fname", "extra", "padded"};
+    for (size_t i = 0; i < sizeof valid / sizeof *valid; i++) {
+        char gz[256], txt[256], *want, *got;
+        size_t nw, ng;
+        snprintf(gz, sizeof gz, "tests/fixtures/gz/%s.gz", valid[i]);
+        snprintf(txt, sizeof txt, "tests/fixtures/gz/%s.txt", valid[i]);
+        ck_assert_msg(rf_read_file(txt, &want, &nw) == 0, "%s (run from the repository root)", rf_last_error());
+        ck_assert_msg(rf_read_file_gz(gz, &got, &ng) == 0, "%s", rf_last_error());
+        ck_assert_msg(ng == nw && !memcmp(got, want, nw), "%s: %zu bytes decompressed, want %zu (or the bytes differ)",
+                      gz, ng, nw);
+        ck_assert_int_eq(got[ng], '\0');
+        free(want);
+        free(got);
+    }
+    /* the three block types are really there: BTYPE is bits 1-2 of the byte after a 10-byte header */
+    static const char *const kind[3] = {"stored", "fixed", "dynamic"};
+    for (int t = 0; t < 3; t++) {
+        char gz[256], *raw;
+        size_t n;
+        snprintf(gz, sizeof gz, "tests/fixtures/gz/%s.gz", kind[t]);
+        ck_assert_int_eq(rf_read_file(gz, &raw, &n), 0);
+        ck_assert_msg(n > 10 && raw[3] == 0 && (((unsigned char)raw[10] >> 1) & 3) == t, "%s: first block type", gz);
+        free(raw);
+    }
+}
+END_TEST
+
+/* Members written out by hand (RFC 1952 §2.3, RFC 1951 §3.2.4 and §3.2.6). */
+START_TEST(test_gzip_by_hand) {
+    /* "a" in one stored block: header 1f 8b 08 00, MTIME 0, XFL 0, OS ff; block 01 (BFINAL, BTYPE 00),
+     * LEN 0001, NLEN fffe, 'a'; CRC-32 of "a" = e8b7be43 and ISIZE 1, little-endian */
+    static const unsigned char stored[] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff, 0x01, 0x01, 0x00, 0xfe, 0xff,
+                                           'a',  0x43, 0xbe, 0xb7, 0xe8, 1, 0, 0, 0};
+    /* "aaaaaa" as a fixed-Huffman block: BFINAL 1, BTYPE 01, literal 'a' (code 0x30 + 0x61 in 8 bits),
+     * length 5 (symbol 259, code 0000011), distance 1 (code 00000), end of block (0000000).  Bits in
+     * order 1 10 10010001 0000011 00000 0000000, packed from each byte's lowest bit: 4b 04 03 00.  The
+     * copy overlaps what it writes (distance 1 < length 5).  CRC-32 of "aaaaaa" = 5ae419f8. */
+    static const unsigned char fixed[] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff, 0x4b, 0x04, 0x03, 0x00,
+                                          0xf8, 0x19, 0xe4, 0x5a, 6, 0, 0, 0};
+    char *out;
+    size_t n;
+    ck_assert_msg(rf_gunzip(&out, &n, stored, sizeof stored, 100, "stored") == 0, "%s", rf_last_error());
+    ck_assert(n == 1 && !strcmp(out, "a"));
+    free(out);
+    ck_assert_msg(rf_gunzip(&out, &n, fixed, sizeof fixed, 100, "fixed") == 0, "%s", rf_last_error());
+    ck_assert(n == 6 && !strcmp(out, "aaaaaa"));
+    free(out);
+    /* both members one after the other */
+    unsigned char two[sizeof stored + sizeof fixed];
+    memcpy(two, fixed, sizeof fixed);
+    memcpy(two + sizeof fixed, stored, sizeof stored);
+    ck_assert_msg(rf_gunzip(&out, &n, two, sizeof two, 100, "two") == 0, "%s", rf_last_error());
+    ck_assert(n == 7 && !strcmp(out, "aaaaaaa"));
+    free(out);
+    /* the limit: 6 bytes may come out of `fixed`, not 5 */
+    ck_assert_int_eq(rf_gunzip(&out, &n, fixed, sizeof fixed, 6, "fixed"), 0);
+    free(out);
+    ck_assert_int_eq(rf_gunzip(&out, &n, fixed, sizeof fixed, 5, "fixed"), -1);
+    ck_assert_ptr_null(out);
+    expect_error_has("limit", "fixed: byte", "exceeds the limit of 5 bytes", NULL);
+    /* every strict prefix is an error (truncated somewhere), never a crash */
+    for (size_t k = 0; k < sizeof fixed; k++) {
+        ck_assert_msg(rf_gunzip(&out, &n, fixed, k, 100, "cut") == -1, "prefix of %zu bytes accepted", k);
+        expect_error_has("prefix", "cut: byte", "truncated", NULL);
+    }
+}
+END_TEST
+
+/* Corrupt files: -1, no output, one line naming the file and the problem. */
+START_TEST(test_gzip_corrupt) {
+    static const struct { const char *name, *problem; } cases[] = {
+        {"bad_magic", "bad magic bytes 1f 8c"},
+        {"bad_method", "compression method 7 is not deflate"},
+        {"bad_flags", "reserved gzip header flags"},
+        {"bad_crc", "CRC-32 mismatch"},
+        {"bad_isize", "length mismatch (ISIZE says 89 bytes, the data gave 88)"},
+        {"bad_hcrc", "gzip header CRC mismatch"},
+        {"truncated_data", "truncated"},
+        {"truncated_trailer", "truncated gzip trailer"},
+        {"truncated_header", "truncated gzip header"},
+        {"bad_btype", "bad block type 3"},
+        {"bad_stored_len", "stored block length 3 does not match its complement"},
+        {"too_far", "distance 1 too far back (only 0 bytes written)"},
+        {"oversubscribed", "bad Huffman code lengths: the code-length code is over-subscribed"},
+        {"trailing_garbage", "bytes after gzip member 1 are not another member"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char gz[256], *out = (char *)1;
+        size_t n = 99;
+        snprintf(gz, sizeof gz, "tests/fixtures/gz/%s.gz", cases[i].name);
+        rf_clear_error();
+        ck_assert_msg(rf_read_file_gz(gz, &out, &n) == -1, "%s: accepted", gz);
+        ck_assert_ptr_null(out);
+        expect_error_has(cases[i].name, gz, cases[i].problem, NULL);
+    }
+}
+END_TEST
+
+/* rf_read_file_gz reads plain files unchanged; a ".gz" name must hold gzip. */
+START_TEST(test_gzip_plain_files) {
+    char p[256], *out;
+    size_t n;
+    write_text(tpath(p, "plain.txt"), "not compressed\n");
+    ck_assert_int_eq(rf_read_file_gz(p, &out, &n), 0);
+    ck_assert(n == 15 && !strcmp(out, "not compressed\n"));
+    free(out);
+    write_text(tpath(p, "fake.json.gz"), "{\"a\": 1}\n");
+    ck_assert_int_eq(rf_read_file_gz(p, &out, &n), -1);
+    expect_error_has("fake", "fake.json.gz: byte 0", "not a gzip file", NULL);
+    ck_assert_int_eq(rf_read_file_gz(tpath(p, "missing.gz"), &out, &n), -1);
+    expect_error_has("missing", "missing.gz", "cannot open", NULL);
 }
 END_TEST
 
@@ -829,6 +960,15 @@ Suite *io_suite(void) {
     tc = tcase_create("files");
     tcase_add_checked_fixture(tc, tmp_setup, tmp_teardown);
     tcase_add_test(tc, test_files);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("gzip");
+    tcase_add_checked_fixture(tc, tmp_setup, tmp_teardown);
+    tcase_add_test(tc, test_crc32);
+    tcase_add_test(tc, test_gzip_fixtures);
+    tcase_add_test(tc, test_gzip_by_hand);
+    tcase_add_test(tc, test_gzip_corrupt);
+    tcase_add_test(tc, test_gzip_plain_files);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("safetensors");

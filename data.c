@@ -2679,26 +2679,21 @@ static int bd_amazon2018_reviews(Build *B, const char *raw, const char *category
     return rc;
 }
 
-static void build_usage(FILE *f) {
-    fprintf(f, "usage: recfound build-data --raw DIR --out DIR [--seed N]\n"
-               "  Builds the published RecFound format from the public raw sources in DIR (MovieLens-100k,\n"
-               "  MuDoCo-QR, Amazon-Google products, ESCI, AmazonQA, Amazon Reviews 2023 user histories,\n"
-               "  Amazon Reviews 2018 meta files and 5-core reviews, .json.gz) and prints which tasks could\n"
-               "  not be built and why.\n");
-}
-
 int build_data_main(int argc, char **argv) {
     const char *raw = NULL, *out = NULL;
-    unsigned long long seed = 42;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { build_usage(stdout); return 0; }
-        if (i + 1 >= argc) { build_usage(stderr); return rf_error("build-data: option %s needs a value", argv[i]); }
-        if (!strcmp(argv[i], "--raw")) raw = argv[++i];
-        else if (!strcmp(argv[i], "--out")) out = argv[++i];
-        else if (!strcmp(argv[i], "--seed")) seed = strtoull(argv[++i], NULL, 10);
-        else { build_usage(stderr); return rf_error("build-data: unknown option %s", argv[i]); }
-    }
-    if (!raw || !out) { build_usage(stderr); return rf_error("build-data: --raw DIR and --out DIR are required"); }
+    long seed = 42;
+    Flag f[] = {
+        {"--raw", 's', &raw, "folder of the public raw sources (e.g. ../shared/data/raw)"},
+        {"--out", 's', &out, "dataset folder to write"},
+        {"--seed", 'i', &seed, "seed of the splits, negatives and shuffles (default 42)"},
+    };
+    int r = parse_flags(argc, argv, f, 3, "--raw DIR --out DIR [--seed N]\n\n"
+                        "Builds the published RecFound format from the public raw sources in DIR (MovieLens-100k,\n"
+                        "MuDoCo-QR, Amazon-Google products, ESCI, AmazonQA, Amazon Reviews 2023 user histories,\n"
+                        "Amazon Reviews 2018 meta files and 5-core reviews, .json.gz) and prints which tasks could\n"
+                        "not be built and why.");
+    if (r) return r > 0 ? 0 : -1;
+    if (need_flag("build-data", "--raw", raw) || need_flag("build-data", "--out", out)) return -1;
     Build *B = calloc(1, sizeof *B);
     if (!B) return rf_error("build-data: out of memory");
     rng_seed(&B->rng, seed);
@@ -2725,7 +2720,10 @@ int build_data_main(int argc, char **argv) {
     for (int f = 0; f < 5 && no_sa; f++)
         if (bd_amazon2018_reviews(B, raw, CORE5[f]))
             printf("skipped amazon_reviews/2018_5core/%s (SA): %s\n", CORE5[f], rf_last_error());
-    int rc = rf_mkdirs(out);
+    long built = 0;
+    for (int k = 0; k < 2; k++)
+        for (int sp = 0; sp < N_SPLITS; sp++) built += (long)B->L[k][sp].n;
+    int rc = built ? rf_mkdirs(out) : rf_error("%s: no source could be read (see the lines above); nothing written", raw);
     char path[4096];
     for (int k = 0; k < 2 && !rc; k++)
         for (int s = 0; s < N_SPLITS && !rc; s++) {

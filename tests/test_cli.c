@@ -161,9 +161,10 @@ START_TEST(test_init_deterministic) {
 END_TEST
 
 START_TEST(test_help_and_usage_errors) {
-    const char *cmds[] = {"init", "score", "embed", "pretrain", "bench-train"};
+    const char *cmds[] = {"init", "score", "embed", "pretrain", "bench-train", "train", "eval", "sched", "merge",
+                          "build-data", "tokenizer train", "route", "loss"};
     char args[64], *out, *err;
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 13; i++) {
         snprintf(args, sizeof args, "%s --help", cmds[i]);
         ck_assert_int_eq(run(args, &out, &err), 0);
         ck_assert_msg(strstr(out, "usage: recfound") != NULL, "%s --help printed no usage", cmds[i]);
@@ -177,6 +178,10 @@ START_TEST(test_help_and_usage_errors) {
                  "--optimizer adam --out /tmp/never", "sgd or adamw");
     ck_assert_int_ne(run("no-such-command", &out, &err), 0);
     free(out); free(err);
+    /* a raw folder where no source can be read: an error, and no dataset folder */
+    expect_error("build-data --raw /nonexistent-raw --out /tmp/rf-never-built", "no source could be read");
+    ck_assert_int_ne(access("/tmp/rf-never-built", F_OK), 0);
+    expect_error("build-data --seed x --raw a --out b", "whole number");
 }
 END_TEST
 

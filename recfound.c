@@ -1368,6 +1368,15 @@ out:
 
 /* ------------------------------------------------------------ benchmarks */
 
+/* The model of a bench-* command: the folder given, else a random `small` preset. */
+static int bench_model(Model *m, const char *dir) {
+    if (dir) return model_load(m, dir);
+    Config c;
+    if (config_preset(&c, "small", 0) || model_alloc(m, &c)) return -1;
+    model_init_random(m, 42);
+    return 0;
+}
+
 /* Full-parameter AdamW training steps on random ids: tokens/s and peak RSS. */
 static int cmd_bench_train(int argc, char **argv) {
     const char *mdir = NULL;
@@ -1380,13 +1389,7 @@ static int cmd_bench_train(int argc, char **argv) {
     if (r) return r > 0 ? 0 : -1;
     if (B < 1 || T < 2 || steps < 1) return rf_error("--batch >= 1, --len >= 2, --steps >= 1");
     Model m;
-    if (mdir) {
-        if (model_load(&m, mdir)) return -1;
-    } else {
-        Config c;
-        if (config_preset(&c, "small", 0) || model_alloc(&m, &c)) return -1;
-        model_init_random(&m, 42);
-    }
+    if (bench_model(&m, mdir)) return -1;
     int *ids = malloc((size_t)B * T * sizeof(int)), *lengths = malloc(B * sizeof(int));
     float *w = malloc((size_t)B * T * sizeof(float)), *grads = calloc(m.total, sizeof(float));
     Rng rng;
@@ -1444,13 +1447,7 @@ static int cmd_bench_recfound(int argc, char **argv) {
     if (r) return r > 0 ? 0 : -1;
     if (Q < 1 || G < 1 || L < 8 || steps < 1) return rf_error("--queries, --gen, --steps >= 1, --len >= 8");
     Model m;
-    if (mdir) {
-        if (model_load(&m, mdir)) return -1;
-    } else {
-        Config c;
-        if (config_preset(&c, "small", 0) || model_alloc(&m, &c)) return -1;
-        model_init_random(&m, 42);
-    }
+    if (bench_model(&m, mdir)) return -1;
     TmoleConfig tc;
     Tmole tm;
     tmole_config_default(&tc);
@@ -1530,13 +1527,7 @@ static int cmd_bench_infer(int argc, char **argv) {
     if (prompt < 1 || new_tokens < 1 || batch < 1 || len < 2 || reps < 1)
         return rf_error("every size must be >= 1 (--len >= 2)");
     Model m;
-    if (mdir) {
-        if (model_load(&m, mdir)) return -1;
-    } else {
-        Config c;
-        if (config_preset(&c, "small", 0) || model_alloc(&m, &c)) return -1;
-        model_init_random(&m, 42);
-    }
+    if (bench_model(&m, mdir)) return -1;
     int V = m.cfg.vocab_size, C = m.cfg.hidden_size;
     Rng rng;
     rng_seed(&rng, 5);

@@ -146,26 +146,40 @@ static void expect_same_adapters(const char *got, const char *ref, const char *s
     for (int k = 0; k < 3; k++) st_close(&f[k]);
 }
 
-START_TEST(test_ranks_match_one_process) {
-    if (!mpi_ready("ranks_match_one_process")) return;
-    char d[] = "/tmp/rfmpiXXXXXX", cmd[4096], opts[1024], pre[512], a[700], b[700], z[700];
-    ck_assert(mkdtemp(d) != NULL);
+/* A tiny world in d and the one-process reference run d/one; opts gets the
+ * training options the runs compared share. */
+static void reference_run(const char *d, char *opts, size_t n) {
+    char cmd[4096];
     tiny_world(d);
-    snprintf(opts, sizeof opts, TRAIN_OPTS, d, d, d);
+    snprintf(opts, n, TRAIN_OPTS, d, d, d);
     snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 %s train %s --out %s/one", bin(), opts, d);
     must_run(cmd);
+}
+
+/* Run d/NAME ended where d/one did: the same batches and losses, and final
+ * adapters within ADAPTER_TOL of the update. */
+static void expect_same_run(const char *d, const char *name) {
+    char a[700], b[700], z[700];
     snprintf(a, sizeof a, "%s/one", d);
+    snprintf(b, sizeof b, "%s/%s", d, name);
+    expect_same_losses(b, a);
+    snprintf(a, sizeof a, "%s/one/final", d);
+    snprintf(b, sizeof b, "%s/%s/final", d, name);
     snprintf(z, sizeof z, "%s/one/step-0", d);
+    expect_same_adapters(b, a, z);
+}
+
+START_TEST(test_ranks_match_one_process) {
+    if (!mpi_ready("ranks_match_one_process")) return;
+    char d[] = "/tmp/rfmpiXXXXXX", cmd[4096], opts[1024], pre[512], name[16];
+    ck_assert(mkdtemp(d) != NULL);
+    reference_run(d, opts, sizeof opts);
     for (int P = 2; P <= 3; P++) {
         mpirun_prefix(pre, sizeof pre, P);
-        snprintf(cmd, sizeof cmd, "%s train %s --out %s/p%d", pre, opts, d, P);
+        snprintf(name, sizeof name, "p%d", P);
+        snprintf(cmd, sizeof cmd, "%s train %s --out %s/%s", pre, opts, d, name);
         must_run(cmd);
-        snprintf(b, sizeof b, "%s/p%d", d, P);
-        expect_same_losses(b, a);
-        snprintf(a, sizeof a, "%s/one/final", d);
-        snprintf(b, sizeof b, "%s/p%d/final", d, P);
-        expect_same_adapters(b, a, z);
-        snprintf(a, sizeof a, "%s/one", d);
+        expect_same_run(d, name);
     }
     rm_tree(d);
 }
@@ -174,25 +188,16 @@ END_TEST
 /* Stopped after step 2 on 2 ranks, resumed on 3: the same run as one process. */
 START_TEST(test_resume_on_other_ranks) {
     if (!mpi_ready("resume_on_other_ranks")) return;
-    char d[] = "/tmp/rfmpiXXXXXX", cmd[4096], opts[1024], pre[512], a[700], b[700], z[700];
+    char d[] = "/tmp/rfmpiXXXXXX", cmd[4096], opts[1024], pre[512];
     ck_assert(mkdtemp(d) != NULL);
-    tiny_world(d);
-    snprintf(opts, sizeof opts, TRAIN_OPTS, d, d, d);
-    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 %s train %s --out %s/one", bin(), opts, d);
-    must_run(cmd);
+    reference_run(d, opts, sizeof opts);
     mpirun_prefix(pre, sizeof pre, 2);
     snprintf(cmd, sizeof cmd, "%s train %s --out %s/cut --stop-at 2", pre, opts, d);
     must_run(cmd);
     mpirun_prefix(pre, sizeof pre, 3);
     snprintf(cmd, sizeof cmd, "%s train --resume %s/cut", pre, d);
     must_run(cmd);
-    snprintf(a, sizeof a, "%s/one", d);
-    snprintf(b, sizeof b, "%s/cut", d);
-    expect_same_losses(b, a);
-    snprintf(a, sizeof a, "%s/one/final", d);
-    snprintf(b, sizeof b, "%s/cut/final", d);
-    snprintf(z, sizeof z, "%s/one/step-0", d);
-    expect_same_adapters(b, a, z);
+    expect_same_run(d, "cut");
     rm_tree(d);
 }
 END_TEST

@@ -420,7 +420,9 @@ static void gemm(float *C, size_t ldc, View A, View B, int M, int K, int N, int 
     int kc = K < KC ? K : KC;
     int nthreads = 1;
 #ifdef _OPENMP
-    nthreads = 2.0 * M * N * K < 2e6 ? 1 : omp_get_max_threads();
+    /* Small products, and products called from inside a parallel region (the
+     * attention's, one per thread), run on the calling thread alone. */
+    nthreads = 2.0 * M * N * K < 2e6 || omp_in_parallel() ? 1 : omp_get_max_threads();
 #endif
     /* Packing buffers for every thread, allocated here by the calling thread:
      * malloc/free inside the workers goes to per-thread arenas that glibc
@@ -439,7 +441,12 @@ static void gemm(float *C, size_t ldc, View A, View B, int M, int K, int N, int 
             }
         return;
     }
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+    if (nthreads == 1) {
+        gemm_block(C, ldc, A, B, K, 0, M, 0, N, acc, (float *)mem, (float *)mem + na);
+        free(mem);
+        return;
+    }
+#pragma omp parallel num_threads(nthreads)
     {
         int nt = 1, tid = 0;
 #ifdef _OPENMP

@@ -1404,14 +1404,22 @@ static int cmd_bench_train(int argc, char **argv) {
         for (long i = 0; i < B; i++) lengths[i] = (int)T;
         Batch b = {.B = (int)B, .T = (int)T, .ids = ids, .lengths = lengths};
         lm_weights_mean(w, &b);
-        double t0 = 0;
+        double t0 = 0, phase[5] = {0};  /* zeroing, forward, LM head + loss, backward, AdamW */
         for (long s = 0; s <= steps; s++) {
+            double t[6];
             if (s == 1) t0 = now_s();
+            t[0] = now_s();
             memset(grads, 0, m.total * sizeof(float));
+            t[1] = now_s();
             model_forward(&m, NULL, a, &b, ATTN_CAUSAL);
+            t[2] = now_s();
             model_lm_loss(&m, a, &b, w, NULL, grads, 1);
+            t[3] = now_s();
             model_backward(&m, NULL, a, &b, ATTN_CAUSAL, grads, NULL);
+            t[4] = now_s();
             adamw_step(&adam, m.params, grads, 1e-4f);
+            t[5] = now_s();
+            for (int i = 0; s > 0 && i < 5; i++) phase[i] += t[i + 1] - t[i];
         }
         double dt = now_s() - t0;
         int threads = 1;
@@ -1421,6 +1429,9 @@ static int cmd_bench_train(int argc, char **argv) {
         printf("c train tokens_per_s=%.1f step_ms=%.1f params=%zu batch=%ld len=%ld threads=%d\n",
                B * T * steps / dt, 1000 * dt / steps, m.total, B, T, threads);
         printf("c peak_rss_mb=%.1f activations_mb=%.1f\n", peak_rss_mb(), acts_bytes(a) / 1048576.0);
+        printf("c train phases_ms: zero_grad=%.1f forward=%.1f lm_head_loss=%.1f backward=%.1f adamw=%.1f\n",
+               1000 * phase[0] / steps, 1000 * phase[1] / steps, 1000 * phase[2] / steps, 1000 * phase[3] / steps,
+               1000 * phase[4] / steps);
     }
     acts_free(a);
     adamw_free(&adam);

@@ -39,7 +39,7 @@ echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d
 
 echo "== 1. full-parameter training step, small (3.95M parameters), batch 8 x 256, AdamW"
 c=$(best tokens_per_s ./recfound bench-train --model "$tmp/small" --batch 8 --len 256 --steps "$STEPS")
-./recfound bench-train --model "$tmp/small" --batch 8 --len 256 --steps 2 | grep peak_rss
+./recfound bench-train --model "$tmp/small" --batch 8 --len 256 --steps 3 | grep -E "peak_rss|phases"
 echo "C        tokens/s $c"
 if [ $have_torch = 1 ]; then
   t=$(best tokens_per_s "${pyenv[@]}" "$PY" tests/reference/bench_torch.py --model "$tmp/small" --batch 8 --len 256 \

@@ -88,6 +88,28 @@ static inline int run_capture(const char *cmd, char **out, char **err) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+/* The recfound binary under test: $RECFOUND_BIN (make check sets it) or ./recfound. */
+static inline const char *recfound_bin(void) {
+    const char *b = getenv("RECFOUND_BIN");
+    return b ? b : "./recfound";
+}
+
+/* A tiny world, tokenizer and random tiny backbone in d/w, d/tok.json, d/base
+ * (the cli and mpi suites train on them). */
+static inline void tiny_world(const char *d) {
+    const char *b = recfound_bin();
+    char cmd[2048], *out, *err;
+    ck_assert((size_t)snprintf(cmd, sizeof cmd,
+                               "OMP_NUM_THREADS=2 %s synth --out %s/w --scale 0.003 --seed 5 && "
+                               "OMP_NUM_THREADS=2 %s tokenizer train --data %s/w --vocab 400 --out %s/tok.json && "
+                               "%s init --preset tiny --vocab 400 --out %s/base",
+                               b, d, b, d, d, b, d) < sizeof cmd);
+    int rc = run_capture(cmd, &out, &err);
+    ck_assert_msg(rc == 0, "%s\nexit %d\n%s", cmd, rc, err);
+    free(out);
+    free(err);
+}
+
 /* Path of a shared/ file, or NULL when ../shared is absent (tests then skip). */
 static inline const char *shared_path(const char *rel, char *buf, size_t n) {
     const char *root = getenv("RECFOUND_SHARED");

@@ -12,15 +12,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static const char *bin(void) {
-    const char *b = getenv("RECFOUND_BIN");
-    return b ? b : "./recfound";
-}
-
 /* Run `recfound ARGS`, capturing stdout and stderr into malloc'd strings. */
 static int run(const char *args, char **out, char **err) {
     char cmd[4096];
-    ck_assert((size_t)snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=2 %s %s", bin(), args) < sizeof cmd);
+    ck_assert((size_t)snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=2 %s %s", recfound_bin(), args) < sizeof cmd);
     return run_capture(cmd, out, err);
 }
 
@@ -414,18 +409,6 @@ START_TEST(test_train_pipeline) {
 }
 END_TEST
 
-/* A tiny world, tokenizer and random tiny backbone in d/w, d/tok.json, d/base. */
-static void tiny_world(const char *d) {
-    char args[1024], *out, *err;
-    const char *steps[] = {"synth --out %s/w --scale 0.003 --seed 5", "tokenizer train --data %s/w --vocab 400 --out %s/tok.json",
-                           "init --preset tiny --vocab 400 --out %s/base"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(args, sizeof args, steps[i], d, d);
-        ck_assert_msg(run(args, &out, &err) == 0, "recfound %s\n%s", args, err);
-        free(out); free(err);
-    }
-}
-
 /* The losses.csv of a run without its last column (seconds). */
 static char *losses_without_time(const char *run) {
     char path[600], *text;
@@ -507,10 +490,10 @@ START_TEST(test_sigkill_keeps_checkpoints) {
             snprintf(args, sizeof args, "%s train --model %s/base --tokenizer %s/tok.json --data %s/w --steps 400 "
                      "--emb-batch 2 --gen-batch 3 --max-len 96 --rank 4 --task-dim 16 --no-s2sched --save-every 1 "
                      "--out %s/run >/dev/null 2>&1 & pid=$!; sleep 0.3; kill -9 $pid; wait $pid 2>/dev/null; true",
-                     bin(), d, d, d, d);
+                     recfound_bin(), d, d, d, d);
         else  /* later rounds resume the same run and are killed again */
             snprintf(args, sizeof args, "%s train --resume %s/run >/dev/null 2>&1 & pid=$!; sleep 0.%d; "
-                     "kill -9 $pid; wait $pid 2>/dev/null; true", bin(), d, 3 + 2 * round);
+                     "kill -9 $pid; wait $pid 2>/dev/null; true", recfound_bin(), d, 3 + 2 * round);
         ck_assert_int_eq(system(args), 0);
         /* every step-K folder is a complete checkpoint */
         snprintf(args, sizeof args, "ls -d %s/run/step-* 2>/dev/null", d);
@@ -539,7 +522,7 @@ START_TEST(test_sigkill_keeps_checkpoints) {
     snprintf(args, sizeof args, "%s train --model %s/base --tokenizer %s/tok.json --data %s/w --steps 400 --emb-batch 2 "
              "--gen-batch 3 --max-len 96 --rank 4 --task-dim 16 --out %s/run0 >/dev/null 2>&1 & pid=$!; "
              "while [ ! -d %s/run0/step-0 ] && kill -0 $pid 2>/dev/null; do sleep 0.01; done; kill -9 $pid; "
-             "wait $pid 2>/dev/null; test -d %s/run0/step-0", bin(), d, d, d, d, d, d);
+             "wait $pid 2>/dev/null; test -d %s/run0/step-0", recfound_bin(), d, d, d, d, d, d);
     ck_assert_msg(system(args) == 0, "no step-0 before the kill");
     snprintf(args, sizeof args, "train --resume %s/run0 --stop-at 1", d);
     ck_assert_msg(run(args, &out, &err) == 0 && strstr(err, "resuming") && strstr(err, "stopped after step"), "%s", err);

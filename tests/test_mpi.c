@@ -22,11 +22,6 @@
 #define LOSS_RTOL 1e-5
 #define ADAPTER_TOL 5e-3
 
-static const char *bin(void) {
-    const char *b = getenv("RECFOUND_BIN");
-    return b ? b : "./recfound";
-}
-
 /* The MPI build and mpirun, or 0 after saying why the test is skipped. */
 static int mpi_ready(const char *test) {
     const char *m = getenv("RECFOUND_MPI_BIN");
@@ -54,14 +49,6 @@ static void must_run(const char *cmd) {
     ck_assert_msg(rc == 0, "%s\nexit %d\n%s", cmd, rc, err);
     free(out);
     free(err);
-}
-
-/* A tiny world, tokenizer and random tiny backbone in d/w, d/tok.json, d/base. */
-static void tiny_world(const char *d) {
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "%s synth --out %s/w --scale 0.003 --seed 5 && %s tokenizer train --data %s/w --vocab 400 "
-             "--out %s/tok.json && %s init --preset tiny --vocab 400 --out %s/base", bin(), d, bin(), d, d, bin(), d);
-    must_run(cmd);
 }
 
 /* Training options shared by the runs compared: S2Sched on (its validation
@@ -152,7 +139,7 @@ static void reference_run(const char *d, char *opts, size_t n) {
     char cmd[4096];
     tiny_world(d);
     snprintf(opts, n, TRAIN_OPTS, d, d, d);
-    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 %s train %s --out %s/one", bin(), opts, d);
+    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 %s train %s --out %s/one", recfound_bin(), opts, d);
     must_run(cmd);
 }
 
@@ -246,7 +233,7 @@ static void fault(const char *signal, const char *env, const char *says, double 
     }
     model_free(&m);
     /* and the run goes on, here on one process */
-    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 %s train --resume %s/run --stop-at 1", bin(), d);
+    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 %s train --resume %s/run --stop-at 1", recfound_bin(), d);
     rc = run_capture(cmd, &out, &err);
     ck_assert_msg(rc == 0 && strstr(err, "resuming"), "%s", err);
     free(out);

@@ -6,8 +6,8 @@
 #   3. greedy generation with a KV cache, and embedding inference
 #   4. the matmul kernels on the model's shapes against numpy/OpenBLAS
 #   5. a TIES merge of the small preset's adapters over 5 checkpoints
-# Each C and PyTorch figure is the best of REPEAT runs (default 3).  Nothing
-# here is a test: it only measures.
+# Each C and PyTorch figure is the best of REPEAT runs (default 3), the two taking
+# turns.  Nothing here is a test: it only measures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-/usr/bin/python3}
@@ -22,15 +22,22 @@ pyenv=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS="$OMP_N
 have_torch=0; "$PY" -c 'import torch' 2>/dev/null && have_torch=1
 have_numpy=0; "$PY" -c 'import numpy' 2>/dev/null && have_numpy=1
 
-# best VALUE of KEY over REPEAT runs of a command printing "... KEY=VALUE ..."
-best() {
+# value of KEY in the output of a command printing "... KEY=VALUE ..."
+value() {
   local key=$1; shift
-  local b=0 v
+  "$@" | sed -n "s/.*$key=\([0-9.]*\).*/\1/p" | head -1
+}
+max() { awk -v a="$1" -v c="${2:-0}" 'BEGIN { print (c > a ? c : a) }'; }
+# The C command (array C_CMD) and the PyTorch command (T_CMD) run in turns, REPEAT
+# times each, so that both meet the same minutes of a machine whose speed drifts;
+# BEST_C and BEST_T are the best KEY of each.
+pair() {
+  local key=$1
+  BEST_C=0; BEST_T=0
   for _ in $(seq "$REPEAT"); do
-    v=$("$@" | sed -n "s/.*$key=\([0-9.]*\).*/\1/p" | head -1)
-    b=$(awk -v a="$b" -v c="${v:-0}" 'BEGIN { print (c > a ? c : a) }')
+    BEST_C=$(max "$BEST_C" "$(value "$key" "${C_CMD[@]}")")
+    if [ $have_torch = 1 ]; then BEST_T=$(max "$BEST_T" "$(value "$key" "${T_CMD[@]}")"); fi
   done
-  echo "$b"
 }
 ratio() { awk -v c="$1" -v t="$2" 'BEGIN { if (t > 0) printf "%.2f", c / t; else printf "n/a" }'; }
 
@@ -38,35 +45,40 @@ echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d
 ./recfound init --preset small --seed 1 --out "$tmp/small" 2>/dev/null
 
 echo "== 1. full-parameter training step, small (3.95M parameters), batch 8 x 256, AdamW"
-c=$(best tokens_per_s ./recfound bench-train --model "$tmp/small" --batch 8 --len 256 --steps "$STEPS")
+C_CMD=(./recfound bench-train --model "$tmp/small" --batch 8 --len 256 --steps "$STEPS")
+T_CMD=("${pyenv[@]}" "$PY" tests/reference/bench_torch.py --model "$tmp/small" --batch 8 --len 256 --steps "$STEPS"
+       --threads "$OMP_NUM_THREADS")
+pair tokens_per_s
 ./recfound bench-train --model "$tmp/small" --batch 8 --len 256 --steps 3 | grep -E "peak_rss|phases"
-echo "C        tokens/s $c"
+echo "C        tokens/s $BEST_C"
 if [ $have_torch = 1 ]; then
-  t=$(best tokens_per_s "${pyenv[@]}" "$PY" tests/reference/bench_torch.py --model "$tmp/small" --batch 8 --len 256 \
-      --steps "$STEPS" --threads "$OMP_NUM_THREADS")
-  echo "PyTorch  tokens/s $t"
-  echo "ratio C / PyTorch: $(ratio "$c" "$t")"
+  echo "PyTorch  tokens/s $BEST_T"
+  echo "ratio C / PyTorch: $(ratio "$BEST_C" "$BEST_T")"
 fi
 
 echo "== 2. joint RecFound step (TMoLE 2/2/2 r16 on q,k,v,o; 8 triplets + 8 generative rows, length 128)"
-c=$(best samples_per_s ./recfound bench-recfound --model "$tmp/small" --queries 8 --gen 8 --len 128 --steps "$STEPS")
-echo "C        samples/s $c"
+C_CMD=(./recfound bench-recfound --model "$tmp/small" --queries 8 --gen 8 --len 128 --steps "$STEPS")
+T_CMD=("${pyenv[@]}" "$PY" tests/reference/bench_torch_recfound.py --model "$tmp/small" --queries 8 --gen 8 --len 128
+       --steps "$STEPS" --threads "$OMP_NUM_THREADS")
+pair samples_per_s
+echo "C        samples/s $BEST_C"
 if [ $have_torch = 1 ]; then
-  t=$(best samples_per_s "${pyenv[@]}" "$PY" tests/reference/bench_torch_recfound.py --model "$tmp/small" --queries 8 \
-      --gen 8 --len 128 --steps "$STEPS" --threads "$OMP_NUM_THREADS")
-  echo "PyTorch  samples/s $t"
-  echo "ratio C / PyTorch: $(ratio "$c" "$t")"
+  echo "PyTorch  samples/s $BEST_T"
+  echo "ratio C / PyTorch: $(ratio "$BEST_C" "$BEST_T")"
 fi
 
 echo "== 3. inference: greedy generation (64-token prompt, 64 new, KV cache) and embeddings (8 x 128)"
-cg=$(best tokens_per_s ./recfound bench-infer --model "$tmp/small")
-ce=$(best seqs_per_s ./recfound bench-infer --model "$tmp/small")
+C_CMD=(./recfound bench-infer --model "$tmp/small")
+T_CMD=("${pyenv[@]}" "$PY" tests/reference/bench_torch_recfound.py --model "$tmp/small" --mode generate
+       --threads "$OMP_NUM_THREADS")
+pair tokens_per_s
+cg=$BEST_C tg=$BEST_T
+T_CMD=("${pyenv[@]}" "$PY" tests/reference/bench_torch_recfound.py --model "$tmp/small" --mode embed
+       --threads "$OMP_NUM_THREADS")
+pair seqs_per_s
+ce=$BEST_C te=$BEST_T
 echo "C        generate tokens/s $cg   embed sequences/s $ce"
 if [ $have_torch = 1 ]; then
-  tg=$(best tokens_per_s "${pyenv[@]}" "$PY" tests/reference/bench_torch_recfound.py --model "$tmp/small" --mode generate \
-       --threads "$OMP_NUM_THREADS")
-  te=$(best seqs_per_s "${pyenv[@]}" "$PY" tests/reference/bench_torch_recfound.py --model "$tmp/small" --mode embed \
-       --threads "$OMP_NUM_THREADS")
   echo "PyTorch  generate tokens/s $tg   embed sequences/s $te"
   echo "ratio C / PyTorch: generate $(ratio "$cg" "$tg"), embed $(ratio "$ce" "$te")"
 fi

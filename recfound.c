@@ -674,6 +674,7 @@ static int task_losses(Trainer *tr, const Dataset *d, size_t *const *pick, const
         long tokens;
         int q;
         uint64_t keep = tr->rng.s;  /* validation must not move the training stream */
+        SampleStats counted = tr->stats;  /* nor the counts of training samples dropped or truncated */
         rng_seed(&tr->rng, 0x5EED + t);
         q = 0;
         tokens = 0;
@@ -681,6 +682,7 @@ static int task_losses(Trainer *tr, const Dataset *d, size_t *const *pick, const
         loss[t] = TASKS[t].kind == KIND_EMB ? emb_branch(tr, recs, n_pick[t], 0, 1, &q)
                                             : gen_branch(tr, recs, n_pick[t], 0, 1, &tokens);
         tr->rng.s = keep;
+        tr->stats = counted;
         free(recs);
         if (isnan(loss[t]) && rf_last_error()[0]) return -1;
         /* nothing fitted --max-len (or no record had a negative): not measured */

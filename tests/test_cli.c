@@ -432,6 +432,36 @@ static char *losses_without_time(const char *run) {
     return out;
 }
 
+/* The end-of-run count of training samples truncated to --max-len counts
+ * training samples only: S2Sched's validation passes (more of them with a
+ * larger --sched-val) leave it unchanged. */
+static long truncated_count(const char *err) {
+    const char *p = strstr(err, " truncated");
+    ck_assert_msg(p != NULL, "no truncation count in: %s", err);
+    while (p > err && p[-1] >= '0' && p[-1] <= '9') p--;
+    return atol(p);
+}
+
+START_TEST(test_truncation_count_excludes_validation) {
+    char d[] = "/tmp/rftruncXXXXXX", args[4096], *out, *err;
+    ck_assert(mkdtemp(d) != NULL);
+    tiny_world(d);
+    long count[2];
+    int val[2] = {2, 12};
+    for (int k = 0; k < 2; k++) {
+        snprintf(args, sizeof args, "train --model %s/base --tokenizer %s/tok.json --data %s/w --steps 2 --emb-batch 4 "
+                 "--gen-batch 6 --max-len 64 --rank 4 --alpha 16 --task-dim 16 --sched-val %d --out %s/run%d",
+                 d, d, d, val[k], d, k);
+        ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
+        count[k] = truncated_count(err);
+        free(out); free(err);
+    }
+    ck_assert_msg(count[0] > 0, "no training sample was truncated at --max-len 64: the test checks nothing");
+    ck_assert_msg(count[0] == count[1], "truncated: %ld with --sched-val 2, %ld with --sched-val 12", count[0], count[1]);
+    rm_tree(d);
+}
+END_TEST
+
 /* Interrupted at step 1 (S2Sched and lr warmup), 3 (right after a save) and 5,
  * then resumed: losses, schedule and adapters are bit-identical to a run that
  * was never interrupted. */
@@ -553,6 +583,7 @@ Suite *cli_suite(void) {
     tcase_set_timeout(train, 300);
     tcase_add_test(train, test_train_pipeline);
     tcase_add_test(train, test_resume_bit_identical);
+    tcase_add_test(train, test_truncation_count_excludes_validation);
     tcase_add_test(train, test_sigkill_keeps_checkpoints);
     suite_add_tcase(s, train);
     return s;

@@ -37,10 +37,11 @@
 #include <mpi.h>
 #endif
 
-static int g_rank = 0, g_size = 1;
+static int g_rank = 0, g_size = 1, g_local = 1;
 
 int dist_rank(void) { return g_rank; }
 int dist_size(void) { return g_size; }
+int dist_local_size(void) { return g_local; }
 int dist_lead(void) { return g_rank == 0; }
 
 /* The block [*begin, *end) of n items that this rank owns: contiguous, sizes
@@ -85,6 +86,11 @@ int dist_init(int *argc, char ***argv) {
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+    MPI_Comm local;  /* the ranks sharing this machine's memory */
+    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, g_rank, MPI_INFO_NULL, &local) == MPI_SUCCESS) {
+        MPI_Comm_size(local, &g_local);
+        MPI_Comm_free(&local);
+    }
     const char *t = getenv("RECFOUND_MPI_TIMEOUT");
     if (t && atoi(t) > 0) g_timeout = (unsigned)atoi(t);
     struct sigaction sa;

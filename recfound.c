@@ -1088,7 +1088,9 @@ static int cmd_train(int argc, char **argv) {
     if (dataset_load_split(&tr->train, data, "train", 0) || dataset_load_split(&tr->val, data, "eval", 0)) goto out;
     if (tmole_alloc(&tr->tm, &tc, &tr->m.cfg)) goto out;
     {   /* the memory this run needs, before the large allocations */
-        int rows = (int)(3 * tr->emb_batch > tr->micro ? 3 * tr->emb_batch : tr->micro);
+        /* per process: its block of the 3Q embedding rows, or one generative micro-batch */
+        long emb_rows = (3 * tr->emb_batch + dist_size() - 1) / dist_size();
+        int rows = (int)(emb_rows > tr->micro ? emb_rows : tr->micro);
         int vrows = tr->use_sched ? 24 : 0;  /* validation embeds in chunks of 24 rows */
         if (vrows > rows) rows = vrows;
         double mib = 1.0 / 1048576;
@@ -1097,14 +1099,18 @@ static int cmd_train(int argc, char **argv) {
         double tacts = (double)rows * tr->max_len * 4.0 * mib *
                        ((double)tr->tm.n_sites * tmole_n_experts(&tc) * tc.rank + 3.25 * tr->m.cfg.hidden_size * 2);
         double total = backbone + adapters + acts + tacts;
+        int here = dist_local_size();  /* every process on this machine holds all of that */
         double phys = (double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) * mib;
-        if (dry_run || total > 0.9 * phys)
+        char procs[96] = "";
+        if (here > 1) snprintf(procs, sizeof procs, " per process x %d processes on this machine = %.0f MiB", here,
+                               total * here);
+        if ((dry_run || total * here > 0.9 * phys) && dist_lead())
             fprintf(stderr, "train: memory: backbone %.0f MiB, adapters with gradients and AdamW %.0f MiB, activations "
-                    "%.0f MiB (%d rows x %ld tokens) + adapters' %.0f MiB = %.0f MiB of %.0f MiB\n", backbone, adapters,
-                    acts, rows, tr->max_len, tacts, total, phys);
-        if (total > 0.9 * phys) {
+                    "%.0f MiB (%d rows x %ld tokens) + adapters' %.0f MiB = %.0f MiB%s of %.0f MiB\n", backbone, adapters,
+                    acts, rows, tr->max_len, tacts, total, procs, phys);
+        if (total * here > 0.9 * phys) {
             rf_error("needs about %.0f MiB, more than 90%% of this machine's %.0f MiB: lower --emb-batch, "
-                     "--micro or --max-len", total, phys);
+                     "--micro or --max-len%s", total * here, phys, here > 1 ? ", or run fewer processes per machine" : "");
             goto out;
         }
         if (dry_run) { rc = 0; goto out; }

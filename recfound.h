@@ -807,6 +807,7 @@ void dist_finalize(void);
 void dist_abort(int code);            /* stop every rank (an error on one of them) */
 int dist_rank(void);
 int dist_size(void);
+int dist_local_size(void);           /* ranks on this machine, this one included */
 int dist_lead(void);                  /* rank 0: the one that writes files and prints progress */
 void dist_share(long n, long *begin, long *end);   /* this rank's contiguous block of n items */
 int dist_sum_floats(float *x, size_t n, const char *what);

@@ -255,6 +255,46 @@ START_TEST(test_stalled_rank_times_out) {
 }
 END_TEST
 
+/* The number after `key` in s. */
+static double number_after(const char *s, const char *key) {
+    const char *p = strstr(s, key);
+    ck_assert_msg(p != NULL, "no '%s' in: %s", key, s);
+    return strtod(p + strlen(key), NULL);
+}
+
+/* --dry-run on 2 ranks of one machine: each process's share of the embedding
+ * rows is half, and the memory it weighs against the machine is that of both
+ * processes (each holds the backbone, the adapters and its activations). */
+START_TEST(test_dry_run_counts_processes_on_machine) {
+    if (!mpi_ready("dry_run_counts_processes_on_machine")) return;
+    char d[] = "/tmp/rfmpidryXXXXXX", cmd[4096], pre[512], *out, *err, *err1;
+    ck_assert(mkdtemp(d) != NULL);
+    tiny_world(d);
+    const char *opts = "--model %s/base --tokenizer %s/tok.json --data %s/w --emb-batch 10 --micro 4 --max-len 64 --no-s2sched "
+                       "--dry-run --out %s/run";
+    char o[1024];
+    snprintf(o, sizeof o, opts, d, d, d, d);
+    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 %s train %s", recfound_bin(), o);
+    ck_assert_msg(run_capture(cmd, &out, &err1) == 0, "%s", err1);
+    free(out);
+    mpirun_prefix(pre, sizeof pre, 2);
+    snprintf(cmd, sizeof cmd, "%s train %s", pre, o);
+    ck_assert_msg(run_capture(cmd, &out, &err) == 0, "%s", err);
+    free(out);
+    /* 3 x 10 embedding rows: 30 in one process, 15 in each of two */
+    ck_assert_msg(strstr(err1, "(30 rows x 64 tokens)") != NULL, "%s", err1);
+    ck_assert_msg(strstr(err, "(15 rows x 64 tokens)") != NULL, "%s", err);
+    ck_assert_msg(strstr(err1, "processes on this machine") == NULL, "%s", err1);
+    /* "... + adapters' A MiB = PER MiB per process x 2 processes on this machine = BOTH MiB of ..." */
+    double per = number_after(err, "MiB = "), both = number_after(err, "processes on this machine = ");
+    ck_assert_msg(number_after(err, "per process x ") == 2, "%s", err);
+    ck_assert_msg(per > 0 && fabs(both - 2 * per) <= 1, "%s", err);
+    free(err);
+    free(err1);
+    rm_tree(d);
+}
+END_TEST
+
 Suite *mpi_suite(void) {
     Suite *s = suite_create("mpi");
     TCase *tc = tcase_create("data_parallel");
@@ -263,6 +303,7 @@ Suite *mpi_suite(void) {
     tcase_add_test(tc, test_resume_on_other_ranks);
     tcase_add_test(tc, test_killed_rank_stops_job);
     tcase_add_test(tc, test_stalled_rank_times_out);
+    tcase_add_test(tc, test_dry_run_counts_processes_on_machine);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -2187,6 +2187,32 @@ static const char *jstr(const Json *o, const char *k) {
     return v && v->type == JSON_STRING ? v->string : NULL;
 }
 
+/* Append every line of RAW/REL (one JSON value per line, .gz or not) to
+ * (*v)[*n ..], growing the array (*cap entries); a line that does not parse
+ * is an error naming "RAW/REL: line K". */
+static int read_json_lines(const char *raw, const char *rel, Json **v, int *n, int *cap) {
+    char *text;
+    size_t len;
+    if (read_text(raw, rel, &text, &len)) return -1;
+    int rc = 0;
+    long line = 0;
+    for (char *l = strtok(text, "\n"); l && !rc; l = strtok(NULL, "\n")) {
+        line++;
+        char where[600];
+        snprintf(where, sizeof where, "%s/%s: line %ld", raw, rel, line);
+        if (*n == *cap) {
+            int grown = *cap ? 2 * *cap : 256;
+            Json *p = realloc(*v, (size_t)grown * sizeof *p);
+            if (!p) { rc = rf_error("%s: out of memory", where); break; }
+            *v = p, *cap = grown;
+        }
+        if (json_parse(&(*v)[*n], l, strlen(l), where)) rc = -1;
+        else (*n)++;
+    }
+    free(text);
+    return rc;
+}
+
 static int bd_amazon2023(Build *B, const char *raw) {
     static const char *const files[3] = {"training.jsonl", "validation.jsonl", "test.jsonl"};
     /* every product title seen, as negatives */
@@ -2196,25 +2222,9 @@ static int bd_amazon2023(Build *B, const char *raw) {
     int nu = 0, ucap = 0;
     int rc = 0;
     for (int f = 0; f < 3 && !rc; f++) {
-        char rel[256], *text;
-        size_t len;
+        char rel[256];
         snprintf(rel, sizeof rel, "amazon_reviews/2023_user_histories_sample/%s", files[f]);
-        if (read_text(raw, rel, &text, &len)) { rc = -1; break; }
-        long line = 0;
-        for (char *l = strtok(text, "\n"); l; l = strtok(NULL, "\n")) {
-            line++;
-            if (nu == ucap) {
-                ucap = ucap ? 2 * ucap : 256;
-                Json *p = realloc(users, (size_t)ucap * sizeof *p);
-                if (!p) { rc = rf_error("build-data: out of memory"); break; }
-                users = p;
-            }
-            char name[300];
-            snprintf(name, sizeof name, "%s/%s: line %ld", raw, rel, line);
-            if (json_parse(&users[nu], l, strlen(l), name)) { rc = -1; break; }
-            nu++;
-        }
-        free(text);
+        rc = read_json_lines(raw, rel, &users, &nu, &ucap);
     }
     for (int u = 0; u < nu && !rc; u++) {
         const Json *h = json_get(&users[u], "history"), *ho = json_get(&users[u], "heldout");
@@ -2639,29 +2649,13 @@ static int bd_amazon2018_meta(Build *B, const char *raw, const char *category) {
  * with a text and a whole star rating, split by reviewer.  Used when the
  * Amazon 2023 histories gave no SA record. */
 static int bd_amazon2018_reviews(Build *B, const char *raw, const char *category) {
-    char rel[256], *text;
-    size_t len;
+    char rel[256];
     const char *source = category;
     snprintf(rel, sizeof rel, "amazon_reviews/2018_5core/%s_5.json.gz", category);
-    if (read_text(raw, rel, &text, &len)) return -1;
     /* parse every line first, so that a bad line adds no record */
     Json *rv = NULL;
-    int n = 0, cap = 0, rc = 0;
-    long line = 0;
-    for (char *l = strtok(text, "\n"); l && !rc; l = strtok(NULL, "\n")) {
-        line++;
-        char where[600];
-        snprintf(where, sizeof where, "%s/%s: line %ld", raw, rel, line);
-        if (n == cap) {
-            cap = cap ? 2 * cap : 1024;
-            Json *p = realloc(rv, (size_t)cap * sizeof *p);
-            if (!p) { rc = rf_error("%s: out of memory", where); break; }
-            rv = p;
-        }
-        if (json_parse(&rv[n], l, strlen(l), where)) rc = -1;
-        else n++;
-    }
-    free(text);
+    int n = 0, cap = 0;
+    int rc = read_json_lines(raw, rel, &rv, &n, &cap);
     for (int i = 0; i < n && !rc; i++) {
         const Json *st = json_get(&rv[i], "overall");
         const char *txt = jstr(&rv[i], "reviewText"), *who = jstr(&rv[i], "reviewerID");

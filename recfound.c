@@ -1415,8 +1415,8 @@ static int cmd_bench_train(int argc, char **argv) {
         double t0 = 0, phase[5] = {0};  /* zeroing, forward, LM head + loss, backward, AdamW */
         for (long s = 0; s <= steps; s++) {
             double t[6];
-            if (s == 1) t0 = now_s();
             t[0] = now_s();
+            if (s == 1) t0 = t[0];
             memset(grads, 0, m.total * sizeof(float));
             t[1] = now_s();
             model_forward(&m, NULL, a, &b, ATTN_CAUSAL);

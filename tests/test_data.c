@@ -639,14 +639,23 @@ END_TEST
 
 /* ------------------------------------------------------------ build-data */
 
-START_TEST(test_build_data) {
-    char buf[4096], raw[4096], dir[64];
-    if (!shared_path("data/raw/README.md", buf, sizeof buf)) {
-        printf("test_build_data: skipped: %s not found (set RECFOUND_SHARED)\n", buf);
-        return;
+/* raw = the shared data/raw folder when FILE (a path inside it) is there;
+ * otherwise says that TEST is skipped and returns 0. */
+static int shared_raw(const char *test, const char *file, char *raw, size_t n) {
+    char rel[512], buf[4096];
+    snprintf(rel, sizeof rel, "data/raw/%s", file);
+    if (!shared_path(rel, buf, sizeof buf)) {
+        printf("%s: skipped: %s not found (set RECFOUND_SHARED)\n", test, buf);
+        return 0;
     }
-    snprintf(raw, sizeof raw, "%s", buf);
-    raw[strlen(raw) - strlen("/README.md")] = 0;
+    buf[strlen(buf) - strlen(file) - 1] = 0;
+    snprintf(raw, n, "%s", buf);
+    return 1;
+}
+
+START_TEST(test_build_data) {
+    char raw[4096], dir[64];
+    if (!shared_raw("test_build_data", "README.md", raw, sizeof raw)) return;
     tmpdir(dir, sizeof dir);
     char *argv[] = {"build-data", "--raw", raw, "--out", dir, NULL};
     ck_assert_msg(build_data_main(5, argv) == 0, "%s", rf_last_error());
@@ -762,13 +771,9 @@ static int has_title(char **title, int n, const char *a) {
  * files); the labels of the Gift_Cards PRP records are checked against the
  * raw also_buy / also_view lists, looked up here by title. */
 START_TEST(test_build_data_amazon2018) {
-    char buf[4096], raw[4096], dir[64], sub[64], path[4200];
-    if (!shared_path("data/raw/amazon_reviews/2018_meta/meta_Gift_Cards.json.gz", buf, sizeof buf)) {
-        printf("test_build_data_amazon2018: skipped: %s not found (set RECFOUND_SHARED)\n", buf);
+    char raw[4096], dir[64], sub[64], path[4200];
+    if (!shared_raw("test_build_data_amazon2018", "amazon_reviews/2018_meta/meta_Gift_Cards.json.gz", raw, sizeof raw))
         return;
-    }
-    snprintf(raw, sizeof raw, "%s", buf);
-    raw[strlen(raw) - strlen("/amazon_reviews/2018_meta/meta_Gift_Cards.json.gz")] = 0;
     tmpdir(dir, sizeof dir);
     long sa_all[3];
     build_quiet(raw, dir, sa_all);

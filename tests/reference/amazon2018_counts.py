@@ -51,16 +51,20 @@ def has_name(it):
     return not blank(brand) or not blank(desc)
 
 
-def meta_counts(path):
-    kept = {}
+def json_lines(path):
+    """Each non-blank line of a gzip file of JSON lines, parsed."""
     with gzip.open(path, "rt", encoding="utf-8") as f:
         for line in f:
-            if not line.strip():
-                continue
-            it = json.loads(line)
-            asin = it.get("asin")
-            if isinstance(asin, str) and asin and has_name(it) and asin not in kept:
-                kept[asin] = it
+            if line.strip():
+                yield json.loads(line)
+
+
+def meta_counts(path):
+    kept = {}
+    for it in json_lines(path):
+        asin = it.get("asin")
+        if isinstance(asin, str) and asin and has_name(it) and asin not in kept:
+            kept[asin] = it
     c = {}
     for asin, it in kept.items():
         links = {}
@@ -78,16 +82,12 @@ def meta_counts(path):
 
 def sa_counts(path):
     c = {}
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            r = json.loads(line)
-            st, text, who = r.get("overall"), r.get("reviewText"), r.get("reviewerID")
-            if isinstance(st, (int, float)) and not isinstance(st, bool) and st in (1, 2, 3, 4, 5) \
-                    and isinstance(text, str) and text.strip() and isinstance(who, str):
-                sp = split_of(who)
-                c[sp] = c.get(sp, 0) + 1
+    for r in json_lines(path):
+        st, text, who = r.get("overall"), r.get("reviewText"), r.get("reviewerID")
+        if isinstance(st, (int, float)) and not isinstance(st, bool) and st in (1, 2, 3, 4, 5) \
+                and isinstance(text, str) and text.strip() and isinstance(who, str):
+            sp = split_of(who)
+            c[sp] = c.get(sp, 0) + 1
     return c
 
 

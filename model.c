@@ -12,11 +12,13 @@
  * padding mask for right-padded rows.  Every *_forward has its *_backward next
  * to it; backward functions accumulate into gradients.
  */
+#define _DEFAULT_SOURCE /* madvise */
 #include "recfound.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -24,6 +26,62 @@
 /* Elementwise loops below this many values run on one thread: starting a
  * parallel region costs more than the work (one generated token, tiny tests). */
 #define PARALLEL_MIN ((size_t)1 << 15)
+
+/* ---------------------------------------------------------------- memory */
+
+/* calloc for the large float arrays (parameters, gradients, optimiser moments,
+ * activations).  A block of 2 MiB or more is mapped on its own, starts on a
+ * 2 MiB boundary and is offered to Linux as transparent huge pages: the
+ * products and the elementwise passes stride over tens of MiB, and with 4 KiB
+ * pages the training step of the small preset runs about 3% slower.  Pages
+ * are still given (zero) only when first touched.  A 64-byte header in front
+ * of every block tells free_big how to release it. */
+#define HUGE_PAGE ((size_t)2 << 20)
+#define BIG_HEAD 64
+
+typedef struct {
+    void *base;    /* what calloc or mmap returned */
+    size_t mapped; /* bytes mapped, 0 for a calloc block */
+} BigHead;
+
+void *calloc_big(size_t n, size_t size) {
+    if (size && n > ((size_t)-1 - 2 * HUGE_PAGE) / size) return NULL;
+    size_t bytes = n * size;
+    char *p;
+    BigHead h = {NULL, 0};
+#if defined(MAP_ANONYMOUS) && defined(MADV_HUGEPAGE)
+    if (bytes >= HUGE_PAGE) {
+        /* map one huge page more than needed, so that a 2 MiB boundary with
+         * room for the header before it lies inside */
+        size_t len = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE + HUGE_PAGE;
+        void *base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (base == MAP_FAILED) return NULL;
+        p = (char *)(((uintptr_t)base + BIG_HEAD + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+        madvise(p, len - (size_t)(p - (char *)base), MADV_HUGEPAGE); /* advice: a refusal changes nothing */
+        h.base = base;
+        h.mapped = len;
+        memcpy(p - BIG_HEAD, &h, sizeof h);
+        return p;
+    }
+#endif
+    if (!(h.base = calloc(1, bytes + BIG_HEAD))) return NULL;
+    p = (char *)h.base + BIG_HEAD;
+    memcpy(p - BIG_HEAD, &h, sizeof h);
+    return p;
+}
+
+void free_big(void *p) {
+    if (!p) return;
+    BigHead h;
+    memcpy(&h, (char *)p - BIG_HEAD, sizeof h);
+#if defined(MAP_ANONYMOUS) && defined(MADV_HUGEPAGE)
+    if (h.mapped) {
+        munmap(h.base, h.mapped);
+        return;
+    }
+#endif
+    free(h.base);
+}
 
 /* ------------------------------------------------------------------ rng */
 
@@ -124,7 +182,7 @@ int model_alloc(Model *m, const Config *cfg) {
     }
     add_spec(m, "model.norm.weight", C, 0);
     if (!c->tie_word_embeddings) add_spec(m, "lm_head.weight", V, C);
-    m->params = calloc(m->total, sizeof(float));
+    m->params = calloc_big(m->total, sizeof(float));
     if (!m->params)
         return rf_error("out of memory: the model needs %.1f GiB of float32 parameters",
                         m->total * 4.0 / (1 << 30));
@@ -140,7 +198,7 @@ int model_alloc(Model *m, const Config *cfg) {
 void model_free(Model *m) {
     free(m->spec);
     free(m->layer);
-    free(m->params);
+    free_big(m->params);
     memset(m, 0, sizeof *m);
 }
 
@@ -183,7 +241,7 @@ struct Acts {
 
 static float *alloc_f(size_t n, size_t *bytes) {
     *bytes += n * sizeof(float);
-    return calloc(n ? n : 1, sizeof(float));
+    return calloc_big(n, sizeof(float));
 }
 
 static void acts_release(Acts *a) {
@@ -192,7 +250,7 @@ static void acts_release(Acts *a) {
                      &a->logits, &a->rope_cos, &a->rope_sin, &a->dhidden, &a->dx, &a->dln, &a->dh,
                      &a->dq, &a->dk, &a->dv, &a->datty, &a->dgate, &a->dup, &a->dact, &a->datt};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
-        free(*all[i]);
+        free_big(*all[i]);
         *all[i] = NULL;
     }
     tmole_acts_free(a->ta);
@@ -1055,8 +1113,8 @@ void pool_backward(float *dhidden, const float *demb, const float *emb, const fl
 int adamw_init(AdamW *o, size_t n, float lr, float beta1, float beta2, float eps, float wd) {
     o->lr = lr; o->beta1 = beta1; o->beta2 = beta2; o->eps = eps; o->weight_decay = wd;
     o->n = n; o->t = 0;
-    o->m = calloc(n, sizeof(float));
-    o->v = calloc(n, sizeof(float));
+    o->m = calloc_big(n, sizeof(float));
+    o->v = calloc_big(n, sizeof(float));
     if (!o->m || !o->v) { adamw_free(o); return rf_error("out of memory for AdamW moments"); }
     return 0;
 }
@@ -1130,8 +1188,8 @@ void adamw_step_ref(AdamW *o, float *params, const float *grads, float lr) {
 }
 
 void adamw_free(AdamW *o) {
-    free(o->m);
-    free(o->v);
+    free_big(o->m);
+    free_big(o->v);
     o->m = o->v = NULL;
 }
 

@@ -369,7 +369,7 @@ static int cmd_pretrain(int argc, char **argv) {
         if (epochs > 0) steps = epochs * ((f.n + batch - 1) / batch);
         fprintf(stderr, "pretrain: %d texts from %s, up to %ld tokens each\n", f.n, data, max_len);
     }
-    float *grads = calloc(m.total, sizeof(float));
+    float *grads = calloc_big(m.total, sizeof(float));
     AdamW adam = {0};
     Acts *a = NULL;
     PoolIter it = {0};
@@ -428,7 +428,7 @@ static int cmd_pretrain(int argc, char **argv) {
     pool_iter_free(&it);
     adamw_free(&adam);
     acts_free(a);
-    free(grads);
+    free_big(grads);
     idfile_free(&f);
     model_free(&m);
     return rc;
@@ -915,7 +915,7 @@ static void trainer_free(Trainer *tr) {
     free(tr->val_hist);
     buf_free(&tr->sched_csv);
     adamw_free(&tr->opt);
-    free(tr->grads);
+    free_big(tr->grads);
     acts_free(tr->acts);
     tmole_free(&tr->tm);
     dataset_free(&tr->train);
@@ -1138,7 +1138,7 @@ static int cmd_train(int argc, char **argv) {
             if (TASKS[t].kind == KIND_GEN) n_gen += (long)tr->train.pool[t].n;
         tr->steps = epochs * ((n_gen + tr->gen_batch - 1) / (tr->gen_batch ? tr->gen_batch : 1));
     }
-    tr->grads = calloc(tr->tm.total, sizeof(float));
+    tr->grads = calloc_big(tr->tm.total, sizeof(float));
     tr->omega_hist = malloc((size_t)(tr->steps + 1) * N_TASKS * sizeof(double));
     tr->loss_hist = malloc((size_t)(tr->steps + 1) * 2 * sizeof(double));
     tr->val_hist = malloc((size_t)(tr->steps + 1) * N_TASKS * sizeof(double));
@@ -1399,7 +1399,7 @@ static int cmd_bench_train(int argc, char **argv) {
     Model m;
     if (bench_model(&m, mdir)) return -1;
     int *ids = malloc((size_t)B * T * sizeof(int)), *lengths = malloc(B * sizeof(int));
-    float *w = malloc((size_t)B * T * sizeof(float)), *grads = calloc(m.total, sizeof(float));
+    float *w = malloc((size_t)B * T * sizeof(float)), *grads = calloc_big(m.total, sizeof(float));
     Rng rng;
     rng_seed(&rng, 1);
     AdamW adam = {0};
@@ -1443,7 +1443,7 @@ static int cmd_bench_train(int argc, char **argv) {
     }
     acts_free(a);
     adamw_free(&adam);
-    free(ids); free(lengths); free(w); free(grads);
+    free(ids); free(lengths); free(w); free_big(grads);
     model_free(&m);
     return rc;
 }
@@ -1480,7 +1480,7 @@ static int cmd_bench_recfound(int argc, char **argv) {
     int R = (int)(3 * Q > G ? 3 * Q : G), C = m.cfg.hidden_size;
     int *ids = malloc((size_t)R * L * sizeof(int)), *len = malloc(R * sizeof(int)), *tasks = malloc(R * sizeof(int));
     int *from = malloc(R * sizeof(int));
-    float *w = malloc((size_t)R * L * sizeof(float)), *grads = calloc(tm.total, sizeof(float));
+    float *w = malloc((size_t)R * L * sizeof(float)), *grads = calloc_big(tm.total, sizeof(float));
     float *emb = malloc((size_t)3 * Q * C * sizeof(float)), *demb = malloc((size_t)3 * Q * C * sizeof(float));
     float *norms = malloc(3 * Q * sizeof(float));
     AdamW opt = {0};
@@ -1522,7 +1522,7 @@ static int cmd_bench_recfound(int argc, char **argv) {
     }
     acts_free(a);
     adamw_free(&opt);
-    free(ids); free(len); free(tasks); free(from); free(w); free(grads); free(emb); free(demb); free(norms);
+    free(ids); free(len); free(tasks); free(from); free(w); free_big(grads); free(emb); free(demb); free(norms);
     tmole_free(&tm);
     model_free(&m);
     return rc;

@@ -338,6 +338,13 @@ double clip_grad_norm(float *grads, size_t n, double max_norm);
 /* Linear warmup for `warmup` steps, then linear decay to 0 at `total`. */
 float lr_schedule(float lr, long step, long warmup, long total);
 
+/* ------------------------------------------------------------ memory */
+/* Zeroed memory for large float arrays, released only by free_big: a block of
+ * 2 MiB or more starts on a 2 MiB boundary and is advised for transparent huge
+ * pages.  NULL when out of memory. */
+void *calloc_big(size_t n, size_t size);
+void free_big(void *p);
+
 /* ------------------------------------------------------------ rng */
 /* xorshift-style 64-bit generator: every random choice of the program flows
  * from a seed given on the command line. */

@@ -119,7 +119,7 @@ int tmole_alloc(Tmole *t, const TmoleConfig *c, const Config *mc) {
             }
         }
     if (c->router) t->task_emb = add_param(t, "task_embedding.weight", TMOLE_TASK_ROWS, c->task_dim);
-    t->params = calloc(t->total ? t->total : 1, sizeof(float));
+    t->params = calloc_big(t->total, sizeof(float));
     if (!t->params) return rf_error("TMoLE: out of memory for %zu adapter parameters", t->total);
     return 0;
 }
@@ -127,7 +127,7 @@ int tmole_alloc(Tmole *t, const TmoleConfig *c, const Config *mc) {
 void tmole_free(Tmole *t) {
     free(t->site);
     free(t->spec);
-    free(t->params);
+    free_big(t->params);
     memset(t, 0, sizeof *t);
 }
 

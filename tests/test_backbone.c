@@ -431,6 +431,31 @@ START_TEST(test_acts_bytes_estimate) {
 }
 END_TEST
 
+/* ---------------------------------------------------------------- memory */
+
+/* calloc_big: zero, 2 MiB-aligned from 2 MiB up, the whole block writable,
+ * small blocks zero too, an overflowing size refused, free_big(NULL) a no-op. */
+START_TEST(test_calloc_big) {
+    size_t sizes[3] = {(size_t)3 << 19, 100, (size_t)1 << 19}; /* floats: 6 MiB, 400 B, exactly 2 MiB */
+    for (int s = 0; s < 3; s++) {
+        size_t n = sizes[s];
+        float *p = calloc_big(n, sizeof(float));
+        ck_assert_ptr_nonnull(p);
+        if (n * sizeof(float) >= ((size_t)2 << 20))
+            ck_assert_msg((uintptr_t)p % ((uintptr_t)2 << 20) == 0, "a %zu-byte block at %p is not 2 MiB-aligned",
+                          n * sizeof(float), (void *)p);
+        for (size_t i = 0; i < n; i++)
+            if (p[i] != 0.0f) ck_abort_msg("float %zu of %zu is not zero", i, n);
+        p[0] = 1.0f;
+        p[n - 1] = 2.0f;
+        ck_assert(p[0] + p[n - 1] == 3.0f);
+        free_big(p);
+    }
+    ck_assert_ptr_null(calloc_big((size_t)-1 / 2, 4));
+    free_big(NULL);
+}
+END_TEST
+
 /* ----------------------------------------------------------- optimisers */
 
 START_TEST(test_adamw_hand) {
@@ -607,6 +632,7 @@ Suite *backbone_suite(void) {
     tcase_add_test(ops, test_swiglu_backward);
     tcase_add_test(ops, test_pool_backward);
     tcase_add_test(ops, test_adamw_hand);
+    tcase_add_test(ops, test_calloc_big);
     tcase_add_test(ops, test_exp_fast_equals_plain);
     tcase_add_test(ops, test_swiglu_fast_equals_plain);
     tcase_add_test(ops, test_adamw_fast_equals_plain);

@@ -19,6 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -234,7 +237,7 @@ struct Acts {
     float *logits;  /* [BT*V], reused for dlogits                  */
     float *rope_cos, *rope_sin; /* [T*hd/2] */
     /* backward scratch */
-    float *dhidden, *dx, *dln, *dh, *dq, *dk, *dv, *datty, *dgate, *dup, *dact, *datt;
+    float *dhidden, *dx, *dln, *dh, *dq, *dk, *dv, *datty, *dgate, *dup, *dact;
     TmoleActs *ta;  /* adapter activations, made on the first forward with adapters */
     size_t bytes;
 };
@@ -248,7 +251,7 @@ static void acts_release(Acts *a) {
     float **all[] = {&a->x_in, &a->ln1, &a->rstd1, &a->q, &a->k, &a->v, &a->att, &a->atty, &a->h,
                      &a->ln2, &a->rstd2, &a->gate, &a->up, &a->act, &a->x_out, &a->hidden, &a->rstdf,
                      &a->logits, &a->rope_cos, &a->rope_sin, &a->dhidden, &a->dx, &a->dln, &a->dh,
-                     &a->dq, &a->dk, &a->dv, &a->datty, &a->dgate, &a->dup, &a->dact, &a->datt};
+                     &a->dq, &a->dk, &a->dv, &a->datty, &a->dgate, &a->dup, &a->dact};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         free_big(*all[i]);
         *all[i] = NULL;
@@ -271,7 +274,7 @@ size_t acts_bytes_for(const Config *c, int B, int T) {
     size_t att = (size_t)B * c->n_heads * T * T;
     size_t per_layer = BT * (4 * C + 2 + 2 * qd + 2 * kvd + 3 * I) + att;
     size_t rest = BT * (2 * C + 1 + V) + (size_t)T * (c->head_dim / 2) * 2       /* x_out, hidden, rstdf, logits, RoPE */
-                + BT * (4 * C + 2 * qd + 2 * kvd + 3 * I) + att;                  /* backward scratch */
+                + BT * (4 * C + 2 * qd + 2 * kvd + 3 * I);                        /* backward scratch */
     return (L * per_layer + rest) * sizeof(float);
 }
 
@@ -302,11 +305,11 @@ static int acts_fill(Acts *a, const Model *m, int B, int T) {
     a->dq = alloc_f(BT * qd, by);        a->dk = alloc_f(BT * kvd, by);
     a->dv = alloc_f(BT * kvd, by);       a->datty = alloc_f(BT * qd, by);
     a->dgate = alloc_f(BT * I, by);      a->dup = alloc_f(BT * I, by);
-    a->dact = alloc_f(BT * I, by);       a->datt = alloc_f((size_t)B * H * T * T, by);
+    a->dact = alloc_f(BT * I, by);
     float **all[] = {&a->x_in, &a->ln1, &a->rstd1, &a->q, &a->k, &a->v, &a->att, &a->atty, &a->h,
                      &a->ln2, &a->rstd2, &a->gate, &a->up, &a->act, &a->x_out, &a->hidden, &a->rstdf,
                      &a->logits, &a->rope_cos, &a->rope_sin, &a->dhidden, &a->dx, &a->dln, &a->dh,
-                     &a->dq, &a->dk, &a->dv, &a->datty, &a->dgate, &a->dup, &a->dact, &a->datt};
+                     &a->dq, &a->dk, &a->dv, &a->datty, &a->dgate, &a->dup, &a->dact};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (!*all[i]) {
             acts_release(a);
@@ -659,6 +662,24 @@ static void block_range(int *lo, int *hi, int i0, int i1, int len, int T, AttnMo
     *hi = b;
 }
 
+/* One rows x T block buffer per thread, allocated by the calling thread; NULL
+ * when memory is short. */
+static float *block_buffers(int rows, int T) {
+    int nt = 1;
+#ifdef _OPENMP
+    nt = omp_get_max_threads();
+#endif
+    return malloc((size_t)nt * rows * T * sizeof(float));
+}
+
+static float *thread_block(float *buffers, int rows, int T) {
+    int tid = 0;
+#ifdef _OPENMP
+    tid = omp_get_thread_num();
+#endif
+    return buffers ? buffers + (size_t)tid * rows * T : NULL;
+}
+
 void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
                        const int *lengths, int B, int T, int H, int KV, int hd, AttnMode mode, int window) {
     int qd = H * hd, kvd = KV * hd, group = H / KV, QB = block_rows(T, mode, window);
@@ -700,44 +721,56 @@ void attention_forward(float *out, float *att, const float *q, const float *k, c
  * head), so that the query heads sharing a kv head never race:
  *   dP = dO V^T;  dS = P * (dP - rowsum(P * dP)) / sqrt(hd);
  *   dQ += dS K;  dK += dS^T Q;  dV += P^T dO.
- * Keys outside a block's range have P = 0 and contribute nothing.
- * `scratch` holds dS, [B*H*T*T]. */
-void attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
-                        const float *att, const float *q, const float *k, const float *v, const int *lengths,
-                        int B, int T, int H, int KV, int hd, AttnMode mode, int window) {
+ * Keys outside a block's range have P = 0 and contribute nothing.  dP and dS
+ * of a block live in a buffer of the thread's own (ATT_QB x T floats, in L2):
+ * written into a [B*H*T*T] array instead, the dP product ran at half speed,
+ * held up by cache misses on its stores. */
+void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *att, const float *q,
+                        const float *k, const float *v, const int *lengths, int B, int T, int H, int KV, int hd,
+                        AttnMode mode, int window) {
     int qd = H * hd, kvd = KV * hd, group = H / KV, QB = block_rows(T, mode, window);
     float scale = 1.0f / sqrtf((float)hd);
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < B; b++)
-        for (int kh = 0; kh < KV; kh++) {
-            const float *K = k + (size_t)b * T * kvd + kh * hd, *Vm = v + (size_t)b * T * kvd + kh * hd;
-            float *dK = dk + (size_t)b * T * kvd + kh * hd, *dV = dv + (size_t)b * T * kvd + kh * hd;
-            for (int h = kh * group; h < (kh + 1) * group; h++) {
-                const float *Q = q + (size_t)b * T * qd + h * hd, *dO = dout + (size_t)b * T * qd + h * hd;
-                float *dQ = dq + (size_t)b * T * qd + h * hd;
-                for (int i0 = 0; i0 < T; i0 += QB) {
-                    int i1 = i0 + QB < T ? i0 + QB : T, m = i1 - i0, lo, hi;
-                    block_range(&lo, &hi, i0, i1, lengths[b], T, mode, window);
-                    if (lo >= hi) continue;
-                    int n = hi - lo;
-                    const float *P = att + (((size_t)b * H + h) * T + i0) * T + lo;
-                    float *dS = scratch + (((size_t)b * H + h) * T + i0) * T + lo;
-                    matmul_strided(dS, T, dO + (size_t)i0 * qd, qd, 1, Vm + (size_t)lo * kvd, 1, kvd, m, hd, n,
-                                   0);                                   /* dP = dO V^T */
-                    for (int i = 0; i < m; i++) {
-                        const float *p = P + (size_t)i * T;
-                        float *d = dS + (size_t)i * T, dot = (float)dot3_d(p, d, NULL, n);
-                        for (int j = 0; j < n; j++) d[j] = p[j] * (d[j] - dot) * scale;
+    float *buffers = block_buffers(QB, T);
+    if (!buffers) { /* no memory for the blocks: the plain twin, which needs almost none */
+        attention_backward_ref(dq, dk, dv, dout, att, q, k, v, B, T, H, KV, hd);
+        return;
+    }
+#pragma omp parallel
+    {
+        float *local = thread_block(buffers, QB, T);
+#pragma omp for collapse(2) schedule(static)
+        for (int b = 0; b < B; b++)
+            for (int kh = 0; kh < KV; kh++) {
+                const float *K = k + (size_t)b * T * kvd + kh * hd, *Vm = v + (size_t)b * T * kvd + kh * hd;
+                float *dK = dk + (size_t)b * T * kvd + kh * hd, *dV = dv + (size_t)b * T * kvd + kh * hd;
+                for (int h = kh * group; h < (kh + 1) * group; h++) {
+                    const float *Q = q + (size_t)b * T * qd + h * hd, *dO = dout + (size_t)b * T * qd + h * hd;
+                    float *dQ = dq + (size_t)b * T * qd + h * hd;
+                    for (int i0 = 0; i0 < T; i0 += QB) {
+                        int i1 = i0 + QB < T ? i0 + QB : T, m = i1 - i0, lo, hi;
+                        block_range(&lo, &hi, i0, i1, lengths[b], T, mode, window);
+                        if (lo >= hi) continue;
+                        int n = hi - lo;
+                        const float *P = att + (((size_t)b * H + h) * T + i0) * T + lo;
+                        float *dS = local + lo;
+                        matmul_strided(dS, T, dO + (size_t)i0 * qd, qd, 1, Vm + (size_t)lo * kvd, 1, kvd, m, hd, n,
+                                       0);                               /* dP = dO V^T */
+                        for (int i = 0; i < m; i++) {
+                            const float *p = P + (size_t)i * T;
+                            float *d = dS + (size_t)i * T, dot = (float)dot3_d(p, d, NULL, n);
+                            for (int j = 0; j < n; j++) d[j] = p[j] * (d[j] - dot) * scale;
+                        }
+                        matmul_strided(dQ + (size_t)i0 * qd, qd, dS, T, 1, K + (size_t)lo * kvd, kvd, 1, m, n, hd,
+                                       1);                               /* dQ += dS K */
+                        matmul_strided(dK + (size_t)lo * kvd, kvd, dS, 1, T, Q + (size_t)i0 * qd, qd, 1, n, m, hd,
+                                       1);                               /* dK += dS^T Q */
+                        matmul_strided(dV + (size_t)lo * kvd, kvd, P, 1, T, dO + (size_t)i0 * qd, qd, 1, n, m, hd,
+                                       1);                               /* dV += P^T dO */
                     }
-                    matmul_strided(dQ + (size_t)i0 * qd, qd, dS, T, 1, K + (size_t)lo * kvd, kvd, 1, m, n, hd,
-                                   1);                                   /* dQ += dS K */
-                    matmul_strided(dK + (size_t)lo * kvd, kvd, dS, 1, T, Q + (size_t)i0 * qd, qd, 1, n, m, hd,
-                                   1);                                   /* dK += dS^T Q */
-                    matmul_strided(dV + (size_t)lo * kvd, kvd, P, 1, T, dO + (size_t)i0 * qd, qd, 1, n, m, hd,
-                                   1);                                   /* dV += P^T dO */
                 }
             }
-        }
+    }
+    free(buffers);
 }
 
 /* -------------------------------------------------------------- SwiGLU */
@@ -1036,7 +1069,7 @@ void model_backward(const Model *m, const Tmole *tm, Acts *a, const Batch *b, At
         copy_floats(a->dq, NULL, (size_t)BT * qd);
         copy_floats(a->dk, NULL, (size_t)BT * kvd);
         copy_floats(a->dv, NULL, (size_t)BT * kvd);
-        attention_backward(a->dq, a->dk, a->dv, a->datt, a->datty, att, q, k, v, b->lengths, B, T, c->n_heads,
+        attention_backward(a->dq, a->dk, a->dv, a->datty, att, q, k, v, b->lengths, B, T, c->n_heads,
                            c->n_kv_heads, c->head_dim, mode, c->sliding_window);
         rope_apply(a->dq, a->rope_cos, a->rope_sin, B, T, c->n_heads, c->head_dim, -1);
         rope_apply(a->dk, a->rope_cos, a->rope_sin, B, T, c->n_kv_heads, c->head_dim, -1);

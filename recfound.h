@@ -292,9 +292,9 @@ void rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, c
 void rope_apply(float *x, const float *cos_t, const float *sin_t, int B, int T, int nh, int hd, int sign);
 void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
                        const int *lengths, int B, int T, int H, int KV, int hd, AttnMode mode, int window);
-void attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
-                        const float *att, const float *q, const float *k, const float *v, const int *lengths,
-                        int B, int T, int H, int KV, int hd, AttnMode mode, int window);
+void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *att, const float *q,
+                        const float *k, const float *v, const int *lengths, int B, int T, int H, int KV, int hd,
+                        AttnMode mode, int window);
 /* The plain twins of the two above (one query row at a time), tested equal. */
 void attention_forward_ref(float *out, float *att, const float *q, const float *k, const float *v,
                            const int *lengths, int B, int T, int H, int KV, int hd, AttnMode mode, int window);

@@ -96,9 +96,9 @@ static void check_attention(AttnMode mode, int H, int KV, int window) {
     fill_normal(c.k, nk, 1.0f, 22);
     fill_normal(c.v, nk, 1.0f, 23);
     for (int b = 0; b < B; b++) fill_normal(c.R + (size_t)b * T * H * hd, (size_t)len[b] * H * hd, 1.0f, 24 + b);
-    float *dq = calloc(nq, 4), *dk = calloc(nk, 4), *dv = calloc(nk, 4), *scr = malloc((size_t)B * H * T * T * 4);
+    float *dq = calloc(nq, 4), *dk = calloc(nk, 4), *dv = calloc(nk, 4);
     att_f(&c);
-    attention_backward(dq, dk, dv, scr, c.R, c.att, c.q, c.k, c.v, len, B, T, H, KV, hd, mode, window);
+    attention_backward(dq, dk, dv, c.R, c.att, c.q, c.k, c.v, len, B, T, H, KV, hd, mode, window);
     assert_fd(att_f, &c, c.q, nq, dq, "attention dq");
     assert_fd(att_f, &c, c.k, nk, dk, "attention dk");
     assert_fd(att_f, &c, c.v, nk, dv, "attention dv");
@@ -118,7 +118,7 @@ static void check_attention(AttnMode mode, int H, int KV, int window) {
                 ck_assert_float_eq_tol(sum, 1.0, 1e-5);
             }
     free(c.q); free(c.k); free(c.v); free(c.out); free(c.att); free(c.R);
-    free(dq); free(dk); free(dv); free(scr);
+    free(dq); free(dk); free(dv);
 }
 
 START_TEST(test_attention_causal_gqa) { check_attention(ATTN_CAUSAL, 4, 2, 0); }
@@ -139,7 +139,7 @@ static void check_attention_twins(int T, const int len[3]) {
     int B = 3, H = 4, KV = 2, hd = 16;
     size_t nq = (size_t)B * T * H * hd, nk = (size_t)B * T * KV * hd, na = (size_t)B * H * T * T;
     float *q = malloc(nq * 4), *k = malloc(nk * 4), *v = malloc(nk * 4), *dout = malloc(nq * 4);
-    float *o1 = malloc(nq * 4), *o2 = malloc(nq * 4), *a1 = malloc(na * 4), *a2 = malloc(na * 4), *scr = malloc(na * 4);
+    float *o1 = malloc(nq * 4), *o2 = malloc(nq * 4), *a1 = malloc(na * 4), *a2 = malloc(na * 4);
     float *g1 = calloc(nq + 2 * nk, 4), *g2 = calloc(nq + 2 * nk, 4);
     fill_normal(q, nq, 1.0f, 51);
     fill_normal(k, nk, 1.0f, 52);
@@ -155,13 +155,13 @@ static void check_attention_twins(int T, const int len[3]) {
             assert_allclose(o2, o1, nq, 1e-5, 1e-6, "attention output");
             assert_allclose(a2, a1, na, 1e-5, 1e-7, "attention probabilities");
             attention_backward_ref(g1, g1 + nq, g1 + nq + nk, dout, a1, q, k, v, B, T, H, KV, hd);
-            attention_backward(g2, g2 + nq, g2 + nq + nk, scr, dout, a1, q, k, v, len, B, T, H, KV, hd, (AttnMode)mode,
+            attention_backward(g2, g2 + nq, g2 + nq + nk, dout, a1, q, k, v, len, B, T, H, KV, hd, (AttnMode)mode,
                                windows[w]);
             assert_allclose(g2, g1, nq, 1e-4, 1e-5, "attention dq");
             assert_allclose(g2 + nq, g1 + nq, nk, 1e-4, 1e-5, "attention dk");
             assert_allclose(g2 + nq + nk, g1 + nq + nk, nk, 1e-4, 1e-5, "attention dv");
         }
-    free(q); free(k); free(v); free(dout); free(o1); free(o2); free(a1); free(a2); free(scr); free(g1); free(g2);
+    free(q); free(k); free(v); free(dout); free(o1); free(o2); free(a1); free(a2); free(g1); free(g2);
 }
 
 START_TEST(test_attention_fast_equals_plain) {

@@ -723,8 +723,8 @@ void attention_forward(float *out, float *att, const float *q, const float *k, c
  *   dQ += dS K;  dK += dS^T Q;  dV += P^T dO.
  * Keys outside a block's range have P = 0 and contribute nothing.  dP and dS
  * of a block live in a buffer of the thread's own (ATT_QB x T floats, in L2):
- * written into a [B*H*T*T] array instead, the dP product ran at half speed,
- * held up by cache misses on its stores. */
+ * written into a [B*H*T*T] array instead, the dP product took 1.7 times as
+ * long, held up by cache misses on its stores. */
 void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *att, const float *q,
                         const float *k, const float *v, const int *lengths, int B, int T, int H, int KV, int hd,
                         AttnMode mode, int window) {

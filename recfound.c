@@ -1386,6 +1386,38 @@ static int bench_model(Model *m, const char *dir) {
 }
 
 /* Full-parameter AdamW training steps on random ids: tokens/s and peak RSS. */
+/* One layer's causal attention alone, forward and backward, on the step's
+ * shapes and random q, k, v: the best of `reps` runs of each. */
+static int bench_attention(const Config *c, int B, int T, const int *lengths, int reps) {
+    int H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim;
+    size_t nq = (size_t)B * T * H * hd, nk = (size_t)B * T * KV * hd, na = (size_t)B * H * T * T;
+    float *q = malloc(nq * sizeof(float)), *k = malloc(nk * sizeof(float)), *v = malloc(nk * sizeof(float));
+    float *o = malloc(nq * sizeof(float)), *dout = malloc(nq * sizeof(float)), *att = calloc_big(na, sizeof(float));
+    float *dq = calloc(nq, sizeof(float)), *dk = calloc(nk, sizeof(float)), *dv = calloc(nk, sizeof(float));
+    int rc = q && k && v && o && dout && att && dq && dk && dv ? 0 : rf_error("out of memory");
+    if (!rc) {
+        Rng rng;
+        rng_seed(&rng, 2);
+        for (size_t i = 0; i < nq; i++) q[i] = rng_normal(&rng), dout[i] = rng_normal(&rng);
+        for (size_t i = 0; i < nk; i++) k[i] = rng_normal(&rng), v[i] = rng_normal(&rng);
+        double best_f = 1e30, best_b = 1e30;
+        for (int r = 0; r <= reps; r++) {  /* the first run warms up */
+            double t0 = now_s();
+            attention_forward(o, att, q, k, v, lengths, B, T, H, KV, hd, ATTN_CAUSAL, c->sliding_window);
+            double t1 = now_s();
+            attention_backward(dq, dk, dv, dout, att, q, k, v, lengths, B, T, H, KV, hd, ATTN_CAUSAL,
+                               c->sliding_window);
+            double t2 = now_s();
+            if (r > 0 && t1 - t0 < best_f) best_f = t1 - t0;
+            if (r > 0 && t2 - t1 < best_b) best_b = t2 - t1;
+        }
+        printf("c attention per layer (causal, alone, best of %d): forward_ms=%.2f backward_ms=%.2f\n", reps,
+               1000 * best_f, 1000 * best_b);
+    }
+    free(q); free(k); free(v); free(o); free(dout); free_big(att); free(dq); free(dk); free(dv);
+    return rc;
+}
+
 static int cmd_bench_train(int argc, char **argv) {
     const char *mdir = NULL;
     long B = 8, T = 256, steps = 5;
@@ -1440,6 +1472,7 @@ static int cmd_bench_train(int argc, char **argv) {
         printf("c train phases_ms: zero_grad=%.1f forward=%.1f lm_head_loss=%.1f backward=%.1f adamw=%.1f\n",
                1000 * phase[0] / steps, 1000 * phase[1] / steps, 1000 * phase[2] / steps, 1000 * phase[3] / steps,
                1000 * phase[4] / steps);
+        rc = bench_attention(&m.cfg, (int)B, (int)T, lengths, (int)steps);
     }
     acts_free(a);
     adamw_free(&adam);

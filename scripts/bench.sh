@@ -49,7 +49,7 @@ C_CMD=(./recfound bench-train --model "$tmp/small" --batch 8 --len 256 --steps "
 T_CMD=("${pyenv[@]}" "$PY" tests/reference/bench_torch.py --model "$tmp/small" --batch 8 --len 256 --steps "$STEPS"
        --threads "$OMP_NUM_THREADS")
 pair tokens_per_s
-./recfound bench-train --model "$tmp/small" --batch 8 --len 256 --steps 3 | grep -E "peak_rss|phases"
+./recfound bench-train --model "$tmp/small" --batch 8 --len 256 --steps 3 | grep -E "peak_rss|phases|attention"
 echo "C        tokens/s $BEST_C"
 if [ $have_torch = 1 ]; then
   echo "PyTorch  tokens/s $BEST_T"

@@ -36,9 +36,10 @@
  * activations).  A block of 2 MiB or more is mapped on its own, starts on a
  * 2 MiB boundary and is offered to Linux as transparent huge pages: the
  * products and the elementwise passes stride over tens of MiB, and with 4 KiB
- * pages the training step of the small preset runs about 3% slower.  Pages
- * are still given (zero) only when first touched.  A 64-byte header in front
- * of every block tells free_big how to release it. */
+ * pages the training step of the small preset runs about 6% slower.  Pages
+ * are still given (zero) only when first touched.  A smaller block comes
+ * from posix_memalign, 64-byte aligned (one cache line, one AVX-512 vector).
+ * A 64-byte header in front of every block tells free_big how to release it. */
 #define HUGE_PAGE ((size_t)2 << 20)
 #define BIG_HEAD 64
 
@@ -67,8 +68,9 @@ void *calloc_big(size_t n, size_t size) {
         return p;
     }
 #endif
-    if (!(h.base = calloc(1, bytes + BIG_HEAD))) return NULL;
-    p = (char *)h.base + BIG_HEAD;
+    if (posix_memalign(&h.base, 64, bytes + BIG_HEAD)) return NULL;
+    memset(h.base, 0, bytes + BIG_HEAD);
+    p = (char *)h.base + BIG_HEAD; /* 64-byte aligned, like the large blocks */
     memcpy(p - BIG_HEAD, &h, sizeof h);
     return p;
 }

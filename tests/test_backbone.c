@@ -433,8 +433,9 @@ END_TEST
 
 /* ---------------------------------------------------------------- memory */
 
-/* calloc_big: zero, 2 MiB-aligned from 2 MiB up, the whole block writable,
- * small blocks zero too, an overflowing size refused, free_big(NULL) a no-op. */
+/* calloc_big: zero, 2 MiB-aligned from 2 MiB up and 64-byte aligned below,
+ * the whole block writable, small blocks zero too, an overflowing size
+ * refused, free_big(NULL) a no-op. */
 START_TEST(test_calloc_big) {
     size_t sizes[3] = {(size_t)3 << 19, 100, (size_t)1 << 19}; /* floats: 6 MiB, 400 B, exactly 2 MiB */
     for (int s = 0; s < 3; s++) {
@@ -444,6 +445,8 @@ START_TEST(test_calloc_big) {
         if (n * sizeof(float) >= ((size_t)2 << 20))
             ck_assert_msg((uintptr_t)p % ((uintptr_t)2 << 20) == 0, "a %zu-byte block at %p is not 2 MiB-aligned",
                           n * sizeof(float), (void *)p);
+        ck_assert_msg((uintptr_t)p % 64 == 0, "a %zu-byte block at %p is not 64-byte aligned", n * sizeof(float),
+                      (void *)p);
         for (size_t i = 0; i < n; i++)
             if (p[i] != 0.0f) ck_abort_msg("float %zu of %zu is not zero", i, n);
         p[0] = 1.0f;

@@ -44,8 +44,8 @@
 #define BIG_HEAD 64
 
 typedef struct {
-    void *base;    /* what calloc or mmap returned */
-    size_t mapped; /* bytes mapped, 0 for a calloc block */
+    void *base;    /* what mmap or posix_memalign returned */
+    size_t mapped; /* bytes mapped, 0 for a posix_memalign block */
 } BigHead;
 
 void *calloc_big(size_t n, size_t size) {

@@ -1385,7 +1385,6 @@ static int bench_model(Model *m, const char *dir) {
     return 0;
 }
 
-/* Full-parameter AdamW training steps on random ids: tokens/s and peak RSS. */
 /* One layer's causal attention alone, forward and backward, on the step's
  * shapes and random q, k, v: the best of `reps` runs of each. */
 static int bench_attention(const Config *c, int B, int T, const int *lengths, int reps) {
@@ -1418,6 +1417,7 @@ static int bench_attention(const Config *c, int B, int T, const int *lengths, in
     return rc;
 }
 
+/* Full-parameter AdamW training steps on random ids: tokens/s and peak RSS. */
 static int cmd_bench_train(int argc, char **argv) {
     const char *mdir = NULL;
     long B = 8, T = 256, steps = 5;

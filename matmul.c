@@ -527,10 +527,55 @@ static double now_sec(void) {
 /* Prints "matmul KIND M= K= N= gflops=" per shape (2MNK / best time of
  * `reps` runs after one warm-up), then per-kind and overall totals
  * (total flops / total best time).  Usage: bench-matmul [reps]. */
+/* The machine's ceiling: GFLOP/s of a loop of nothing but independent
+ * vector multiply-adds on every thread (12 accumulators, more than the FMA
+ * latency needs), float32 FMA and, where the CPU has AVX512_BF16, the bf16
+ * dot product (two multiply-adds per float32 lane).  No kernel can beat it. */
+#if defined(__AVX512F__)
+static double peak_gflops(int bf16) {
+    const long iters = 20000000;
+    double t0 = now_sec();
+    float sink = 0;
+#pragma omp parallel reduction(+ : sink)
+    {
+        __m512 acc[12];
+        for (int i = 0; i < 12; i++) acc[i] = _mm512_setzero_ps();
+        __m512 x = _mm512_set1_ps(0.999f), y = _mm512_set1_ps(1e-6f);
+        if (!bf16) {
+            for (long it = 0; it < iters; it++) {
+#pragma GCC unroll 12
+                for (int i = 0; i < 12; i++) acc[i] = _mm512_fmadd_ps(acc[i], x, y);
+            }
+        }
+#if defined(__AVX512BF16__)
+        else {
+            __m512bh xb = (__m512bh)_mm512_set1_epi16(0x3f80), yb = (__m512bh)_mm512_set1_epi16(0x3580);
+            for (long it = 0; it < iters; it++) {
+#pragma GCC unroll 12
+                for (int i = 0; i < 12; i++) acc[i] = _mm512_dpbf16_ps(acc[i], xb, yb);
+            }
+        }
+#endif
+        __m512 s = acc[0];
+        for (int i = 1; i < 12; i++) s = _mm512_add_ps(s, acc[i]);
+        sink += _mm512_reduce_add_ps(s);
+    }
+    double dt = now_sec() - t0;
+    int threads = 1;
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
+#endif
+    volatile float keep = sink; /* the sums must be computed */
+    (void)keep;
+    return threads * (double)iters * 12 * 16 * 2 * (bf16 ? 2 : 1) / dt * 1e-9;
+}
+#endif
+
 int bench_matmul_main(int argc, char **argv) {
     if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         printf("usage: recfound bench-matmul [REPS]\n\n  GFLOP/s of the three matmul kernels on the small preset's "
-               "shapes, best of REPS (default 10)\n  after a warm-up; one line per shape, then totals per kind.\n");
+               "shapes, best of REPS (default 10)\n  after a warm-up; one line per shape, then totals per kind, then the "
+               "machine's\n  peak (a loop of independent vector multiply-adds; AVX-512 builds only).\n");
         return 0;
     }
     int reps = argc > 1 ? atoi(argv[1]) : 10;
@@ -591,6 +636,14 @@ int bench_matmul_main(int argc, char **argv) {
         all_t += tot_t;
     }
     printf("matmul all total gflops=%.1f\n", all_f / all_t * 1e-9);
+#if defined(__AVX512F__)
+    double peak = peak_gflops(0);
+    printf("machine peak fp32 fma gflops=%.1f (the kernels above reach %.0f%% of it)\n", peak,
+           100 * all_f / all_t * 1e-9 / peak);
+#if defined(__AVX512BF16__)
+    printf("machine peak bf16 dot gflops=%.1f\n", peak_gflops(1));
+#endif
+#endif
     free(a), free(b), free(c);
     return 0;
 }

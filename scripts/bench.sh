@@ -91,6 +91,7 @@ for kind in nt nn tn all; do
   n=$( [ -f "$tmp/np_mm.txt" ] && grep -E "^numpy $kind total" "$tmp/np_mm.txt" | sed -n 's/.*gflops=\([0-9.]*\).*/\1/p' || true)
   echo "matmul $kind: C $c GFLOP/s, numpy ${n:-n/a} GFLOP/s, ratio $(ratio "${c:-0}" "${n:-0}")"
 done
+grep -E "^machine peak" "$tmp/c_mm.txt" || true
 
 echo "== 5. Model Merge: TIES over 5 checkpoints of the small preset's adapters"
 ./recfound bench-merge

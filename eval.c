@@ -664,7 +664,7 @@ int embed_texts(float *emb, const Model *m, const Tmole *tm, const Tokenizer *to
         int B = nk - r0 < batch ? nk - r0 : batch;
         for (int i = 0; i < B; i++) rows[i] = &smp[idx[r0 + i]];
         Batch b = batch_fill(&tb, rows, B, tok->bos_id >= 0 ? tok->bos_id : 0);
-        if ((rc = acts_ensure(&a, m, B, b.T))) break;
+        if ((rc = acts_ensure_forward(&a, m, B, b.T))) break;
         model_forward(m, tm, a, &b, ATTN_BIDIRECTIONAL);
         pool_forward(tmp, norms, acts_hidden(a), &b, tb.start, C);
         for (int i = 0; i < B; i++) memcpy(emb + (size_t)idx[r0 + i] * C, tmp + (size_t)i * C, C * sizeof(float));

@@ -222,6 +222,8 @@ void model_init_random(Model *m, uint64_t seed) {
 struct Acts {
     int B, T, cap_bt;    /* the allocation's batch, length and capacity in rows (B*T) */
     size_t cap_att;      /* capacity in attention probabilities (B*H*T*T) */
+    int forward_only;    /* made by acts_ensure_forward: att is only block scratch */
+    int att_threads;     /* forward_only: threads the scratch has room for */
     int C, I, qd, kvd, L, V, hd;
     /* per layer, [L][...] */
     float *x_in;    /* residual stream entering layer l          [L][BT*C] */
@@ -229,6 +231,7 @@ struct Acts {
     float *rstd1;   /*                                             [L][BT]   */
     float *q, *k, *v; /* after RoPE (q, k)              [L][BT*qd], [L][BT*kvd] x2 */
     float *att;     /* softmax probabilities                      [L][B*H*T*T] */
+                    /* (forward_only: attention's block scratch   [threads][T*T]) */
     float *atty;    /* attention output before o_proj             [L][BT*qd] */
     float *h;       /* residual after attention                   [L][BT*C] */
     float *ln2, *rstd2;
@@ -280,10 +283,17 @@ size_t acts_bytes_for(const Config *c, int B, int T) {
     return (L * per_layer + rest) * sizeof(float);
 }
 
-static int acts_fill(Acts *a, const Model *m, int B, int T) {
+static int acts_fill(Acts *a, const Model *m, int B, int T, int forward_only) {
     const Config *c = &m->cfg;
     size_t BT = (size_t)B * T, L = c->n_layers, H = c->n_heads;
-    a->B = B; a->T = T; a->cap_bt = (int)BT; a->cap_att = (size_t)B * H * T * T;
+    int threads = 1;
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
+#endif
+    a->B = B; a->T = T; a->cap_bt = (int)BT;
+    a->forward_only = forward_only;
+    a->att_threads = threads;
+    a->cap_att = forward_only ? 0 : (size_t)B * H * T * T;
     a->C = c->hidden_size; a->I = c->intermediate_size; a->hd = c->head_dim;
     a->qd = c->n_heads * c->head_dim; a->kvd = c->n_kv_heads * c->head_dim;
     a->L = c->n_layers; a->V = c->vocab_size;
@@ -293,7 +303,7 @@ static int acts_fill(Acts *a, const Model *m, int B, int T) {
     a->rstd1 = alloc_f(L * BT, by);
     a->q = alloc_f(L * BT * qd, by);     a->k = alloc_f(L * BT * kvd, by);
     a->v = alloc_f(L * BT * kvd, by);
-    a->att = alloc_f(L * a->cap_att, by);
+    a->att = alloc_f(forward_only ? (size_t)threads * T * T : L * a->cap_att, by);
     a->atty = alloc_f(L * BT * qd, by);  a->h = alloc_f(L * BT * C, by);
     a->ln2 = alloc_f(L * BT * C, by);    a->rstd2 = alloc_f(L * BT, by);
     a->gate = alloc_f(L * BT * I, by);   a->up = alloc_f(L * BT * I, by);
@@ -333,22 +343,29 @@ static int acts_fill(Acts *a, const Model *m, int B, int T) {
 Acts *acts_new(const Model *m, int B, int T) {
     Acts *a = calloc(1, sizeof *a);
     if (!a) { rf_error("out of memory for activations"); return NULL; }
-    if (acts_fill(a, m, B, T)) { free(a); return NULL; }
+    if (acts_fill(a, m, B, T, 0)) { free(a); return NULL; }
     return a;
 }
 
 /* Reuse the buffers whenever the new batch fits: every per-layer array is laid
  * out by the capacity, and the RoPE tables hold positions 0 .. T-1 whatever
- * the batch.  Otherwise reallocate for (B, T). */
-int acts_ensure(Acts **pa, const Model *m, int B, int T) {
+ * the batch.  Otherwise reallocate for (B, T).  acts_ensure keeps what the
+ * backward needs; acts_ensure_forward keeps no attention probabilities (their
+ * L x B x H x T x T floats are most of the memory of a long batch) and serves
+ * passes with no backward: score, embed, eval. */
+static int acts_fit(Acts **pa, const Model *m, int B, int T, int forward_only) {
     Acts *a = *pa;
-    if (a && T <= a->T && (size_t)B * T <= (size_t)a->cap_bt &&
-        (size_t)B * m->cfg.n_heads * T * T <= (size_t)a->cap_att)
-        return 0;
+    if (a && T <= a->T && (size_t)B * T <= (size_t)a->cap_bt) {
+        if (a->forward_only ? forward_only : (size_t)B * m->cfg.n_heads * T * T <= a->cap_att) return 0;
+    }
     if (a) { acts_release(a); } else if (!(a = calloc(1, sizeof *a))) return rf_error("out of memory");
     *pa = a;
-    return acts_fill(a, m, B, T);
+    return acts_fill(a, m, B, T, forward_only);
 }
+
+int acts_ensure(Acts **pa, const Model *m, int B, int T) { return acts_fit(pa, m, B, T, 0); }
+
+int acts_ensure_forward(Acts **pa, const Model *m, int B, int T) { return acts_fit(pa, m, B, T, 1); }
 
 size_t acts_bytes(const Acts *a) { return a->bytes; }
 const float *acts_hidden(const Acts *a) { return a->hidden; }
@@ -682,41 +699,72 @@ static float *thread_block(float *buffers, int rows, int T) {
     return buffers ? buffers + (size_t)tid * rows * T : NULL;
 }
 
-void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
-                       const int *lengths, int B, int T, int H, int KV, int hd, AttnMode mode, int window) {
+/* The blocks of attention_forward.  With att, each (batch row, head) writes
+ * its P into att; without, the P of a block lives in the thread's slice of
+ * `scratch` (ATT_QB x T floats, T x T without a mask that cuts rows into
+ * blocks) and is gone after O = P V: nothing of T x T size per head is kept,
+ * which is all a forward pass without backward needs.  The sums are the same
+ * either way. */
+static void forward_blocks(float *out, float *att, float *scratch, int threads, const float *q, const float *k,
+                           const float *v, const int *lengths, int B, int T, int H, int KV, int hd, AttnMode mode,
+                           int window) {
     int qd = H * hd, kvd = KV * hd, group = H / KV, QB = block_rows(T, mode, window);
     float scale = 1.0f / sqrtf((float)hd);
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++) {
-            int kh = h / group;
-            float *P = att + ((size_t)b * H + h) * T * T, *O = out + (size_t)b * T * qd + h * hd;
-            const float *Q = q + (size_t)b * T * qd + h * hd;
-            const float *K = k + (size_t)b * T * kvd + kh * hd, *Vm = v + (size_t)b * T * kvd + kh * hd;
-            for (int i0 = 0; i0 < T; i0 += QB) {
-                int i1 = i0 + QB < T ? i0 + QB : T, lo, hi;
-                block_range(&lo, &hi, i0, i1, lengths[b], T, mode, window);
-                if (lo < hi)                                             /* S = Q K^T, allowed keys */
-                    matmul_strided(P + (size_t)i0 * T + lo, T, Q + (size_t)i0 * qd, qd, 1, K + (size_t)lo * kvd, 1,
-                                   kvd, i1 - i0, hd, hi - lo, 0);
-                for (int i = i0; i < i1; i++) {
-                    float *p = P + (size_t)i * T;
-                    int a, e;
-                    attn_range(&a, &e, i, lengths[b], T, mode, window);
-                    if (a >= e) a = e = 0;                               /* no key: a zero row */
-                    memset(p, 0, (size_t)a * sizeof(float));
-                    memset(p + e, 0, (size_t)(T - e) * sizeof(float));
-                    if (a == e) continue;
-                    double sum = exp_shift_sum(p + a, e - a, max_of(p + a, e - a), scale, 1);
-                    scale_by(p + a, e - a, (float)(1.0 / sum));
+#pragma omp parallel num_threads(threads)
+    {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        float *local = att ? NULL : scratch + (size_t)tid * (QB < T ? QB : T) * T; /* at most T x T each */
+#pragma omp for collapse(2) schedule(static)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < H; h++) {
+                int kh = h / group;
+                float *A = att ? att + ((size_t)b * H + h) * T * T : NULL, *O = out + (size_t)b * T * qd + h * hd;
+                const float *Q = q + (size_t)b * T * qd + h * hd;
+                const float *K = k + (size_t)b * T * kvd + kh * hd, *Vm = v + (size_t)b * T * kvd + kh * hd;
+                for (int i0 = 0; i0 < T; i0 += QB) {
+                    int i1 = i0 + QB < T ? i0 + QB : T, lo, hi;
+                    float *P = A ? A + (size_t)i0 * T : local;           /* row i of the block at P + (i-i0)*T */
+                    block_range(&lo, &hi, i0, i1, lengths[b], T, mode, window);
+                    if (lo < hi)                                         /* S = Q K^T, allowed keys */
+                        matmul_strided(P + lo, T, Q + (size_t)i0 * qd, qd, 1, K + (size_t)lo * kvd, 1, kvd, i1 - i0,
+                                       hd, hi - lo, 0);
+                    for (int i = i0; i < i1; i++) {
+                        float *p = P + (size_t)(i - i0) * T;
+                        int a, e;
+                        attn_range(&a, &e, i, lengths[b], T, mode, window);
+                        if (a >= e) a = e = 0;                           /* no key: a zero row */
+                        memset(p, 0, (size_t)a * sizeof(float));
+                        memset(p + e, 0, (size_t)(T - e) * sizeof(float));
+                        if (a == e) continue;
+                        double sum = exp_shift_sum(p + a, e - a, max_of(p + a, e - a), scale, 1);
+                        scale_by(p + a, e - a, (float)(1.0 / sum));
+                    }
+                    if (lo < hi)                                         /* O = P V */
+                        matmul_strided(O + (size_t)i0 * qd, qd, P + lo, T, 1, Vm + (size_t)lo * kvd, kvd, 1, i1 - i0,
+                                       hi - lo, hd, 0);
+                    else
+                        for (int i = i0; i < i1; i++) memset(O + (size_t)i * qd, 0, hd * sizeof(float));
                 }
-                if (lo < hi)                                             /* O = P V */
-                    matmul_strided(O + (size_t)i0 * qd, qd, P + (size_t)i0 * T + lo, T, 1, Vm + (size_t)lo * kvd, kvd,
-                                   1, i1 - i0, hi - lo, hd, 0);
-                else
-                    for (int i = i0; i < i1; i++) memset(O + (size_t)i * qd, 0, hd * sizeof(float));
             }
-        }
+    }
+}
+
+void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
+                       const int *lengths, int B, int T, int H, int KV, int hd, AttnMode mode, int window) {
+    int threads = 1;
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
+#endif
+    forward_blocks(out, att, NULL, threads, q, k, v, lengths, B, T, H, KV, hd, mode, window);
+}
+
+void attention_forward_scratch(float *out, float *scratch, int threads, const float *q, const float *k,
+                               const float *v, const int *lengths, int B, int T, int H, int KV, int hd,
+                               AttnMode mode, int window) {
+    forward_blocks(out, NULL, scratch, threads < 1 ? 1 : threads, q, k, v, lengths, B, T, H, KV, hd, mode, window);
 }
 
 /* The backward of attention_forward in the same blocks, per (batch row, kv
@@ -947,8 +995,17 @@ void model_forward(const Model *m, const Tmole *tm, Acts *a, const Batch *b, Att
         }
         rope_apply(q, a->rope_cos, a->rope_sin, B, T, c->n_heads, c->head_dim, +1);
         rope_apply(k, a->rope_cos, a->rope_sin, B, T, c->n_kv_heads, c->head_dim, +1);
-        attention_forward(atty, att, q, k, v, b->lengths, B, T, c->n_heads, c->n_kv_heads, c->head_dim,
-                          mode, c->sliding_window);
+        if (a->forward_only) {
+            int threads = a->att_threads;
+#ifdef _OPENMP
+            if (omp_get_max_threads() < threads) threads = omp_get_max_threads();
+#endif
+            attention_forward_scratch(atty, a->att, threads, q, k, v, b->lengths, B, T, c->n_heads,
+                                      c->n_kv_heads, c->head_dim, mode, c->sliding_window);
+        } else {
+            attention_forward(atty, att, q, k, v, b->lengths, B, T, c->n_heads, c->n_kv_heads, c->head_dim,
+                              mode, c->sliding_window);
+        }
         copy_floats(h, x, (size_t)BT * C);
         matmul_nt(h, atty, W[P_O], BT, qd, C, 1);                   /* h = x + o_proj(attn) */
         if (tm) adapter_forward(tm, a, l, PROJ_O, h, atty, b, mode);
@@ -1038,6 +1095,11 @@ void model_backward(const Model *m, const Tmole *tm, Acts *a, const Batch *b, At
     const Config *c = &m->cfg;
     int B = b->B, T = b->T, BT = B * T, C = a->C, I = a->I, qd = a->qd, kvd = a->kvd, L = c->n_layers;
     if (!a->ta) tm = NULL;  /* the forward ran without adapters */
+    if (a->forward_only) {  /* a caller's mistake: these activations kept no probabilities */
+        rf_error("model_backward: the activations were made by acts_ensure_forward, which keeps nothing to "
+                 "differentiate");
+        return;
+    }
     float *dx = a->dx;   /* gradient of the residual stream, walking down the layers */
     copy_floats(dx, NULL, (size_t)BT * C);
     rmsnorm_backward(dx, grad_of(m, dparams, LAYER_SPEC(L, 0)), a->dhidden, a->x_out, m->final_norm,

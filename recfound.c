@@ -204,7 +204,7 @@ static int cmd_score(int argc, char **argv) {
     for (int r0 = 0; !rc && r0 < f.n; r0 += CHUNK) {
         int B = f.n - r0 < CHUNK ? f.n - r0 : CHUNK;
         Batch b = make_batch(&f, r0, B, ids, lengths);
-        if ((rc = acts_ensure(&a, &m, B, b.T))) break;
+        if ((rc = acts_ensure_forward(&a, &m, B, b.T))) break;
         for (int i = 0; i < B * b.T; i++) w[i] = (i % b.T) < lengths[i / b.T] - 1;
         b.tasks = tasks;
         model_forward(&m, adir ? &tm : NULL, a, &b, mode);
@@ -251,7 +251,7 @@ static int cmd_embed(int argc, char **argv) {
     for (int r0 = 0; !rc && r0 < f.n; r0 += CHUNK) {
         int B = f.n - r0 < CHUNK ? f.n - r0 : CHUNK;
         Batch b = make_batch(&f, r0, B, ids, lengths);
-        if ((rc = acts_ensure(&a, &m, B, b.T))) break;
+        if ((rc = acts_ensure_forward(&a, &m, B, b.T))) break;
         b.tasks = tasks;
         model_forward(&m, adir ? &tm : NULL, a, &b, ATTN_BIDIRECTIONAL);
         pool_forward(emb, norms, acts_hidden(a), &b, froms, C);
@@ -1590,7 +1590,7 @@ static int cmd_bench_infer(int argc, char **argv) {
     float *norms = malloc(batch * sizeof(float));
     Acts *a = NULL;
     int rc = (kv && ids && lengths && from && logits && emb && norms) ? 0 : rf_error("out of memory");
-    if (!rc) rc = acts_ensure(&a, &m, (int)batch, (int)len);
+    if (!rc) rc = acts_ensure_forward(&a, &m, (int)batch, (int)len);
     double t_gen = 0, t_emb = 0;
     for (long rep = 0; !rc && rep <= reps; rep++) {
         for (long i = 0; i < prompt; i++) ids[i] = (int)(rng_next(&rng) % V);

@@ -255,6 +255,9 @@ typedef struct Tmole Tmole;  /* tmole.c: the task-routed LoRA experts of §4.2 *
 typedef struct Acts Acts;
 Acts *acts_new(const Model *m, int B, int T);
 int acts_ensure(Acts **a, const Model *m, int B, int T);
+/* The same for a forward with no backward (score, embed, eval): no attention
+ * probabilities are kept, only a block scratch of T x T floats per thread. */
+int acts_ensure_forward(Acts **a, const Model *m, int B, int T);
 void acts_free(Acts *a);
 size_t acts_bytes(const Acts *a);
 size_t acts_bytes_for(const Config *c, int B, int T);  /* the same, before allocating */
@@ -292,6 +295,12 @@ void rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, c
 void rope_apply(float *x, const float *cos_t, const float *sin_t, int B, int T, int nh, int hd, int sign);
 void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
                        const int *lengths, int B, int T, int H, int KV, int hd, AttnMode mode, int window);
+/* The same output without keeping the probabilities (a forward with no
+ * backward): each block's P lives in `scratch`, T x T floats for each of at
+ * most `threads` threads. */
+void attention_forward_scratch(float *out, float *scratch, int threads, const float *q, const float *k,
+                               const float *v, const int *lengths, int B, int T, int H, int KV, int hd,
+                               AttnMode mode, int window);
 void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *att, const float *q,
                         const float *k, const float *v, const int *lengths, int B, int T, int H, int KV, int hd,
                         AttnMode mode, int window);

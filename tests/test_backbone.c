@@ -140,6 +140,7 @@ static void check_attention_twins(int T, const int len[3]) {
     size_t nq = (size_t)B * T * H * hd, nk = (size_t)B * T * KV * hd, na = (size_t)B * H * T * T;
     float *q = malloc(nq * 4), *k = malloc(nk * 4), *v = malloc(nk * 4), *dout = malloc(nq * 4);
     float *o1 = malloc(nq * 4), *o2 = malloc(nq * 4), *a1 = malloc(na * 4), *a2 = malloc(na * 4);
+    float *o3 = malloc(nq * 4), *scr = malloc((size_t)2 * T * T * 4);
     float *g1 = calloc(nq + 2 * nk, 4), *g2 = calloc(nq + 2 * nk, 4);
     fill_normal(q, nq, 1.0f, 51);
     fill_normal(k, nk, 1.0f, 52);
@@ -153,6 +154,14 @@ static void check_attention_twins(int T, const int len[3]) {
             attention_forward_ref(o1, a1, q, k, v, len, B, T, H, KV, hd, (AttnMode)mode, windows[w]);
             attention_forward(o2, a2, q, k, v, len, B, T, H, KV, hd, (AttnMode)mode, windows[w]);
             assert_allclose(o2, o1, nq, 1e-5, 1e-6, "attention output");
+            /* without keeping P (a forward with no backward): the same sums, so the same bits,
+             * on 1 and 2 threads of scratch */
+            for (int th = 1; th <= 2; th++) {
+                memset(o3, 0xff, nq * 4);
+                attention_forward_scratch(o3, scr, th, q, k, v, len, B, T, H, KV, hd, (AttnMode)mode, windows[w]);
+                ck_assert_msg(memcmp(o3, o2, nq * 4) == 0, "attention without P differs (mode %d, window %d, %d threads)",
+                              mode, windows[w], th);
+            }
             assert_allclose(a2, a1, na, 1e-5, 1e-7, "attention probabilities");
             attention_backward_ref(g1, g1 + nq, g1 + nq + nk, dout, a1, q, k, v, B, T, H, KV, hd);
             attention_backward(g2, g2 + nq, g2 + nq + nk, dout, a1, q, k, v, len, B, T, H, KV, hd, (AttnMode)mode,
@@ -162,6 +171,7 @@ static void check_attention_twins(int T, const int len[3]) {
             assert_allclose(g2 + nq + nk, g1 + nq + nk, nk, 1e-4, 1e-5, "attention dv");
         }
     free(q); free(k); free(v); free(dout); free(o1); free(o2); free(a1); free(a2); free(g1); free(g2);
+    free(o3); free(scr);
 }
 
 START_TEST(test_attention_fast_equals_plain) {
@@ -414,6 +424,42 @@ START_TEST(test_causal_independence) {
 }
 END_TEST
 
+/* Forward-only activations (acts_ensure_forward) give the same hidden states,
+ * bit for bit, in both attention modes, while allocating less: no [L][B*H*T*T]
+ * probabilities.  A backward on them is refused with an error and touches no
+ * gradient. */
+START_TEST(test_forward_only_acts) {
+    Config cfg;
+    Model m;
+    config_preset(&cfg, "tiny", 0);
+    model_alloc(&m, &cfg);
+    model_init_random(&m, 4);
+    int ids[2 * 40], len[2] = {40, 23};
+    for (int i = 0; i < 80; i++) ids[i] = (7 * i + 3) % cfg.vocab_size;
+    Batch b = {.B = 2, .T = 40, .ids = ids, .lengths = len};
+    Acts *full = acts_new(&m, 2, 40), *fwd = NULL;
+    ck_assert_int_eq(acts_ensure_forward(&fwd, &m, 2, 40), 0);
+    ck_assert_uint_lt(acts_bytes(fwd), acts_bytes(full));
+    size_t n = (size_t)80 * cfg.hidden_size;
+    for (int mode = 0; mode < 2; mode++) {
+        model_forward(&m, NULL, full, &b, (AttnMode)mode);
+        model_forward(&m, NULL, fwd, &b, (AttnMode)mode);
+        ck_assert_msg(memcmp(acts_hidden(full), acts_hidden(fwd), n * 4) == 0,
+                      "forward-only hidden states differ (mode %d)", mode);
+    }
+    float *grads = calloc(m.total, 4);
+    rf_clear_error();
+    model_backward(&m, NULL, fwd, &b, ATTN_BIDIRECTIONAL, grads, NULL);
+    ck_assert_msg(strstr(rf_last_error(), "acts_ensure_forward") != NULL, "no error: '%s'", rf_last_error());
+    for (size_t i = 0; i < m.total; i++)
+        if (grads[i] != 0.0f) ck_abort_msg("gradient %zu changed", i);
+    free(grads);
+    acts_free(full);
+    acts_free(fwd);
+    model_free(&m);
+}
+END_TEST
+
 /* The dry-run estimate of activation memory is what acts_new allocates. */
 START_TEST(test_acts_bytes_estimate) {
     Config cfg;
@@ -645,6 +691,7 @@ Suite *backbone_suite(void) {
     tcase_add_test(model, test_lm_loss_uniform);
     tcase_add_test(model, test_acts_bytes_estimate);
     tcase_add_test(model, test_causal_independence);
+    tcase_add_test(model, test_forward_only_acts);
     tcase_add_test(model, test_model_fd_causal_tied);
     tcase_add_test(model, test_model_fd_bidir_untied_window);
     suite_add_tcase(s, model);

@@ -30,6 +30,15 @@
  * parallel region costs more than the work (one generated token, tiny tests). */
 #define PARALLEL_MIN ((size_t)1 << 15)
 
+/* Threads a parallel region started here may use (1 without OpenMP). */
+static int max_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
 /* ---------------------------------------------------------------- memory */
 
 /* calloc for the large float arrays (parameters, gradients, optimiser moments,
@@ -286,10 +295,7 @@ size_t acts_bytes_for(const Config *c, int B, int T) {
 static int acts_fill(Acts *a, const Model *m, int B, int T, int forward_only) {
     const Config *c = &m->cfg;
     size_t BT = (size_t)B * T, L = c->n_layers, H = c->n_heads;
-    int threads = 1;
-#ifdef _OPENMP
-    threads = omp_get_max_threads();
-#endif
+    int threads = max_threads();
     a->B = B; a->T = T; a->cap_bt = (int)BT;
     a->forward_only = forward_only;
     a->att_threads = threads;
@@ -664,7 +670,7 @@ void attention_backward_ref(float *dq, float *dk, float *dv, const float *dout, 
 
 /* Query rows per block (see above). */
 static int block_rows(int T, AttnMode mode, int window) {
-    return mode == ATTN_BIDIRECTIONAL && window <= 0 ? T : ATT_QB;
+    return mode == ATTN_BIDIRECTIONAL && window <= 0 ? T : ATT_QB < T ? ATT_QB : T;
 }
 
 /* The union of the key ranges of query rows [i0, i1): [*lo, *hi), empty when *lo >= *hi. */
@@ -683,13 +689,7 @@ static void block_range(int *lo, int *hi, int i0, int i1, int len, int T, AttnMo
 
 /* One rows x T block buffer per thread, allocated by the calling thread; NULL
  * when memory is short. */
-static float *block_buffers(int rows, int T) {
-    int nt = 1;
-#ifdef _OPENMP
-    nt = omp_get_max_threads();
-#endif
-    return malloc((size_t)nt * rows * T * sizeof(float));
-}
+static float *block_buffers(int rows, int T) { return malloc((size_t)max_threads() * rows * T * sizeof(float)); }
 
 static float *thread_block(float *buffers, int rows, int T) {
     int tid = 0;
@@ -712,11 +712,7 @@ static void forward_blocks(float *out, float *att, float *scratch, int threads, 
     float scale = 1.0f / sqrtf((float)hd);
 #pragma omp parallel num_threads(threads)
     {
-        int tid = 0;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-#endif
-        float *local = att ? NULL : scratch + (size_t)tid * (QB < T ? QB : T) * T; /* at most T x T each */
+        float *local = att ? NULL : thread_block(scratch, QB, T); /* QB <= T: at most T x T each */
 #pragma omp for collapse(2) schedule(static)
         for (int b = 0; b < B; b++)
             for (int h = 0; h < H; h++) {
@@ -754,16 +750,14 @@ static void forward_blocks(float *out, float *att, float *scratch, int threads, 
 
 void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
                        const int *lengths, int B, int T, int H, int KV, int hd, AttnMode mode, int window) {
-    int threads = 1;
-#ifdef _OPENMP
-    threads = omp_get_max_threads();
-#endif
-    forward_blocks(out, att, NULL, threads, q, k, v, lengths, B, T, H, KV, hd, mode, window);
+    forward_blocks(out, att, NULL, max_threads(), q, k, v, lengths, B, T, H, KV, hd, mode, window);
 }
 
+/* `threads`: how many threads the scratch has room for; fewer run when fewer are allowed. */
 void attention_forward_scratch(float *out, float *scratch, int threads, const float *q, const float *k,
                                const float *v, const int *lengths, int B, int T, int H, int KV, int hd,
                                AttnMode mode, int window) {
+    if (threads > max_threads()) threads = max_threads();
     forward_blocks(out, NULL, scratch, threads < 1 ? 1 : threads, q, k, v, lengths, B, T, H, KV, hd, mode, window);
 }
 
@@ -996,11 +990,7 @@ void model_forward(const Model *m, const Tmole *tm, Acts *a, const Batch *b, Att
         rope_apply(q, a->rope_cos, a->rope_sin, B, T, c->n_heads, c->head_dim, +1);
         rope_apply(k, a->rope_cos, a->rope_sin, B, T, c->n_kv_heads, c->head_dim, +1);
         if (a->forward_only) {
-            int threads = a->att_threads;
-#ifdef _OPENMP
-            if (omp_get_max_threads() < threads) threads = omp_get_max_threads();
-#endif
-            attention_forward_scratch(atty, a->att, threads, q, k, v, b->lengths, B, T, c->n_heads,
+            attention_forward_scratch(atty, a->att, a->att_threads, q, k, v, b->lengths, B, T, c->n_heads,
                                       c->n_kv_heads, c->head_dim, mode, c->sliding_window);
         } else {
             attention_forward(atty, att, q, k, v, b->lengths, B, T, c->n_heads, c->n_kv_heads, c->head_dim,

@@ -389,6 +389,11 @@ int fold_task(FoldedModel *f, const Model *base, const Tmole *tm, int task, Attn
     if (!f->m.layer) return rf_error("out of memory for a folded model");
     memcpy(f->m.layer, base->layer, (size_t)L * P_PER_LAYER * sizeof *f->m.layer);
     f->m.params = NULL;  /* shared with base: never freed through f */
+    if (base->layer16) { /* bf16 weights: a folded projection is float, the others stay bf16 */
+        f->m.layer16 = malloc((size_t)L * P_PER_LAYER * sizeof *f->m.layer16);
+        if (!f->m.layer16) { fold_free(f); return rf_error("out of memory for a folded model"); }
+        memcpy(f->m.layer16, base->layer16, (size_t)L * P_PER_LAYER * sizeof *f->m.layer16);
+    }
     if (!tm) return 0;
     static const int slot[N_PROJ] = {P_Q, P_K, P_V, P_O};
     size_t total = 0;
@@ -406,15 +411,23 @@ int fold_task(FoldedModel *f, const Model *base, const Tmole *tm, int task, Attn
             if (!s) continue;
             float *W = f->own + off;
             off += (size_t)s->in * s->out;
-            memcpy(W, base->layer[l * P_PER_LAYER + slot[p]], (size_t)s->in * s->out * sizeof(float));
+            int at = l * P_PER_LAYER + slot[p];
+            size_t n = (size_t)s->in * s->out;
+            if (base->layer16) {
+                for (size_t i = 0; i < n; i++) W[i] = bf16_to_float(base->layer16[at][i]);
+                f->m.layer16[at] = NULL;
+            } else {
+                memcpy(W, base->layer[at], n * sizeof(float));
+            }
             tmole_fold(tm, s, task, pass, W);
-            f->m.layer[l * P_PER_LAYER + slot[p]] = W;
+            f->m.layer[at] = W;
         }
     return 0;
 }
 
 void fold_free(FoldedModel *f) {
     free(f->m.layer);
+    free(f->m.layer16);
     free(f->own);
     memset(f, 0, sizeof *f);
 }
@@ -480,19 +493,26 @@ int kv_pos(const KvDecoder *d) { return d->pos; }
 
 /* y[M,N] (+)= x[M,K] W[N,K]^T; one row (a decoding step) as a plain parallel
  * matrix-vector product, which reads W once without packing it. */
-static void linear(float *y, const float *x, const float *W, int M, int K, int N, int acc) {
-    if (M > 1) { matmul_nt(y, x, W, M, K, N, acc); return; }
+static void linear(float *y, const float *x, const float *W, const uint16_t *W16, int M, int K, int N, int acc) {
+    if (M > 1) { weight_nt(y, x, W, W16, M, K, N, acc); return; }
     /* one token: threads only pay off when the matrix is large (a 7B layer, not a small model's) */
 #pragma omp parallel for schedule(static) if ((size_t)K * N >= (size_t)1 << 20)
     for (int j = 0; j < N; j++) {
-        const float *w = W + (size_t)j * K;
         /* 16 partial sums: a vector register's worth, so the compiler can vectorise
          * the dot product (a single running sum fixes the order and forbids it) */
         float part[16] = {0}, s = 0;
         int k = 0;
-        for (; k + 16 <= K; k += 16)
-            for (int u = 0; u < 16; u++) part[u] += x[k + u] * w[k + u];
-        for (; k < K; k++) s += x[k] * w[k];
+        if (W16) { /* bf16 weights (Model): the same sums of the widened values */
+            const uint16_t *w = W16 + (size_t)j * K;
+            for (; k + 16 <= K; k += 16)
+                for (int u = 0; u < 16; u++) part[u] += x[k + u] * bf16_to_float(w[k + u]);
+            for (; k < K; k++) s += x[k] * bf16_to_float(w[k]);
+        } else {
+            const float *w = W + (size_t)j * K;
+            for (; k + 16 <= K; k += 16)
+                for (int u = 0; u < 16; u++) part[u] += x[k + u] * w[k + u];
+            for (; k < K; k++) s += x[k] * w[k];
+        }
         for (int u = 0; u < 16; u++) s += part[u];
         y[j] = acc ? y[j] + s : s;
     }
@@ -552,31 +572,33 @@ static int kv_run(KvDecoder *d, const int *ids, int n, float *out, int all, int 
         if (ids[i] < 0 || ids[i] >= d->V) return rf_error("token id %d outside the vocabulary of %d", ids[i], d->V);
     for (int r0 = 0; r0 < n; r0 += d->chunk) {
         int nc = n - r0 < d->chunk ? n - r0 : d->chunk, p0 = d->pos;
-        embedding_forward(d->x, ids + r0, m->embed, nc, C);
+        model_embed(m, d->x, ids + r0, nc);
         int L = stop > 0 && stop < d->L ? stop : d->L;
         for (int l = 0; l < L; l++) {
             float *const *W = m->layer + l * P_PER_LAYER;
+            const uint16_t *H[P_PER_LAYER];
+            layer_bf16(m, l, H);
             float *k = d->kc + ((size_t)l * d->cap + p0) * kvd, *v = d->vc + ((size_t)l * d->cap + p0) * kvd;
             rmsnorm_forward(d->ln, d->rstd, d->x, W[P_ATTN_NORM], nc, C, c->rms_norm_eps);
-            linear(d->q, d->ln, W[P_Q], nc, C, qd, 0);
-            linear(k, d->ln, W[P_K], nc, C, kvd, 0);
-            linear(v, d->ln, W[P_V], nc, C, kvd, 0);
+            linear(d->q, d->ln, W[P_Q], H[P_Q], nc, C, qd, 0);
+            linear(k, d->ln, W[P_K], H[P_K], nc, C, kvd, 0);
+            linear(v, d->ln, W[P_V], H[P_V], nc, C, kvd, 0);
             rope_apply(d->q, d->cos_t + (size_t)p0 * half, d->sin_t + (size_t)p0 * half, 1, nc, d->H, d->hd, +1);
             rope_apply(k, d->cos_t + (size_t)p0 * half, d->sin_t + (size_t)p0 * half, 1, nc, d->KV, d->hd, +1);
             if (kv_attention(d, l, p0, nc)) return -1;
-            linear(d->x, d->atty, W[P_O], nc, qd, C, 1);              /* h = x + o_proj(attn) */
+            linear(d->x, d->atty, W[P_O], H[P_O], nc, qd, C, 1);       /* h = x + o_proj(attn) */
             rmsnorm_forward(d->ln, d->rstd, d->x, W[P_MLP_NORM], nc, C, c->rms_norm_eps);
-            linear(d->gate, d->ln, W[P_GATE], nc, C, I, 0);
-            linear(d->up, d->ln, W[P_UP], nc, C, I, 0);
+            linear(d->gate, d->ln, W[P_GATE], H[P_GATE], nc, C, I, 0);
+            linear(d->up, d->ln, W[P_UP], H[P_UP], nc, C, I, 0);
             swiglu_forward(d->gate, d->gate, d->up, (size_t)nc * I);
-            linear(d->x, d->gate, W[P_DOWN], nc, I, C, 1);            /* x = h + down(silu(gate) up) */
+            linear(d->x, d->gate, W[P_DOWN], H[P_DOWN], nc, I, C, 1);  /* x = h + down(silu(gate) up) */
         }
         d->pos += nc;
         if (stop > 0) { memcpy(hid + (size_t)r0 * C, d->x, (size_t)nc * C * sizeof(float)); continue; }
         if (!out) continue;
         rmsnorm_forward(d->ln, d->rstd, d->x, m->final_norm, nc, C, c->rms_norm_eps);
-        if (all) linear(out + (size_t)r0 * d->V, d->ln, m->lm_head, nc, C, d->V, 0);
-        else if (r0 + nc == n) linear(out, d->ln + (size_t)(nc - 1) * C, m->lm_head, 1, C, d->V, 0);
+        if (all) linear(out + (size_t)r0 * d->V, d->ln, m->lm_head, m->lm_head16, nc, C, d->V, 0);
+        else if (r0 + nc == n) linear(out, d->ln + (size_t)(nc - 1) * C, m->lm_head, m->lm_head16, 1, C, d->V, 0);
     }
     return 0;
 }
@@ -853,10 +875,10 @@ static void loaded_free(Loaded *L) {
     memset(L, 0, sizeof *L);
 }
 
-static int loaded_open(Loaded *L, const char *model, const char *adapter, const char *tokp) {
+static int loaded_open(Loaded *L, const char *who, const char *model, const char *adapter, const char *tokp) {
     char path[4096];
     memset(L, 0, sizeof *L);
-    if (model_load(&L->m, model)) return -1;
+    if (model_load_frozen(&L->m, model, who)) return -1;
     L->has_m = 1;
     if (!tokp) { snprintf(path, sizeof path, "%s/tokenizer.json", model); tokp = path; }
     if (tok_load(&L->tok, tokp)) { loaded_free(L); return -1; }
@@ -895,7 +917,7 @@ int generate_main(int argc, char **argv) {
     if (max_new < 0) max_new = task >= 0 ? gen_max_new(task) : 256;
     if (max_len < 2) return rf_error("generate: --max-len must be at least 2");
     Loaded L;
-    if (loaded_open(&L, model, adapter, tokp)) return -1;
+    if (loaded_open(&L, "generate", model, adapter, tokp)) return -1;
     FoldedModel fm;
     KvDecoder *d = NULL;
     char *answer = NULL;
@@ -1142,7 +1164,7 @@ static int emb_full_protocol(const EvalCfg *ec, int t, const Pool *p, EmbResult 
             for (int x = 0; x < ps->n_texts; x++, k++)
                 if (j < r->n_pos) rel[uid[k]] = 1;
         }
-        linear(sc, eq + i * C, ec_, 1, C, nu, 0);
+        linear(sc, eq + i * C, ec_, NULL, 1, C, nu, 0);
         mrr += rank_mrr(sc, rel, nu, 20);
         ndcg += rank_ndcg(sc, rel, nu, 20);
     }
@@ -1310,7 +1332,7 @@ int eval_main(int argc, char **argv) {
         any_emb |= ec.sel[t] && TASKS[t].kind == KIND_EMB;
     }
     Loaded L;
-    if (loaded_open(&L, model, adapter, tokp)) return -1;
+    if (loaded_open(&L, "eval", model, adapter, tokp)) return -1;
     ec.L = &L;
     Dataset gd, ed, items;
     memset(&gd, 0, sizeof gd); memset(&ed, 0, sizeof ed); memset(&items, 0, sizeof items);
@@ -1483,7 +1505,7 @@ int metrics_main(int argc, char **argv) {
     int have_bs = 0, rc = 0;
     if (bs_model) {
         Loaded L;
-        if (loaded_open(&L, bs_model, NULL, bs_tok)) { outset_free(&s); return -1; }
+        if (loaded_open(&L, "metrics", bs_model, NULL, bs_tok)) { outset_free(&s); return -1; }
         BertScorer b = {NULL, &L.tok, (int)(bs_layer < L.m.cfg.n_layers ? bs_layer : L.m.cfg.n_layers), L.m.cfg.hidden_size};
         if (!(b.d = kv_new(&L.m, kv_capacity(&L.m, 4096)))) rc = -1;
         printf("\nBERTScore-style F1 (layer %d of %s; the paper used Longformer-large, layer 14):\n", b.layer, bs_model);

@@ -1259,14 +1259,6 @@ static float f16_to_f32(uint16_t h) {
     return v;
 }
 
-/* bfloat16 is the top half of a float32. */
-static float bf16_to_f32(uint16_t h) {
-    uint32_t bits = (uint32_t)h << 16;
-    float v;
-    memcpy(&v, &bits, 4);
-    return v;
-}
-
 int st_read_f32(const StFile *f, const StTensor *t, float *dst) {
     size_t numel = (size_t)t->numel, isz = (size_t)dtype_size(t->dtype);
     if (numel == 0) return 0;
@@ -1295,11 +1287,27 @@ int st_read_f32(const StFile *f, const StTensor *t, float *dst) {
         }
         for (size_t i = 0; i < k; i++) {
             uint16_t h = (uint16_t)(buf[2 * i] | buf[2 * i + 1] << 8);
-            dst[done + i] = t->dtype == ST_F16 ? f16_to_f32(h) : bf16_to_f32(h);
+            dst[done + i] = t->dtype == ST_F16 ? f16_to_f32(h) : bf16_to_float(h);
         }
         done += k;
     }
     free(buf);
+    return 0;
+}
+
+/* A BF16 tensor as it is stored (bf16 weights, see Model). */
+static int st_read_bf16(const StFile *f, const StTensor *t, uint16_t *dst) {
+    size_t numel = (size_t)t->numel;
+    if (t->dtype != ST_BF16)
+        return rf_error("%s: tensor '%s' is %s, but bf16 weights need every matrix stored as BF16", f->path,
+                        t->name, dtype_name(t->dtype));
+    if (numel == 0) return 0;
+    if (fseeko(f->fp, (off_t)(f->data_start + t->begin), SEEK_SET) != 0)
+        return rf_error("%s: tensor '%s': cannot seek: %s", f->path, t->name, strerror(errno));
+    if (fread(dst, 2, numel, f->fp) != numel)
+        return rf_error("%s: tensor '%s': short read (file truncated?)", f->path, t->name);
+    if (!host_is_little_endian())
+        for (size_t i = 0; i < numel; i++) dst[i] = (uint16_t)(dst[i] >> 8 | dst[i] << 8);
     return 0;
 }
 
@@ -1738,7 +1746,7 @@ static const StFile *shards_find(const Shards *s, const char *dir, const char *n
     return NULL;
 }
 
-int model_load(Model *m, const char *dir) {
+static int load_model(Model *m, const char *dir, int bf16) {
     memset(m, 0, sizeof *m);
     char *cfg_path = join(dir, "config.json");
     if (!cfg_path) return rf_error("%s: out of memory", dir);
@@ -1747,7 +1755,7 @@ int model_load(Model *m, const char *dir) {
     if (!rc) rc = config_validate(&c, cfg_path);
     free(cfg_path);
     if (rc) return -1;
-    if (model_alloc(m, &c)) {
+    if (bf16 ? model_alloc_bf16(m, &c) : model_alloc(m, &c)) {
         model_free(m);
         return -1;
     }
@@ -1775,16 +1783,67 @@ int model_load(Model *m, const char *dir) {
                           shape_str(a, sizeof a, t->shape, t->ndim), shape_str(b, sizeof b, want, p->ndim));
             break;
         }
-        rc = st_read_f32(f, t, m->params + p->offset);
+        float *view = model_float_view(m, i);
+        rc = view ? st_read_f32(f, t, view) : st_read_bf16(f, t, m->params16 + p->offset);
     }
     shards_close(&s);
     if (rc) model_free(m);
     return rc;
 }
 
+int model_load(Model *m, const char *dir) { return load_model(m, dir, 0); }
+int model_load_bf16(Model *m, const char *dir) { return load_model(m, dir, 1); }
+
+/* Whether every matrix of the checkpoint in dir is stored as BF16 (0 also
+ * when the folder cannot be read: model_load then says why). */
+static int all_matrices_bf16(const char *dir, const Config *c, size_t *total) {
+    Model t;
+    if (model_alloc_table(&t, c)) { model_free(&t); return 0; }
+    *total = t.total;
+    Shards s;
+    int opened = !shards_open(&s, dir), all = opened;
+    for (int i = 0; i < t.n_params && all; i++) {
+        const StTensor *x;
+        if (t.spec[i].ndim != 2) continue;
+        all = shards_find(&s, dir, t.spec[i].name, &x) && x->dtype == ST_BF16;
+    }
+    if (opened) shards_close(&s);
+    model_free(&t);
+    rf_clear_error();
+    return all;
+}
+
+int model_load_frozen(Model *m, const char *dir, const char *who) {
+    const char *want = getenv("RECFOUND_WEIGHTS");
+    if (want && strcmp(want, "auto") && strcmp(want, "f32") && strcmp(want, "bf16"))
+        return rf_error("RECFOUND_WEIGHTS=%s: expected auto, f32 or bf16", want);
+    if (want && !strcmp(want, "f32")) return model_load(m, dir);
+    char *cfg_path = join(dir, "config.json");
+    if (!cfg_path) return rf_error("%s: out of memory", dir);
+    Config c;
+    int ok = !config_load(&c, cfg_path) && !config_validate(&c, cfg_path);
+    free(cfg_path);
+    rf_clear_error();
+    size_t total = 0;
+    if (!ok || !all_matrices_bf16(dir, &c, &total)) {
+        if (want && !strcmp(want, "bf16"))
+            return rf_error("%s: RECFOUND_WEIGHTS=bf16 needs a checkpoint whose matrices are all stored as BF16", dir);
+        return model_load(m, dir);
+    }
+    double gib = 1.0 / (1 << 30), f32 = (double)total * 4 * gib;
+    double phys = (double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) * gib;
+    if (!want || !strcmp(want, "auto")) {
+        if (f32 <= 0.5 * phys) return model_load(m, dir);
+        fprintf(stderr, "%s: keeping the BF16 weights of %s in bf16 (%.1f GiB): in float32 they would take %.1f of "
+                "this machine's %.1f GiB\n", who, dir, f32 / 2, f32, phys);
+    }
+    return model_load_bf16(m, dir);
+}
+
 /* Weights first, then config.json: each file is replaced atomically, and a
  * stale shard index (which model_load would prefer) is removed in between. */
 int model_save(const Model *m, const char *dir) {
+    if (m->params16) return rf_error("%s: a model with bf16 weights is never written (it cannot train)", dir);
     if (rf_mkdirs(dir)) return -1;
     char *st = join(dir, "model.safetensors"), *cfg = join(dir, "config.json"),
          *index = join(dir, "model.safetensors.index.json");

@@ -275,7 +275,12 @@ static void kernel(int kc, const float *restrict A, const float *restrict B, flo
 typedef struct {
     const float *p;
     size_t rs, cs;
+    const uint16_t *h;  /* instead of p: a bf16 matrix (a B operand only) */
 } View;
+
+static float view_at(View v, size_t r, size_t c) {
+    return v.h ? bf16_to_float(v.h[r * v.rs + c * v.cs]) : v.p[r * v.rs + c * v.cs];
+}
 
 /* Packs n lanes (rows of A or columns of B) over kc values of k into strips
  * of W lanes, each strip k-major:
@@ -344,10 +349,33 @@ static void pack_a(float *restrict Ap, View A, int i0, int mc, int p0, int kc) {
     pack_panel(Ap, A.p + (size_t)i0 * A.rs + (size_t)p0 * A.cs, MR, mc, A.rs, A.cs, kc);
 }
 
+/* pack_panel from a bf16 source: the same layout, each value widened to
+ * float (exactly) on the way, so the kernel sees what it would see had the
+ * matrix been widened beforehand. */
+static void pack_panel_bf16(float *restrict d, const uint16_t *restrict src, int W, int n, size_t ls, size_t ks,
+                            int kc) {
+    for (int s = 0; s < n; s += W) {
+        int lanes = n - s < W ? n - s : W;
+        float *ds = d + (size_t)s * kc;
+        if (ls == 1) { /* lanes contiguous: along each source row */
+            for (int k = 0; k < kc; k++)
+                for (int l = 0; l < W; l++)
+                    ds[(size_t)k * W + l] = l < lanes ? bf16_to_float(src[(size_t)k * ks + s + l]) : 0.0f;
+            continue;
+        }
+        for (int l = 0; l < W; l++) { /* k contiguous (or neither): along each lane */
+            const uint16_t *a = src + (size_t)(s + l) * ls;
+            for (int k = 0; k < kc; k++) ds[(size_t)k * W + l] = l < lanes ? bf16_to_float(a[(size_t)k * ks]) : 0.0f;
+        }
+    }
+}
+
 /* Rows [p0, p0+kc) x cols [j0, j0+nc) of B into NR-wide strips, k-major:
  * Bp[s][k][j] = B(p0 + k, j0 + s*NR + j), zero past column nc. */
 static void pack_b(float *restrict Bp, View B, int p0, int kc, int j0, int nc) {
-    pack_panel(Bp, B.p + (size_t)p0 * B.rs + (size_t)j0 * B.cs, NR, nc, B.cs, B.rs, kc);
+    size_t at = (size_t)p0 * B.rs + (size_t)j0 * B.cs;
+    if (B.h) pack_panel_bf16(Bp, B.h + at, NR, nc, B.cs, B.rs, kc);
+    else pack_panel(Bp, B.p + at, NR, nc, B.cs, B.rs, kc);
 }
 
 /* ------------------------------------------------------ blocked GEMM */
@@ -445,7 +473,7 @@ static void gemm(float *C, size_t ldc, View A, View B, int M, int K, int N, int 
         for (int i = 0; i < M; i++)
             for (int j = 0; j < N; j++) {
                 float s = 0;
-                for (int k = 0; k < K; k++) s += A.p[i * A.rs + k * A.cs] * B.p[k * B.rs + j * B.cs];
+                for (int k = 0; k < K; k++) s += A.p[i * A.rs + k * A.cs] * view_at(B, k, j);
                 C[(size_t)i * ldc + j] = acc ? C[(size_t)i * ldc + j] + s : s;
             }
         return;
@@ -476,17 +504,27 @@ static void gemm(float *C, size_t ldc, View A, View B, int M, int K, int N, int 
 /* ------------------------------------------------------ fast products */
 
 void matmul_nt(float *out, const float *a, const float *b, int M, int K, int N, int acc) {
-    View A = {a, (size_t)K, 1}, B = {b, 1, (size_t)K};
+    View A = {a, (size_t)K, 1, NULL}, B = {b, 1, (size_t)K, NULL};
     gemm(out, (size_t)N, A, B, M, K, N, acc);
 }
 
 void matmul_nn(float *out, const float *a, const float *b, int M, int K, int N, int acc) {
-    View A = {a, (size_t)K, 1}, B = {b, (size_t)N, 1};
+    View A = {a, (size_t)K, 1, NULL}, B = {b, (size_t)N, 1, NULL};
     gemm(out, (size_t)N, A, B, M, K, N, acc);
 }
 
 void matmul_tn(float *out, const float *a, const float *b, int M, int K, int N, int acc) {
-    View A = {a, 1, (size_t)M}, B = {b, (size_t)N, 1};
+    View A = {a, 1, (size_t)M, NULL}, B = {b, (size_t)N, 1, NULL};
+    gemm(out, (size_t)N, A, B, M, K, N, acc);
+}
+
+void matmul_nt_bf16(float *out, const float *a, const uint16_t *b, int M, int K, int N, int acc) {
+    View A = {a, (size_t)K, 1, NULL}, B = {NULL, 1, (size_t)K, b};
+    gemm(out, (size_t)N, A, B, M, K, N, acc);
+}
+
+void matmul_nn_bf16(float *out, const float *a, const uint16_t *b, int M, int K, int N, int acc) {
+    View A = {a, (size_t)K, 1, NULL}, B = {NULL, (size_t)N, 1, b};
     gemm(out, (size_t)N, A, B, M, K, N, acc);
 }
 
@@ -496,7 +534,7 @@ void matmul_tn(float *out, const float *a, const float *b, int M, int K, int N, 
  * to write into a block of a larger matrix. */
 void matmul_strided(float *out, size_t ldo, const float *a, size_t a_rs, size_t a_cs, const float *b, size_t b_rs,
                     size_t b_cs, int M, int K, int N, int acc) {
-    View A = {a, a_rs, a_cs}, B = {b, b_rs, b_cs};
+    View A = {a, a_rs, a_cs, NULL}, B = {b, b_rs, b_cs, NULL};
     gemm(out, ldo, A, B, M, K, N, acc);
 }
 

@@ -170,7 +170,20 @@ static void add_spec(Model *m, const char *name, int rows, int cols) {
     param_table_add(m->spec, &m->n_params, &m->total, name, rows, cols);
 }
 
-int model_alloc(Model *m, const Config *cfg) {
+/* The float view of table entry i: its slice of params, or, with bf16
+ * weights, NULL for a matrix and for a vector its place among the vectors,
+ * which params then holds one after another in table order. */
+float *model_float_view(const Model *m, int i) {
+    if (!m->params16) return m->params + m->spec[i].offset;
+    if (m->spec[i].ndim != 1) return NULL;
+    size_t at = 0;
+    for (int j = 0; j < i; j++)
+        if (m->spec[j].ndim == 1) at += m->spec[j].numel;
+    return m->params + at;
+}
+
+/* bf16: 0 float weights, 1 bf16 weights, -1 the parameter table alone. */
+static int alloc_model(Model *m, const Config *cfg, int bf16) {
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
     const Config *c = cfg;
@@ -178,7 +191,8 @@ int model_alloc(Model *m, const Config *cfg) {
     int q = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim;
     m->spec = calloc((size_t)c->n_layers * P_PER_LAYER + 3, sizeof *m->spec);
     m->layer = calloc((size_t)c->n_layers * P_PER_LAYER, sizeof *m->layer);
-    if (!m->spec || !m->layer) return rf_error("out of memory for the parameter table");
+    if (bf16 > 0) m->layer16 = calloc((size_t)c->n_layers * P_PER_LAYER, sizeof *m->layer16);
+    if (!m->spec || !m->layer || (bf16 > 0 && !m->layer16)) return rf_error("out of memory for the parameter table");
     char name[80];
     add_spec(m, "model.embed_tokens.weight", V, C);
     for (int l = 0; l < c->n_layers; l++) {
@@ -196,23 +210,44 @@ int model_alloc(Model *m, const Config *cfg) {
     }
     add_spec(m, "model.norm.weight", C, 0);
     if (!c->tie_word_embeddings) add_spec(m, "lm_head.weight", V, C);
-    m->params = calloc_big(m->total, sizeof(float));
+    if (bf16 < 0) return 0;  /* the table alone */
+    size_t floats = m->total;
+    if (bf16) {
+        floats = 0;
+        for (int i = 0; i < m->n_params; i++)
+            if (m->spec[i].ndim == 1) floats += m->spec[i].numel;
+        m->params16 = calloc_big(m->total, sizeof(uint16_t));
+        if (!m->params16)
+            return rf_error("out of memory: the model needs %.1f GiB of bf16 weights", m->total * 2.0 / (1 << 30));
+    }
+    m->params = calloc_big(floats, sizeof(float));
     if (!m->params)
-        return rf_error("out of memory: the model needs %.1f GiB of float32 parameters",
-                        m->total * 4.0 / (1 << 30));
+        return rf_error("out of memory: the model needs %.1f GiB of float32 parameters", floats * 4.0 / (1 << 30));
     int k = 0;
-    m->embed = m->params + m->spec[k++].offset;
+    m->embed = model_float_view(m, k);
+    if (bf16) m->embed16 = m->params16 + m->spec[k].offset;
+    k++;
     for (int l = 0; l < c->n_layers; l++)
-        for (int p = 0; p < P_PER_LAYER; p++) m->layer[l * P_PER_LAYER + p] = m->params + m->spec[k++].offset;
-    m->final_norm = m->params + m->spec[k++].offset;
-    m->lm_head = c->tie_word_embeddings ? m->embed : m->params + m->spec[k++].offset;
+        for (int p = 0; p < P_PER_LAYER; p++, k++) {
+            m->layer[l * P_PER_LAYER + p] = model_float_view(m, k);
+            if (bf16 && m->spec[k].ndim == 2) m->layer16[l * P_PER_LAYER + p] = m->params16 + m->spec[k].offset;
+        }
+    m->final_norm = model_float_view(m, k++);
+    m->lm_head = c->tie_word_embeddings ? m->embed : model_float_view(m, k);
+    if (bf16) m->lm_head16 = c->tie_word_embeddings ? m->embed16 : m->params16 + m->spec[k].offset;
     return 0;
 }
+
+int model_alloc(Model *m, const Config *cfg) { return alloc_model(m, cfg, 0); }
+int model_alloc_bf16(Model *m, const Config *cfg) { return alloc_model(m, cfg, 1); }
+int model_alloc_table(Model *m, const Config *cfg) { return alloc_model(m, cfg, -1); }
 
 void model_free(Model *m) {
     free(m->spec);
     free(m->layer);
+    free(m->layer16);
     free_big(m->params);
+    free_big(m->params16);
     memset(m, 0, sizeof *m);
 }
 
@@ -958,6 +993,36 @@ static void adapter_backward(const Tmole *tm, Acts *a, int l, int proj, float *d
     if (s && dadapter) tmole_backward(tm, a->ta, s, dx, dadapter, dy, x, b, mode);
 }
 
+/* The model's matrices are float or, with bf16 weights, bf16 (Model):
+ * y (+)= x W^T and dx (+)= dy W with whichever of w / w16 it has. */
+void weight_nt(float *out, const float *a, const float *w, const uint16_t *w16, int M, int K, int N, int acc) {
+    if (w16) matmul_nt_bf16(out, a, w16, M, K, N, acc);
+    else matmul_nt(out, a, w, M, K, N, acc);
+}
+
+static void weight_nn(float *out, const float *a, const float *w, const uint16_t *w16, int M, int K, int N,
+                      int acc) {
+    if (w16) matmul_nn_bf16(out, a, w16, M, K, N, acc);
+    else matmul_nn(out, a, w, M, K, N, acc);
+}
+
+/* The bf16 matrices of layer l (all NULL with float weights). */
+void layer_bf16(const Model *m, int l, const uint16_t *H[P_PER_LAYER]) {
+    for (int p = 0; p < P_PER_LAYER; p++) H[p] = m->layer16 ? m->layer16[l * P_PER_LAYER + p] : NULL;
+}
+
+/* The embedding rows of N token ids. */
+void model_embed(const Model *m, float *out, const int *ids, int N) {
+    int C = m->cfg.hidden_size;
+    if (!m->embed16) {
+        embedding_forward(out, ids, m->embed, N, C);
+        return;
+    }
+#pragma omp parallel for if ((size_t)N * C >= PARALLEL_MIN)
+    for (int n = 0; n < N; n++)
+        for (int i = 0; i < C; i++) out[(size_t)n * C + i] = bf16_to_float(m->embed16[(size_t)ids[n] * C + i]);
+}
+
 void model_forward(const Model *m, const Tmole *tm, Acts *a, const Batch *b, AttnMode mode) {
     const Config *c = &m->cfg;
     int B = b->B, T = b->T, BT = B * T, C = a->C, I = a->I, qd = a->qd, kvd = a->kvd;
@@ -966,9 +1031,11 @@ void model_forward(const Model *m, const Tmole *tm, Acts *a, const Batch *b, Att
         if (!a->ta) tm = NULL;  /* out of memory: run the backbone alone (rf_error says why) */
         else tmole_acts_begin(a->ta, tm, b, mode);
     }
-    embedding_forward(a->x_in, b->ids, m->embed, BT, C);
+    model_embed(m, a->x_in, b->ids, BT);
     for (int l = 0; l < c->n_layers; l++) {
         float *const *W = m->layer + l * P_PER_LAYER;
+        const uint16_t *H[P_PER_LAYER];
+        layer_bf16(m, l, H);
         float *x = a->x_in + (size_t)l * a->cap_bt * C, *ln1 = a->ln1 + (size_t)l * a->cap_bt * C;
         float *q = a->q + (size_t)l * a->cap_bt * qd, *k = a->k + (size_t)l * a->cap_bt * kvd;
         float *v = a->v + (size_t)l * a->cap_bt * kvd, *att = a->att + (size_t)l * a->cap_att;
@@ -979,9 +1046,9 @@ void model_forward(const Model *m, const Tmole *tm, Acts *a, const Batch *b, Att
         float *x_next = l + 1 < c->n_layers ? a->x_in + (size_t)(l + 1) * a->cap_bt * C : a->x_out;
 
         rmsnorm_forward(ln1, a->rstd1 + (size_t)l * a->cap_bt, x, W[P_ATTN_NORM], BT, C, c->rms_norm_eps);
-        matmul_nt(q, ln1, W[P_Q], BT, C, qd, 0);
-        matmul_nt(k, ln1, W[P_K], BT, C, kvd, 0);
-        matmul_nt(v, ln1, W[P_V], BT, C, kvd, 0);
+        weight_nt(q, ln1, W[P_Q], H[P_Q], BT, C, qd, 0);
+        weight_nt(k, ln1, W[P_K], H[P_K], BT, C, kvd, 0);
+        weight_nt(v, ln1, W[P_V], H[P_V], BT, C, kvd, 0);
         if (tm) {
             adapter_forward(tm, a, l, PROJ_Q, q, ln1, b, mode);
             adapter_forward(tm, a, l, PROJ_K, k, ln1, b, mode);
@@ -997,21 +1064,21 @@ void model_forward(const Model *m, const Tmole *tm, Acts *a, const Batch *b, Att
                               mode, c->sliding_window);
         }
         copy_floats(h, x, (size_t)BT * C);
-        matmul_nt(h, atty, W[P_O], BT, qd, C, 1);                   /* h = x + o_proj(attn) */
+        weight_nt(h, atty, W[P_O], H[P_O], BT, qd, C, 1);            /* h = x + o_proj(attn) */
         if (tm) adapter_forward(tm, a, l, PROJ_O, h, atty, b, mode);
 
         rmsnorm_forward(ln2, a->rstd2 + (size_t)l * a->cap_bt, h, W[P_MLP_NORM], BT, C, c->rms_norm_eps);
-        matmul_nt(gate, ln2, W[P_GATE], BT, C, I, 0);
-        matmul_nt(up, ln2, W[P_UP], BT, C, I, 0);
+        weight_nt(gate, ln2, W[P_GATE], H[P_GATE], BT, C, I, 0);
+        weight_nt(up, ln2, W[P_UP], H[P_UP], BT, C, I, 0);
         swiglu_forward(act, gate, up, (size_t)BT * I);
         copy_floats(x_next, h, (size_t)BT * C);
-        matmul_nt(x_next, act, W[P_DOWN], BT, I, C, 1);             /* x = h + down(silu(gate) up) */
+        weight_nt(x_next, act, W[P_DOWN], H[P_DOWN], BT, I, C, 1);  /* x = h + down(silu(gate) up) */
     }
     rmsnorm_forward(a->hidden, a->rstdf, a->x_out, m->final_norm, BT, C, c->rms_norm_eps);
 }
 
 void model_logits(const Model *m, const Acts *a, float *out, int BT) {
-    matmul_nt(out, a->hidden, m->lm_head, BT, a->C, a->V, 0);
+    weight_nt(out, a->hidden, m->lm_head, m->lm_head16, BT, a->C, a->V, 0);
 }
 
 void lm_weights_mean(float *w, const Batch *b) {
@@ -1030,6 +1097,10 @@ double model_lm_loss(const Model *m, Acts *a, const Batch *b, const float *w, fl
                      float *dparams, int backward) {
     int B = b->B, T = b->T, BT = B * T, V = a->V, C = a->C;
     float *logits = a->logits, *hid = a->dln, *dhid = a->dx;  /* backward scratch, free until model_backward */
+    if (backward && dparams && m->params16) {
+        rf_error("model_lm_loss: the weights are bf16, which have no gradient (the backbone stays frozen)");
+        return NAN;
+    }
     int *row = malloc((size_t)BT * sizeof(int));
     /* CE in double from float exponentials: the loss is then exact to ~1e-8, which
      * finite-difference checks of small gradients need; the cost is V adds per row. */
@@ -1044,7 +1115,7 @@ double model_lm_loss(const Model *m, Acts *a, const Batch *b, const float *w, fl
         if (w[n] != 0 && n % T + 1 < T) row[R++] = n;
 #pragma omp parallel for if ((size_t)R * C >= PARALLEL_MIN)
     for (int r = 0; r < R; r++) memcpy(hid + (size_t)r * C, a->hidden + (size_t)row[r] * C, C * sizeof(float));
-    matmul_nt(logits, hid, m->lm_head, R, C, V, 0);
+    weight_nt(logits, hid, m->lm_head, m->lm_head16, R, C, V, 0);
 #pragma omp parallel for if ((size_t)R * V >= PARALLEL_MIN)
     for (int r = 0; r < R; r++) {
         int n = row[r], target = b->ids[n + 1];
@@ -1065,7 +1136,7 @@ double model_lm_loss(const Model *m, Acts *a, const Batch *b, const float *w, fl
         if (tok_loss) tok_loss[n] = (float)ce[n];
     }
     if (backward && R > 0) {
-        matmul_nn(dhid, logits, m->lm_head, R, V, C, 0);                  /* dhidden += dz W */
+        weight_nn(dhid, logits, m->lm_head, m->lm_head16, R, V, C, 0);   /* dhidden += dz W */
 #pragma omp parallel for if ((size_t)R * C >= PARALLEL_MIN)
         for (int r = 0; r < R; r++) {
             float *d = a->dhidden + (size_t)row[r] * C;
@@ -1090,12 +1161,18 @@ void model_backward(const Model *m, const Tmole *tm, Acts *a, const Batch *b, At
                  "differentiate");
         return;
     }
+    if (dparams && m->params16) {  /* the same: bf16 weights do not train */
+        rf_error("model_backward: the weights are bf16, which have no gradient (the backbone stays frozen)");
+        return;
+    }
     float *dx = a->dx;   /* gradient of the residual stream, walking down the layers */
     copy_floats(dx, NULL, (size_t)BT * C);
     rmsnorm_backward(dx, grad_of(m, dparams, LAYER_SPEC(L, 0)), a->dhidden, a->x_out, m->final_norm,
                      a->rstdf, BT, C);
     for (int l = L - 1; l >= 0; l--) {
         float *const *W = m->layer + l * P_PER_LAYER;
+        const uint16_t *H[P_PER_LAYER];
+        layer_bf16(m, l, H);
         size_t o = (size_t)l * a->cap_bt;
         float *x = a->x_in + o * C, *ln1 = a->ln1 + o * C, *q = a->q + o * qd, *k = a->k + o * kvd;
         float *v = a->v + o * kvd, *att = a->att + (size_t)l * a->cap_att, *atty = a->atty + o * qd;
@@ -1105,11 +1182,11 @@ void model_backward(const Model *m, const Tmole *tm, Acts *a, const Batch *b, At
         for (int p = 0; p < P_PER_LAYER; p++) dW[p] = grad_of(m, dparams, LAYER_SPEC(l, p));
 
         /* MLP block: x_next = h + down(act).  dx is d x_next here; it becomes d h. */
-        matmul_nn(a->dact, dx, W[P_DOWN], BT, C, I, 0);
+        weight_nn(a->dact, dx, W[P_DOWN], H[P_DOWN], BT, C, I, 0);
         if (dparams) matmul_tn(dW[P_DOWN], dx, act, C, BT, I, 1);
         swiglu_backward_acc(a->dgate, a->dup, a->dact, gate, up, (size_t)BT * I, 0);
-        matmul_nn(a->dln, a->dgate, W[P_GATE], BT, I, C, 0);
-        matmul_nn(a->dln, a->dup, W[P_UP], BT, I, C, 1);
+        weight_nn(a->dln, a->dgate, W[P_GATE], H[P_GATE], BT, I, C, 0);
+        weight_nn(a->dln, a->dup, W[P_UP], H[P_UP], BT, I, C, 1);
         if (dparams) {
             matmul_tn(dW[P_GATE], a->dgate, ln2, I, BT, C, 1);
             matmul_tn(dW[P_UP], a->dup, ln2, I, BT, C, 1);
@@ -1117,7 +1194,7 @@ void model_backward(const Model *m, const Tmole *tm, Acts *a, const Batch *b, At
         rmsnorm_backward(dx, dW[P_MLP_NORM], a->dln, h, W[P_MLP_NORM], a->rstd2 + o, BT, C);
 
         /* attention block: h = x + o_proj(atty).  dx becomes d x. */
-        matmul_nn(a->datty, dx, W[P_O], BT, C, qd, 0);
+        weight_nn(a->datty, dx, W[P_O], H[P_O], BT, C, qd, 0);
         if (dparams) matmul_tn(dW[P_O], dx, atty, C, BT, qd, 1);
         if (tm) adapter_backward(tm, a, l, PROJ_O, a->datty, dadapter, dx, atty, b, mode);
         copy_floats(a->dq, NULL, (size_t)BT * qd);
@@ -1131,9 +1208,9 @@ void model_backward(const Model *m, const Tmole *tm, Acts *a, const Batch *b, At
          * frozen backbone (dparams NULL) it is not computed. */
         float *dln = l > 0 || dparams ? a->dln : NULL;
         if (dln) {
-            matmul_nn(dln, a->dq, W[P_Q], BT, qd, C, 0);
-            matmul_nn(dln, a->dk, W[P_K], BT, kvd, C, 1);
-            matmul_nn(dln, a->dv, W[P_V], BT, kvd, C, 1);
+            weight_nn(dln, a->dq, W[P_Q], H[P_Q], BT, qd, C, 0);
+            weight_nn(dln, a->dk, W[P_K], H[P_K], BT, kvd, C, 1);
+            weight_nn(dln, a->dv, W[P_V], H[P_V], BT, kvd, C, 1);
         }
         if (tm) {
             adapter_backward(tm, a, l, PROJ_Q, dln, dadapter, a->dq, ln1, b, mode);

@@ -192,7 +192,7 @@ static int cmd_score(int argc, char **argv) {
     IdFile f;
     Tmole tm;
     int task, tasks[CHUNK];
-    if (model_load(&m, mdir)) return -1;
+    if (model_load_frozen(&m, mdir, "score")) return -1;
     if (load_adapter_task(&tm, &task, "score", adir, tname, &m)) { model_free(&m); return -1; }
     if (idfile_read(&f, idp, m.cfg.vocab_size, 2)) { tmole_free(&tm); model_free(&m); return -1; }
     for (int i = 0; i < CHUNK; i++) tasks[i] = task;
@@ -239,7 +239,7 @@ static int cmd_embed(int argc, char **argv) {
     IdFile f;
     Tmole tm;
     int task, tasks[CHUNK];
-    if (model_load(&m, mdir)) return -1;
+    if (model_load_frozen(&m, mdir, "embed")) return -1;
     if (load_adapter_task(&tm, &task, "embed", adir, tname, &m)) { model_free(&m); return -1; }
     if (idfile_read(&f, idp, m.cfg.vocab_size, (int)from + 1)) { tmole_free(&tm); model_free(&m); return -1; }
     for (int i = 0; i < CHUNK; i++) tasks[i] = task;
@@ -1078,7 +1078,7 @@ static int cmd_train(int argc, char **argv) {
     }
 
     char path[4096];
-    if (model_load(&tr->m, model)) goto free_args;
+    if (model_load_frozen(&tr->m, model, "train")) goto free_args;
     if (!tokp) { snprintf(path, sizeof path, "%s/tokenizer.json", model); tokp = path; }
     if (tok_load(&tr->tok, tokp)) goto out;
     if (tr->tok.n_vocab > tr->m.cfg.vocab_size) {
@@ -1094,7 +1094,7 @@ static int cmd_train(int argc, char **argv) {
         int vrows = tr->use_sched ? 24 : 0;  /* validation embeds in chunks of 24 rows */
         if (vrows > rows) rows = vrows;
         double mib = 1.0 / 1048576;
-        double backbone = tr->m.total * 4.0 * mib, adapters = tr->tm.total * 16.0 * mib;  /* params, grads, m, v */
+        double backbone = tr->m.total * (tr->m.params16 ? 2.0 : 4.0) * mib, adapters = tr->tm.total * 16.0 * mib;  /* params, grads, m, v */
         double acts = acts_bytes_for(&tr->m.cfg, rows, (int)tr->max_len) * mib;
         double tacts = (double)rows * tr->max_len * 4.0 * mib *
                        ((double)tr->tm.n_sites * tmole_n_experts(&tc) * tc.rank + 3.25 * tr->m.cfg.hidden_size * 2);
@@ -1357,7 +1357,7 @@ static int cmd_loss(int argc, char **argv) {
     char path[4096];
     int rc = -1;
     double loss[N_TASKS];
-    if (model_load(&tr->m, model)) return -1;
+    if (model_load_frozen(&tr->m, model, "loss")) return -1;
     if (!tokp) { snprintf(path, sizeof path, "%s/tokenizer.json", model); tokp = path; }
     if (tok_load(&tr->tok, tokp)) goto out;
     if (adapter && tmole_load(&tr->tm, adapter, &tr->m.cfg)) goto out;
@@ -1657,6 +1657,8 @@ static void usage(FILE *out) {
     fprintf(out, "usage: recfound COMMAND [options]   (recfound COMMAND --help for each)\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(out, "  %-12s %s\n", commands[i].name, commands[i].what);
+    fprintf(out, "\nenvironment:\n  RECFOUND_WEIGHTS  auto (default) | f32 | bf16: how the commands that leave the "
+                 "backbone frozen\n                    hold a BF16 checkpoint's matrices (weights/README.md)\n");
 }
 
 /* Run argv[1]; 0, 1 (an error, said in one line) or 2 (usage). */

@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 /* ------------------------------------------------------------------ errors */
 
@@ -197,18 +198,56 @@ typedef struct {
     float **layer;          /* layer[l * P_PER_LAYER + P_x] */
     float *final_norm;      /* [C] */
     float *lm_head;         /* [V, C]; == embed when tied */
+    /* bf16 weights (model_load_bf16): the matrices stay in bfloat16, as a BF16
+     * checkpoint stores them, in params16 at the table's offsets; their float
+     * views above are NULL and params holds the norm vectors alone.  Widening
+     * bf16 to float is exact, so every result equals that of the float copy;
+     * the weights cannot train (the backbone stays frozen). */
+    uint16_t *params16;     /* NULL for float weights */
+    const uint16_t *embed16, *lm_head16;
+    const uint16_t **layer16;
 } Model;
+
+/* bfloat16 is the top half of a float32. */
+static inline float bf16_to_float(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
 
 /* Append a tensor to a parameter table; returns its offset in the flat buffer. */
 size_t param_table_add(ParamSpec *spec, int *n, size_t *total, const char *name, int rows, int cols);
 /* Build the parameter table for cfg and allocate params (zeroed). */
 int model_alloc(Model *m, const Config *cfg);
+/* The same with bf16 weights (see Model): params16 for the matrices. */
+int model_alloc_bf16(Model *m, const Config *cfg);
+/* The parameter table alone (spec, n_params, total; no weights). */
+int model_alloc_table(Model *m, const Config *cfg);
+/* The float view of parameter-table entry i (NULL: a matrix kept in bf16). */
+float *model_float_view(const Model *m, int i);
 void model_free(Model *m);
+/* y (+)= x W^T for a matrix of the model, given as its float (w) or, with
+ * bf16 weights, its bf16 (w16) pointer; layer_bf16 fills H with layer l's
+ * bf16 matrices (all NULL for float weights); model_embed looks up token rows. */
+void weight_nt(float *out, const float *a, const float *w, const uint16_t *w16, int M, int K, int N, int acc);
+void layer_bf16(const Model *m, int l, const uint16_t *H[P_PER_LAYER]);
+void model_embed(const Model *m, float *out, const int *ids, int N);
 /* Seeded random initialisation: N(0, 0.02) matrices, norms = 1 (HF defaults). */
 void model_init_random(Model *m, uint64_t seed);
 /* A model folder: config.json + model.safetensors (or sharded with
  * model.safetensors.index.json).  F32/F16/BF16 in; F32 out. */
 int model_load(Model *m, const char *dir);
+/* The same, keeping the matrices in bf16 (see Model); every matrix of the
+ * checkpoint must be stored as BF16. */
+int model_load_bf16(Model *m, const char *dir);
+/* The loader of the commands that leave the backbone frozen (score, embed,
+ * generate, eval, loss, train): a checkpoint whose matrices are all BF16 keeps
+ * them in bf16 when their float32 copy would take more than half of this
+ * machine's memory (one line on stderr, prefixed by `who`, says so), else
+ * model_load.  RECFOUND_WEIGHTS=f32 or bf16 forces either (bf16 only for such
+ * a checkpoint); auto is the default. */
+int model_load_frozen(Model *m, const char *dir, const char *who);
 int model_save(const Model *m, const char *dir);
 /* Presets: "tiny", "small", "mistral-7b".  vocab <= 0 keeps the preset's. */
 int config_preset(Config *c, const char *name, int vocab);
@@ -223,6 +262,11 @@ int config_preset(Config *c, const char *name, int vocab);
 void matmul_nt(float *out, const float *a, const float *b, int M, int K, int N, int acc);
 void matmul_nn(float *out, const float *a, const float *b, int M, int K, int N, int acc);
 void matmul_tn(float *out, const float *a, const float *b, int M, int K, int N, int acc);
+/* matmul_nt and matmul_nn with b in bfloat16 (a weight of a bf16 model): each
+ * value is widened while it is packed, so the result is bit for bit that of
+ * matmul_nt / matmul_nn on the widened matrix. */
+void matmul_nt_bf16(float *out, const float *a, const uint16_t *b, int M, int K, int N, int acc);
+void matmul_nn_bf16(float *out, const float *a, const uint16_t *b, int M, int K, int N, int acc);
 void matmul_nt_ref(float *out, const float *a, const float *b, int M, int K, int N, int acc);
 void matmul_nn_ref(float *out, const float *a, const float *b, int M, int K, int N, int acc);
 void matmul_tn_ref(float *out, const float *a, const float *b, int M, int K, int N, int acc);

@@ -139,6 +139,26 @@ static inline const char *shared_path(const char *rel, char *buf, size_t n) {
 #define FD_EPS 1e-2f
 #endif
 
+/* A bf16-weight copy of m (Model): each matrix rounded down to bf16 (its top
+ * 16 bits) in dst, and m's own matrices set to the widened values, so the two
+ * models hold exactly the same weights in their two representations. */
+static inline void bf16_twin(Model *dst, Model *m) {
+    ck_assert_int_eq(model_alloc_bf16(dst, &m->cfg), 0);
+    for (int i = 0; i < m->n_params; i++) {
+        float *src = m->params + m->spec[i].offset;
+        if (m->spec[i].ndim == 1) {
+            memcpy(model_float_view(dst, i), src, m->spec[i].numel * sizeof(float));
+            continue;
+        }
+        for (size_t j = 0; j < m->spec[i].numel; j++) {
+            uint32_t u;
+            memcpy(&u, &src[j], sizeof u);
+            dst->params16[m->spec[i].offset + j] = (uint16_t)(u >> 16);
+            src[j] = bf16_to_float((uint16_t)(u >> 16));
+        }
+    }
+}
+
 static inline void fill_normal(float *x, size_t n, float scale, uint64_t seed) {
     Rng r;
     rng_seed(&r, seed);

@@ -661,6 +661,64 @@ static void check_reference_case(const char *name) {
     ref_close(&rc);
 }
 
+/* bf16 weights (model_load_bf16) on the BF16 fixture: the same hidden states,
+ * logits and losses, bit for bit, as the float load, in both attention modes;
+ * no gradient for the weights, no save, and an F32 checkpoint is refused. */
+START_TEST(test_bf16_weights_load) {
+    RefCase rc;
+    ref_open(&rc, "llama_bf16_sharded");
+    Model *m = &rc.m, h;
+    ck_assert_msg(model_load_bf16(&h, "tests/fixtures/llama_bf16_sharded/model") == 0, "%s", rf_last_error());
+    ck_assert_ptr_nonnull(h.params16);
+    ck_assert_ptr_null(h.layer[P_Q]);
+    ck_assert_ptr_nonnull(h.layer[P_ATTN_NORM]);
+    ck_assert(h.final_norm[0] == m->final_norm[0]);
+    int B = rc.B, T = rc.T, V = m->cfg.vocab_size, C = m->cfg.hidden_size;
+    Batch b = {.B = B, .T = T, .ids = rc.ids, .lengths = rc.len};
+    Acts *a = acts_new(m, B, T), *ah = acts_new(&h, B, T);
+    float *w = malloc(B * T * 4), *tl = malloc(B * T * 4), *tlh = malloc(B * T * 4);
+    float *lg = malloc((size_t)B * T * V * 4), *lgh = malloc((size_t)B * T * V * 4);
+    lm_weights_mean(w, &b);
+    for (int mode = 0; mode < 2; mode++) {
+        AttnMode am = mode ? ATTN_BIDIRECTIONAL : ATTN_CAUSAL;
+        model_forward(m, NULL, a, &b, am);
+        model_forward(&h, NULL, ah, &b, am);
+        ck_assert(memcmp(acts_hidden(a), acts_hidden(ah), (size_t)B * T * C * 4) == 0);
+        model_logits(m, a, lg, B * T);
+        model_logits(&h, ah, lgh, B * T);
+        ck_assert(memcmp(lg, lgh, (size_t)B * T * V * 4) == 0);
+        double l1 = model_lm_loss(m, a, &b, w, tl, NULL, 0), l2 = model_lm_loss(&h, ah, &b, w, tlh, NULL, 0);
+        ck_assert(l1 == l2);
+        ck_assert(memcmp(tl, tlh, (size_t)B * T * 4) == 0);
+    }
+    /* the weights have no gradient: refused, with nothing written */
+    float *grads = calloc(h.total, 4);
+    rf_clear_error();
+    ck_assert(isnan(model_lm_loss(&h, ah, &b, w, NULL, grads, 1)));
+    ck_assert_ptr_nonnull(strstr(rf_last_error(), "bf16"));
+    rf_clear_error();
+    model_backward(&h, NULL, ah, &b, ATTN_BIDIRECTIONAL, grads, NULL);
+    ck_assert_ptr_nonnull(strstr(rf_last_error(), "bf16"));
+    for (size_t i = 0; i < h.total; i++) ck_assert(grads[i] == 0);
+    char dir[] = "/tmp/rf_bf16_save_XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char sub[600];
+    snprintf(sub, sizeof sub, "%s/out", dir);
+    ck_assert_int_ne(model_save(&h, sub), 0);
+    ck_assert_int_ne(access(sub, F_OK), 0);
+    rm_tree(dir);
+    /* a checkpoint in F32 cannot be kept in bf16 */
+    Model f;
+    ck_assert_int_ne(model_load_bf16(&f, "tests/fixtures/gqa_tied/model"), 0);
+    ck_assert_msg(strstr(rf_last_error(), "model.embed_tokens.weight' is F32") != NULL, "%s", rf_last_error());
+    free(w); free(tl); free(tlh); free(lg); free(lgh); free(grads);
+    acts_free(a);
+    acts_free(ah);
+    model_free(&h);
+    ref_close(&rc);
+}
+END_TEST
+
 START_TEST(test_reference_gqa_tied) { check_reference_case("gqa_tied"); }
 END_TEST
 START_TEST(test_reference_mha_untied_window) { check_reference_case("mha_untied_window"); }
@@ -700,6 +758,7 @@ Suite *backbone_suite(void) {
     tcase_add_test(ref, test_reference_gqa_tied);
     tcase_add_test(ref, test_reference_mha_untied_window);
     tcase_add_test(ref, test_reference_llama_bf16_sharded);
+    tcase_add_test(ref, test_bf16_weights_load);
     suite_add_tcase(s, ref);
     return s;
 }

@@ -563,6 +563,43 @@ START_TEST(test_sigkill_keeps_checkpoints) {
 }
 END_TEST
 
+/* RECFOUND_WEIGHTS: bf16 weights print the same scores and embeddings as
+ * float ones on the BF16 fixture; asking for them on an F32 checkpoint, or an
+ * unknown value, is one error line. */
+static int run_env(const char *env, const char *args, char **out, char **err) {
+    char cmd[4096];
+    ck_assert((size_t)snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=2 RECFOUND_WEIGHTS=%s %s %s", env, recfound_bin(),
+                               args) < sizeof cmd);
+    return run_capture(cmd, out, err);
+}
+
+START_TEST(test_weights_env) {
+    const char *F = "tests/fixtures/llama_bf16_sharded";
+    char args[1024];
+    for (int e = 0; e < 2; e++) {
+        snprintf(args, sizeof args, e ? "embed --model %s/model --ids %s/ids.txt --pool-from 2"
+                                      : "score --model %s/model --ids %s/ids.txt", F, F);
+        char *o1, *e1, *o2, *e2, *o3, *e3;
+        ck_assert_int_eq(run(args, &o1, &e1), 0);
+        ck_assert_int_eq(run_env("bf16", args, &o2, &e2), 0);
+        ck_assert_int_eq(run_env("f32", args, &o3, &e3), 0);
+        ck_assert_int_gt(count_lines(o1), 1);
+        ck_assert_msg(!strcmp(o1, o2) && !strcmp(o1, o3), "%s: the outputs differ between weight types", args);
+        free(o1); free(e1); free(o2); free(e2); free(o3); free(e3);
+    }
+    char *out, *err;
+    snprintf(args, sizeof args, "score --model tests/fixtures/gqa_tied/model --ids %s/ids.txt", F);
+    int rc = run_env("bf16", args, &out, &err);
+    ck_assert_int_ne(rc, 0);
+    ck_assert_msg(count_lines(err) == 1 && strstr(err, "BF16"), "%s", err);
+    free(out); free(err);
+    rc = run_env("half", args, &out, &err);
+    ck_assert_int_ne(rc, 0);
+    ck_assert_msg(count_lines(err) == 1 && strstr(err, "RECFOUND_WEIGHTS=half"), "%s", err);
+    free(out); free(err);
+}
+END_TEST
+
 Suite *cli_suite(void) {
     Suite *s = suite_create("cli");
     TCase *ref = tcase_create("against_reference");
@@ -573,6 +610,7 @@ Suite *cli_suite(void) {
     tcase_add_test(ref, test_init_deterministic);
     tcase_add_test(ref, test_score_with_adapter);
     tcase_add_test(ref, test_route_matches_reference);
+    tcase_add_test(ref, test_weights_env);
     suite_add_tcase(s, ref);
     TCase *bad = tcase_create("usage_and_bad_input");
     tcase_set_timeout(bad, 60);

@@ -307,6 +307,79 @@ START_TEST(test_greedy_vs_recompute) {
 }
 END_TEST
 
+/* bf16 weights (Model) through everything that runs a frozen backbone: the
+ * full forward with adapters, the adapters' gradients, folding, and the cached
+ * decoder one token at a time and in a chunk: the same bits as the float model
+ * holding the same (widened) weights. */
+START_TEST(test_bf16_weights_paths) {
+    Model m, h;
+    tiny(&m, 0);
+    bf16_twin(&h, &m);
+    TmoleConfig c;
+    tmole_config_default(&c);
+    c.rank = 4; c.alpha = 8; c.task_dim = 8; c.dropout = 0;
+    Tmole tm;
+    ck_assert_int_eq(tmole_alloc(&tm, &c, &m.cfg), 0);
+    tmole_init(&tm, 9);
+    Rng r;
+    rng_seed(&r, 11);
+    for (size_t i = 0; i < tm.total; i++) tm.params[i] = 0.3f * rng_normal(&r);
+    enum { T = 9 };
+    int V = m.cfg.vocab_size, ids[T] = {1, 5, 9, 200, 3, 77, 128, 6, 31}, len = T, task = TASK_SR;
+    size_t n = (size_t)T * V;
+    float *want = full_logits(&m, &tm, ids, T, task), *got = full_logits(&h, &tm, ids, T, task);
+    ck_assert_msg(memcmp(got, want, n * 4) == 0, "forward with adapters");
+    /* the adapters' gradients through the bf16 backbone */
+    Batch b = {.B = 1, .T = T, .ids = ids, .lengths = &len, .tasks = &task};
+    float w[T], *g1 = calloc(tm.total, 4), *g2 = calloc(tm.total, 4);
+    lm_weights_mean(w, &b);
+    Model *both[2] = {&m, &h};
+    float *gs[2] = {g1, g2};
+    for (int k = 0; k < 2; k++) {
+        Acts *a = acts_new(both[k], 1, T);
+        model_forward(both[k], &tm, a, &b, ATTN_CAUSAL);
+        model_lm_loss(both[k], a, &b, w, NULL, NULL, 1);
+        model_backward(both[k], &tm, a, &b, ATTN_CAUSAL, NULL, gs[k]);
+        acts_free(a);
+    }
+    ck_assert(dotd(g1, g1, tm.total) > 0);
+    ck_assert_msg(memcmp(g1, g2, tm.total * 4) == 0, "adapter gradients");
+    /* folded, then decoded with the cache */
+    FoldedModel f1, f2;
+    ck_assert_int_eq(fold_task(&f1, &m, &tm, task, ATTN_CAUSAL), 0);
+    ck_assert_int_eq(fold_task(&f2, &h, &tm, task, ATTN_CAUSAL), 0);
+    float *step1 = malloc(n * 4), *step2 = malloc(n * 4);
+    for (int chunk = 0; chunk < 2; chunk++) {
+        KvDecoder *d1 = kv_new(&f1.m, T), *d2 = kv_new(&f2.m, T);
+        if (chunk) {
+            ck_assert_int_eq(kv_forward(d1, ids, T, step1, 1), 0);
+            ck_assert_int_eq(kv_forward(d2, ids, T, step2, 1), 0);
+        } else {
+            for (int t = 0; t < T; t++) {
+                ck_assert_int_eq(kv_forward(d1, &ids[t], 1, step1 + (size_t)t * V, 1), 0);
+                ck_assert_int_eq(kv_forward(d2, &ids[t], 1, step2 + (size_t)t * V, 1), 0);
+            }
+        }
+        ck_assert_msg(memcmp(step1, step2, n * 4) == 0, "cached decoder, %s", chunk ? "one chunk" : "token by token");
+        kv_free(d1);
+        kv_free(d2);
+    }
+    /* and the plain backbone (nothing folded) through the cache */
+    KvDecoder *d1 = kv_new(&m, T), *d2 = kv_new(&h, T);
+    ck_assert_int_eq(kv_forward(d1, ids, T, step1, 1), 0);
+    ck_assert_int_eq(kv_forward(d2, ids, T, step2, 1), 0);
+    ck_assert_msg(memcmp(step1, step2, n * 4) == 0, "cached decoder without adapters");
+    kv_free(d1);
+    kv_free(d2);
+    fold_free(&f1);
+    fold_free(&f2);
+    free(want); free(got); free(g1); free(g2); free(step1); free(step2);
+    tmole_free(&tm);
+    model_free(&h);
+    model_free(&m);
+}
+END_TEST
+
 START_TEST(test_fold_vs_adapters) {
     Model m;
     tiny(&m, 0);
@@ -520,6 +593,7 @@ Suite *eval_suite(void) {
     tcase_add_test(td, test_cache_sliding_window);
     tcase_add_test(td, test_greedy_vs_recompute);
     tcase_add_test(td, test_fold_vs_adapters);
+    tcase_add_test(td, test_bf16_weights_paths);
     tcase_set_timeout(td, 30);
     suite_add_tcase(s, td);
     TCase *tc = tcase_create("commands");

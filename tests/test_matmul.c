@@ -240,6 +240,51 @@ START_TEST(test_strided_exact) {
 }
 END_TEST
 
+/* A weight kept in bf16 (matmul_nt_bf16 / matmul_nn_bf16): bit for bit the
+ * fast float product on the widened matrix, on 1 and 2 threads, over edge
+ * tiles and several K blocks; and close to the float64 twin. */
+START_TEST(test_bf16_weights) {
+    static const int sh[][3] = {{1, 5, 3}, {13, 31, 33}, {37, 70, 53}, {20, 40, 1100}, {130, 700, 150}};
+    for (size_t c = 0; c < sizeof sh / sizeof sh[0]; c++)
+        for (int nn = 0; nn < 2; nn++)
+            for (int threads = 1; threads <= 2; threads++) {
+                int M = sh[c][0], K = sh[c][1], N = sh[c][2];
+                size_t nb = (size_t)K * N, no = (size_t)M * N;
+                float *a = malloc((size_t)M * K * sizeof(float)), *wide = malloc(nb * sizeof(float));
+                uint16_t *b16 = malloc(nb * sizeof(uint16_t));
+                float *got = malloc(no * sizeof(float)), *want = malloc(no * sizeof(float));
+                float *ref = malloc(no * sizeof(float));
+                rng_state = 500 + c * 4 + nn * 2 + threads;
+                for (int i = 0; i < M * K; i++) a[i] = uniform();
+                for (size_t i = 0; i < nb; i++) { /* b's bits: the top half of a random float */
+                    float f = uniform();
+                    uint32_t u;
+                    memcpy(&u, &f, sizeof u);
+                    b16[i] = (uint16_t)(u >> 16);
+                    u &= 0xFFFF0000u;
+                    memcpy(&wide[i], &u, sizeof u);
+                }
+                for (size_t i = 0; i < no; i++) got[i] = want[i] = ref[i] = uniform();
+                omp_set_num_threads(threads);
+                int acc = (int)(c % 2);
+                if (nn) {
+                    matmul_nn_bf16(got, a, b16, M, K, N, acc);
+                    matmul_nn(want, a, wide, M, K, N, acc);
+                    matmul_nn_ref(ref, a, wide, M, K, N, acc);
+                } else {
+                    matmul_nt_bf16(got, a, b16, M, K, N, acc);
+                    matmul_nt(want, a, wide, M, K, N, acc);
+                    matmul_nt_ref(ref, a, wide, M, K, N, acc);
+                }
+                ck_assert_msg(memcmp(got, want, no * sizeof(float)) == 0, "%s_bf16 %dx%dx%d on %d threads: not the "
+                              "float product of the widened matrix", nn ? "nn" : "nt", M, K, N, threads);
+                assert_allclose(got, ref, no, 1e-5, 1e-5, nn ? "matmul_nn_bf16 vs twin" : "matmul_nt_bf16 vs twin");
+                free(a), free(wide), free(b16), free(got), free(want), free(ref);
+            }
+    omp_set_num_threads(2);
+}
+END_TEST
+
 Suite *matmul_suite(void) {
     Suite *s = suite_create("matmul");
     TCase *tc = tcase_create("examples");
@@ -255,6 +300,7 @@ Suite *matmul_suite(void) {
     tcase_add_loop_test(tc, test_fast_large, 0, 3);
     tcase_add_test(tc, test_deterministic);
     tcase_add_test(tc, test_strided_exact);
+    tcase_add_test(tc, test_bf16_weights);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -453,6 +453,7 @@ typedef struct {
     long emb_batch, gen_batch, micro, steps, max_len, save_every, seed, sched_val;
     double lr, warmup_ratio, clip, wd, tau, lambda_gen;
     int use_sched;
+    int val_rows;                        /* rows per forward of embeddings without backward (validation) */
     const char *out;
     /* state */
     AdamW opt;
@@ -547,7 +548,7 @@ static double emb_branch(Trainer *tr, Record *const *recs, int n, int backward, 
     float *emb = calloc((size_t)3 * Q * C, sizeof(float)), *demb = calloc((size_t)3 * Q * C, sizeof(float));
     if (!emb || !demb) { free(emb); free(demb); rf_error("out of memory"); goto done; }
     if (!backward) {
-        if (!embed_samples(tr, rows, 3 * Q, emb, 24))
+        if (!embed_samples(tr, rows, 3 * Q, emb, tr->val_rows > 0 ? tr->val_rows : 24))
             loss = infonce(NULL, NULL, emb, emb + (size_t)Q * C, Q, 2 * Q, C, (float)tr->tau);
     } else {
         /* this rank's block [b0, b1) of the 3Q rows forward; the embeddings of
@@ -1091,8 +1092,7 @@ static int cmd_train(int argc, char **argv) {
         /* per process: its block of the 3Q embedding rows, or one generative micro-batch */
         long emb_rows = (3 * tr->emb_batch + dist_size() - 1) / dist_size();
         int rows = (int)(emb_rows > tr->micro ? emb_rows : tr->micro);
-        int vrows = tr->use_sched ? 24 : 0;  /* validation embeds in chunks of 24 rows */
-        if (vrows > rows) rows = vrows;
+        tr->val_rows = rows;  /* S2Sched's validation embeds in chunks of as many rows: no larger activations */
         double mib = 1.0 / 1048576;
         double backbone = tr->m.total * (tr->m.params16 ? 2.0 : 4.0) * mib, adapters = tr->tm.total * 16.0 * mib;  /* params, grads, m, v */
         double acts = acts_bytes_for(&tr->m.cfg, rows, (int)tr->max_len) * mib;

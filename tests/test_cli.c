@@ -462,6 +462,33 @@ START_TEST(test_truncation_count_excludes_validation) {
 }
 END_TEST
 
+/* S2Sched's validation embeds in chunks no larger than a training batch, so
+ * it needs no more activation memory than training without it (a 7B backbone
+ * then fits with S2Sched on): `--dry-run` prints the same activations. */
+static void dry_run_activations(const char *d, const char *extra, char *line, size_t n) {
+    char args[4096], *out, *err;
+    snprintf(args, sizeof args, "train --model %s/base --tokenizer %s/tok.json --data %s/w --steps 2 --emb-batch 1 "
+             "--micro 1 --max-len 64 --rank 4 --alpha 16 --task-dim 16 --dry-run --out %s/dry %s", d, d, d, d, extra);
+    ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
+    const char *a = strstr(err, "activations");
+    ck_assert_msg(a != NULL, "no memory line in: %s", err);
+    snprintf(line, n, "%.*s", (int)strcspn(a, ")"), a);
+    free(out);
+    free(err);
+}
+
+START_TEST(test_dry_run_validation_rows) {
+    char d[] = "/tmp/rfdryXXXXXX", with[256], without[256];
+    ck_assert(mkdtemp(d) != NULL);
+    tiny_world(d);
+    dry_run_activations(d, "", with, sizeof with);
+    dry_run_activations(d, "--no-s2sched", without, sizeof without);
+    ck_assert_msg(strstr(with, "(3 rows x 64 tokens") != NULL, "%s", with);
+    ck_assert_str_eq(with, without);
+    rm_tree(d);
+}
+END_TEST
+
 /* Interrupted at step 1 (S2Sched and lr warmup), 3 (right after a save) and 5,
  * then resumed: losses, schedule and adapters are bit-identical to a run that
  * was never interrupted. */
@@ -622,6 +649,7 @@ Suite *cli_suite(void) {
     tcase_add_test(train, test_train_pipeline);
     tcase_add_test(train, test_resume_bit_identical);
     tcase_add_test(train, test_truncation_count_excludes_validation);
+    tcase_add_test(train, test_dry_run_validation_rows);
     tcase_add_test(train, test_sigkill_keeps_checkpoints);
     suite_add_tcase(s, train);
     return s;

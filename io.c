@@ -1296,7 +1296,7 @@ int st_read_f32(const StFile *f, const StTensor *t, float *dst) {
 }
 
 /* A BF16 tensor as it is stored (bf16 weights, see Model). */
-static int st_read_bf16(const StFile *f, const StTensor *t, uint16_t *dst) {
+int st_read_bf16(const StFile *f, const StTensor *t, uint16_t *dst) {
     size_t numel = (size_t)t->numel;
     if (t->dtype != ST_BF16)
         return rf_error("%s: tensor '%s' is %s, but bf16 weights need every matrix stored as BF16", f->path,

@@ -139,6 +139,8 @@ int st_open(StFile *f, const char *path);
 const StTensor *st_find(const StFile *f, const char *name);
 /* Read a tensor converted to float32 into dst[numel]. */
 int st_read_f32(const StFile *f, const StTensor *t, float *dst);
+/* Read a BF16 tensor as it is stored into dst[numel]; any other dtype is an error. */
+int st_read_bf16(const StFile *f, const StTensor *t, uint16_t *dst);
 void st_close(StFile *f);
 
 typedef struct {

@@ -707,6 +707,18 @@ START_TEST(test_bf16_weights_load) {
     ck_assert_int_ne(model_save(&h, sub), 0);
     ck_assert_int_ne(access(sub, F_OK), 0);
     rm_tree(dir);
+    /* model_load_frozen: a small BF16 checkpoint stays float unless asked */
+    const char *fixture = "tests/fixtures/llama_bf16_sharded/model";
+    const char *want[] = {NULL, "auto", "f32", "bf16"};
+    for (int k = 0; k < 4; k++) {
+        Model g;
+        if (want[k]) setenv("RECFOUND_WEIGHTS", want[k], 1);
+        else unsetenv("RECFOUND_WEIGHTS");
+        ck_assert_msg(model_load_frozen(&g, fixture, "test") == 0, "%s", rf_last_error());
+        ck_assert_msg((g.params16 != NULL) == (k == 3), "RECFOUND_WEIGHTS=%s", want[k] ? want[k] : "(unset)");
+        model_free(&g);
+    }
+    unsetenv("RECFOUND_WEIGHTS");
     /* a checkpoint in F32 cannot be kept in bf16 */
     Model f;
     ck_assert_int_ne(model_load_bf16(&f, "tests/fixtures/gqa_tied/model"), 0);

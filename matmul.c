@@ -8,6 +8,9 @@
  *
  * and matmul_strided, the same product on operands and an output read and
  * written through any (row, column) strides: sub-matrices and transposes.
+ * matmul_nt_bf16 and matmul_nn_bf16 take the weight in bfloat16 (a model
+ * loaded with bf16 weights): it is widened to float as it is packed, so they
+ * compute exactly what matmul_nt and matmul_nn compute on the widened matrix.
  *
  * Each product has a plain twin (*_ref): a triple loop accumulating in double,
  * obviously correct and slow.  The fast versions share one blocked GEMM

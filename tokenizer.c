@@ -512,6 +512,12 @@ static int load_model(Tokenizer *t, const Json *root, const char *name) {
         if (id > max_id) max_id = id;
     }
     if (max_id < 0) return rf_error("%s: the vocabulary is empty", name);
+    /* ids number the tokens from 0 (the added ones may repeat vocabulary
+     * ids): one beyond the count leaves a gap, and a table sized by it could
+     * be gigabytes for a file of a few bytes */
+    if ((size_t)max_id >= vocab->count + n_added)
+        return rf_error("%s: token id %d, but there are only %zu tokens (ids must number them from 0)", name,
+                        max_id, vocab->count + n_added);
     t->n_vocab = max_id + 1;
     t->piece = calloc((size_t)t->n_vocab, sizeof *t->piece);
     t->piece_len = calloc((size_t)t->n_vocab, sizeof *t->piece_len);

@@ -345,6 +345,11 @@ START_TEST(test_bad_input) {
                       "\"ab\" is not in the vocabulary");
     expect_load_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 0}, \"merges\": []}}", "share id");
     expect_load_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": -1}, \"merges\": []}}", "integer id");
+    /* an id far beyond the token count (a fuzzer's find: the tables it sizes took 8.7 GB) */
+    expect_load_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1088888888}, \"merges\": []}}",
+                      "ids must number them from 0");
+    expect_load_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 2}, \"merges\": []}}",
+                      "token id 2, but there are only 2 tokens");
     expect_load_error("{\"normalizer\": {\"type\": \"NFKC\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0},"
                       " \"merges\": []}}", "NFKC");
     Tokenizer t;

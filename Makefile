@@ -92,7 +92,7 @@ ablation: recfound
 
 # libFuzzer targets for every reader of outside input (needs clang; see fuzz/README.md).
 fuzz:
-	$(MAKE) -C fuzz run SECONDS=$(or $(SECONDS),20)
+	$(MAKE) -C fuzz run SECONDS=$(or $(SECONDS),20) SEED=$(or $(SEED),1)
 
 clean:
 	rm -rf build build-san build-mpi recfound

@@ -1746,7 +1746,24 @@ static const StFile *shards_find(const Shards *s, const char *dir, const char *n
     return NULL;
 }
 
-static int load_model(Model *m, const char *dir, int bf16) {
+/* Whether every matrix of m's parameter table is stored as BF16 in the open
+ * shards (0 also when one is missing: the read that follows says so). */
+static int all_matrices_bf16(const Shards *s, const char *dir, const Model *m) {
+    int all = 1;
+    for (int i = 0; i < m->n_params && all; i++) {
+        const StTensor *t;
+        if (m->spec[i].ndim == 2) all = shards_find(s, dir, m->spec[i].name, &t) && t->dtype == ST_BF16;
+    }
+    rf_clear_error();
+    return all;
+}
+
+enum { LOAD_F32, LOAD_BF16, LOAD_AUTO };
+
+/* LOAD_AUTO: bf16 weights when every matrix is BF16 and their float32 copy
+ * would take more than half of this machine's memory (one line on stderr,
+ * prefixed by `who`, says so). */
+static int load_model(Model *m, const char *dir, int mode, const char *who) {
     memset(m, 0, sizeof *m);
     char *cfg_path = join(dir, "config.json");
     if (!cfg_path) return rf_error("%s: out of memory", dir);
@@ -1755,12 +1772,21 @@ static int load_model(Model *m, const char *dir, int bf16) {
     if (!rc) rc = config_validate(&c, cfg_path);
     free(cfg_path);
     if (rc) return -1;
-    if (bf16 ? model_alloc_bf16(m, &c) : model_alloc(m, &c)) {
+    Shards s;
+    if (model_alloc_table(m, &c) || shards_open(&s, dir)) {
         model_free(m);
         return -1;
     }
-    Shards s;
-    if (shards_open(&s, dir)) {
+    int bf16 = mode == LOAD_BF16;
+    if (mode == LOAD_AUTO && all_matrices_bf16(&s, dir, m)) {
+        double gib = 1.0 / (1 << 30), f32 = (double)m->total * 4 * gib;
+        double phys = (double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) * gib;
+        if ((bf16 = f32 > 0.5 * phys))
+            fprintf(stderr, "%s: keeping the BF16 weights of %s in bf16 (%.1f GiB): in float32 they would take %.1f "
+                    "of this machine's %.1f GiB\n", who, dir, f32 / 2, f32, phys);
+    }
+    if (model_alloc_weights(m, bf16)) {
+        shards_close(&s);
         model_free(m);
         return -1;
     }
@@ -1791,53 +1817,15 @@ static int load_model(Model *m, const char *dir, int bf16) {
     return rc;
 }
 
-int model_load(Model *m, const char *dir) { return load_model(m, dir, 0); }
-int model_load_bf16(Model *m, const char *dir) { return load_model(m, dir, 1); }
-
-/* Whether every matrix of the checkpoint in dir is stored as BF16 (0 also
- * when the folder cannot be read: model_load then says why). */
-static int all_matrices_bf16(const char *dir, const Config *c, size_t *total) {
-    Model t;
-    if (model_alloc_table(&t, c)) { model_free(&t); return 0; }
-    *total = t.total;
-    Shards s;
-    int opened = !shards_open(&s, dir), all = opened;
-    for (int i = 0; i < t.n_params && all; i++) {
-        const StTensor *x;
-        if (t.spec[i].ndim != 2) continue;
-        all = shards_find(&s, dir, t.spec[i].name, &x) && x->dtype == ST_BF16;
-    }
-    if (opened) shards_close(&s);
-    model_free(&t);
-    rf_clear_error();
-    return all;
-}
+int model_load(Model *m, const char *dir) { return load_model(m, dir, LOAD_F32, NULL); }
+int model_load_bf16(Model *m, const char *dir) { return load_model(m, dir, LOAD_BF16, NULL); }
 
 int model_load_frozen(Model *m, const char *dir, const char *who) {
     const char *want = getenv("RECFOUND_WEIGHTS");
-    if (want && strcmp(want, "auto") && strcmp(want, "f32") && strcmp(want, "bf16"))
-        return rf_error("RECFOUND_WEIGHTS=%s: expected auto, f32 or bf16", want);
-    if (want && !strcmp(want, "f32")) return model_load(m, dir);
-    char *cfg_path = join(dir, "config.json");
-    if (!cfg_path) return rf_error("%s: out of memory", dir);
-    Config c;
-    int ok = !config_load(&c, cfg_path) && !config_validate(&c, cfg_path);
-    free(cfg_path);
-    rf_clear_error();
-    size_t total = 0;
-    if (!ok || !all_matrices_bf16(dir, &c, &total)) {
-        if (want && !strcmp(want, "bf16"))
-            return rf_error("%s: RECFOUND_WEIGHTS=bf16 needs a checkpoint whose matrices are all stored as BF16", dir);
-        return model_load(m, dir);
-    }
-    double gib = 1.0 / (1 << 30), f32 = (double)total * 4 * gib;
-    double phys = (double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) * gib;
-    if (!want || !strcmp(want, "auto")) {
-        if (f32 <= 0.5 * phys) return model_load(m, dir);
-        fprintf(stderr, "%s: keeping the BF16 weights of %s in bf16 (%.1f GiB): in float32 they would take %.1f of "
-                "this machine's %.1f GiB\n", who, dir, f32 / 2, f32, phys);
-    }
-    return model_load_bf16(m, dir);
+    if (!want || !strcmp(want, "auto")) return load_model(m, dir, LOAD_AUTO, who);
+    if (!strcmp(want, "f32")) return model_load(m, dir);
+    if (!strcmp(want, "bf16")) return model_load_bf16(m, dir);
+    return rf_error("RECFOUND_WEIGHTS=%s: expected auto, f32 or bf16", want);
 }
 
 /* Weights first, then config.json: each file is replaced atomically, and a

@@ -182,8 +182,7 @@ float *model_float_view(const Model *m, int i) {
     return m->params + at;
 }
 
-/* bf16: 0 float weights, 1 bf16 weights, -1 the parameter table alone. */
-static int alloc_model(Model *m, const Config *cfg, int bf16) {
+int model_alloc_table(Model *m, const Config *cfg) {
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
     const Config *c = cfg;
@@ -191,8 +190,7 @@ static int alloc_model(Model *m, const Config *cfg, int bf16) {
     int q = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim;
     m->spec = calloc((size_t)c->n_layers * P_PER_LAYER + 3, sizeof *m->spec);
     m->layer = calloc((size_t)c->n_layers * P_PER_LAYER, sizeof *m->layer);
-    if (bf16 > 0) m->layer16 = calloc((size_t)c->n_layers * P_PER_LAYER, sizeof *m->layer16);
-    if (!m->spec || !m->layer || (bf16 > 0 && !m->layer16)) return rf_error("out of memory for the parameter table");
+    if (!m->spec || !m->layer) return rf_error("out of memory for the parameter table");
     char name[80];
     add_spec(m, "model.embed_tokens.weight", V, C);
     for (int l = 0; l < c->n_layers; l++) {
@@ -210,9 +208,15 @@ static int alloc_model(Model *m, const Config *cfg, int bf16) {
     }
     add_spec(m, "model.norm.weight", C, 0);
     if (!c->tie_word_embeddings) add_spec(m, "lm_head.weight", V, C);
-    if (bf16 < 0) return 0;  /* the table alone */
+    return 0;
+}
+
+int model_alloc_weights(Model *m, int bf16) {
+    const Config *c = &m->cfg;
     size_t floats = m->total;
     if (bf16) {
+        if (!(m->layer16 = calloc((size_t)c->n_layers * P_PER_LAYER, sizeof *m->layer16)))
+            return rf_error("out of memory for the parameter table");
         floats = 0;
         for (int i = 0; i < m->n_params; i++)
             if (m->spec[i].ndim == 1) floats += m->spec[i].numel;
@@ -238,9 +242,11 @@ static int alloc_model(Model *m, const Config *cfg, int bf16) {
     return 0;
 }
 
-int model_alloc(Model *m, const Config *cfg) { return alloc_model(m, cfg, 0); }
-int model_alloc_bf16(Model *m, const Config *cfg) { return alloc_model(m, cfg, 1); }
-int model_alloc_table(Model *m, const Config *cfg) { return alloc_model(m, cfg, -1); }
+int model_alloc(Model *m, const Config *cfg) { return model_alloc_table(m, cfg) || model_alloc_weights(m, 0) ? -1 : 0; }
+
+int model_alloc_bf16(Model *m, const Config *cfg) {
+    return model_alloc_table(m, cfg) || model_alloc_weights(m, 1) ? -1 : 0;
+}
 
 void model_free(Model *m) {
     free(m->spec);

@@ -224,8 +224,10 @@ size_t param_table_add(ParamSpec *spec, int *n, size_t *total, const char *name,
 int model_alloc(Model *m, const Config *cfg);
 /* The same with bf16 weights (see Model): params16 for the matrices. */
 int model_alloc_bf16(Model *m, const Config *cfg);
-/* The parameter table alone (spec, n_params, total; no weights). */
+/* The two halves of model_alloc: the parameter table (spec, n_params,
+ * total), then the weights it describes, float or (bf16 = 1) bf16. */
 int model_alloc_table(Model *m, const Config *cfg);
+int model_alloc_weights(Model *m, int bf16);
 /* The float view of parameter-table entry i (NULL: a matrix kept in bf16). */
 float *model_float_view(const Model *m, int i);
 void model_free(Model *m);

@@ -391,13 +391,18 @@ START_TEST(test_lm_loss_uniform) {
 }
 END_TEST
 
+/* The `tiny` preset with seeded random weights. */
+static void tiny_random(Model *m, Config *cfg, uint64_t seed) {
+    ck_assert_int_eq(config_preset(cfg, "tiny", 0), 0);
+    ck_assert_msg(model_alloc(m, cfg) == 0, "%s", rf_last_error());
+    model_init_random(m, seed);
+}
+
 /* Causality: changing a later token never changes an earlier position's hidden state. */
 START_TEST(test_causal_independence) {
     Config cfg;
     Model m;
-    config_preset(&cfg, "tiny", 0);
-    model_alloc(&m, &cfg);
-    model_init_random(&m, 3);
+    tiny_random(&m, &cfg, 3);
     int ids[8] = {5, 9, 13, 17, 21, 25, 29, 33}, len = 8;
     Batch b = {.B = 1, .T = 8, .ids = ids, .lengths = &len};
     Acts *a = acts_new(&m, 1, 8);
@@ -431,9 +436,7 @@ END_TEST
 START_TEST(test_forward_only_acts) {
     Config cfg;
     Model m;
-    config_preset(&cfg, "tiny", 0);
-    model_alloc(&m, &cfg);
-    model_init_random(&m, 4);
+    tiny_random(&m, &cfg, 4);
     int ids[2 * 40], len[2] = {40, 23};
     for (int i = 0; i < 80; i++) ids[i] = (7 * i + 3) % cfg.vocab_size;
     Batch b = {.B = 2, .T = 40, .ids = ids, .lengths = len};

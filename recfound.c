@@ -453,7 +453,7 @@ typedef struct {
     long emb_batch, gen_batch, micro, steps, max_len, save_every, seed, sched_val;
     double lr, warmup_ratio, clip, wd, tau, lambda_gen;
     int use_sched;
-    int val_rows;                        /* rows per forward of embeddings without backward (validation) */
+    int val_rows;                        /* rows per forward of embeddings without backward (validation, loss) */
     const char *out;
     /* state */
     AdamW opt;
@@ -548,7 +548,7 @@ static double emb_branch(Trainer *tr, Record *const *recs, int n, int backward, 
     float *emb = calloc((size_t)3 * Q * C, sizeof(float)), *demb = calloc((size_t)3 * Q * C, sizeof(float));
     if (!emb || !demb) { free(emb); free(demb); rf_error("out of memory"); goto done; }
     if (!backward) {
-        if (!embed_samples(tr, rows, 3 * Q, emb, tr->val_rows > 0 ? tr->val_rows : 24))
+        if (!embed_samples(tr, rows, 3 * Q, emb, tr->val_rows))
             loss = infonce(NULL, NULL, emb, emb + (size_t)Q * C, Q, 2 * Q, C, (float)tr->tau);
     } else {
         /* this rank's block [b0, b1) of the 3Q rows forward; the embeddings of
@@ -1341,6 +1341,7 @@ static int cmd_loss(int argc, char **argv) {
     tr->max_len = 256;
     tr->tau = 0.02;
     tr->micro = 8;
+    tr->val_rows = 24;  /* embedding texts per forward */
     Flag f[] = {{"--model", 's', &model, "backbone folder"},
                 {"--adapter", 's', &adapter, "adapter folder (adapter_model.safetensors); default: the backbone alone"},
                 {"--data", 's', &data, "dataset folder"},

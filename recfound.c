@@ -969,6 +969,28 @@ static int parse_experts(const char *s, TmoleConfig *c) {
     return 0;
 }
 
+/* S2Sched's counts are n_i = ⌊B ω_i⌋ (§4.3.2), and the paper's `drop` leaves the
+ * rest of the batch out.  A branch with fewer rows B than tasks m then gets no
+ * sample while ω is uniform (the warm-up, ω_i = 1/m), and with one row never
+ * (ω_i < 1 whenever m > 1): such steps train nothing in that branch.  Said
+ * once, before the run and by --dry-run. */
+static void warn_starved_branches(const Trainer *tr, long warmup_steps) {
+    static const char *name[2] = {"embedding", "generative"};
+    long per_step[2] = {tr->emb_batch, tr->gen_batch};
+    for (int k = 0; k < 2; k++) {
+        long B = per_step[k];
+        int m = 0;
+        for (int t = 0; t < N_TASKS; t++) m += TASKS[t].kind == (TaskKind)k && tr->train.pool[t].n > 0;
+        if (B < 1 || m < 2 || B >= m) continue;
+        char when[96];
+        if (B == 1) snprintf(when, sizeof when, "at every step");
+        else snprintf(when, sizeof when, "in the S2Sched warm-up (the first %ld steps, omega uniform)", warmup_steps);
+        fprintf(stderr, "train: warning: %ld %s sample%s per step for %d tasks: floor(%ld omega_i) is 0 for every task "
+                "%s, and --sched-remainder drop leaves the %s branch empty then; --sched-remainder largest hands "
+                "out the leftover samples\n", B, name[k], B > 1 ? "s" : "", m, B, when, name[k]);
+    }
+}
+
 static int cmd_train(int argc, char **argv) {
     Trainer trs, *tr = &trs;
     memset(tr, 0, sizeof *tr);
@@ -1113,6 +1135,8 @@ static int cmd_train(int argc, char **argv) {
                      "--micro or --max-len%s", total * here, phys, here > 1 ? ", or run fewer processes per machine" : "");
             goto out;
         }
+        if (tr->use_sched && strcmp(rem, "largest") && dist_lead())
+            warn_starved_branches(tr, sched_warmup_steps(sched_warm, tr->steps));
         if (dry_run) { rc = 0; goto out; }
     }
     tmole_init(&tr->tm, (uint64_t)tr->seed);

@@ -489,6 +489,41 @@ START_TEST(test_dry_run_validation_rows) {
 }
 END_TEST
 
+/* S2Sched's n_i = floor(B omega_i) with `drop` and fewer samples per step than
+ * tasks: the branch gets nothing (always with one sample, in the warm-up with
+ * more), which train says before it starts; not with `largest` or without S2Sched. */
+static char *dry_run_stderr(const char *d, const char *extra) {
+    char args[4096], *out, *err;
+    snprintf(args, sizeof args, "train --model %s/base --tokenizer %s/tok.json --data %s/w --steps 20 --max-len 64 "
+             "--rank 4 --alpha 16 --task-dim 16 --dry-run --out %s/dry %s", d, d, d, d, extra);
+    ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
+    free(out);
+    return err;
+}
+
+START_TEST(test_dry_run_starved_branch) {
+    char d[] = "/tmp/rfstarveXXXXXX";
+    ck_assert(mkdtemp(d) != NULL);
+    tiny_world(d);
+    char *err = dry_run_stderr(d, "--emb-batch 1 --gen-batch 1");
+    ck_assert_msg(strstr(err, "warning: 1 embedding sample per step for 3 tasks") && strstr(err, "at every step") &&
+                  strstr(err, "warning: 1 generative sample per step for"), "%s", err);
+    free(err);
+    err = dry_run_stderr(d, "--emb-batch 2 --gen-batch 64");
+    ck_assert_msg(strstr(err, "warning: 2 embedding samples per step for 3 tasks") &&
+                  strstr(err, "the first 2 steps") && !strstr(err, "generative sample"), "%s", err);
+    free(err);
+    const char *quiet[3] = {"--emb-batch 3 --gen-batch 64", "--emb-batch 1 --gen-batch 1 --sched-remainder largest",
+                            "--emb-batch 1 --gen-batch 1 --no-s2sched"};
+    for (int i = 0; i < 3; i++) {
+        err = dry_run_stderr(d, quiet[i]);
+        ck_assert_msg(!strstr(err, "warning"), "%s: %s", quiet[i], err);
+        free(err);
+    }
+    rm_tree(d);
+}
+END_TEST
+
 /* Interrupted at step 1 (S2Sched and lr warmup), 3 (right after a save) and 5,
  * then resumed: losses, schedule and adapters are bit-identical to a run that
  * was never interrupted. */
@@ -650,6 +685,7 @@ Suite *cli_suite(void) {
     tcase_add_test(train, test_resume_bit_identical);
     tcase_add_test(train, test_truncation_count_excludes_validation);
     tcase_add_test(train, test_dry_run_validation_rows);
+    tcase_add_test(train, test_dry_run_starved_branch);
     tcase_add_test(train, test_sigkill_keeps_checkpoints);
     suite_add_tcase(s, train);
     return s;

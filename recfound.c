@@ -1342,9 +1342,14 @@ static int cmd_train(int argc, char **argv) {
         fprintf(stderr, "train: %ld samples dropped (answer or text beyond --max-len), %ld truncated, "
                 "%ld embedding records without a negative skipped, %ld non-finite batches skipped\n",
                 tr->stats.dropped, tr->stats.truncated, tr->skipped_no_negative, tr->nonfinite_skipped);
-    if (lead)
-        fprintf(stderr, "train: wrote %s/step-0, %s/final and %s/losses.csv in %.0f s\n", tr->out, tr->out, tr->out,
-                now_s() - t_start);
+    if (lead) {
+        char mid[96] = "";  /* the --save-every checkpoints */
+        long every = tr->save_every, n_mid = every > 0 ? (tr->steps - 1) / every : 0;
+        if (n_mid == 1) snprintf(mid, sizeof mid, ", step-%ld", every);
+        else if (n_mid > 1) snprintf(mid, sizeof mid, ", step-%ld to step-%ld (every %ld)", every, n_mid * every, every);
+        fprintf(stderr, "train: wrote %s/step-0%s, %s/final and %s/losses.csv in %.0f s\n", tr->out, mid, tr->out,
+                tr->out, now_s() - t_start);
+    }
     rc = 0;
 out:
     trainer_free(tr);

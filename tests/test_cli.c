@@ -538,6 +538,7 @@ START_TEST(test_resume_bit_identical) {
     snprintf(fmt, sizeof fmt, "train %s", opts);
     snprintf(args, sizeof args, fmt, d, d, d, d, "whole");
     ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
+    ck_assert_msg(strstr(err, "/whole/step-0, step-3 to step-6 (every 3), ") != NULL, "%s", err);
     free(out); free(err);
     char whole[600], cut[600];
     snprintf(whole, sizeof whole, "%s/whole", d);

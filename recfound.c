@@ -979,8 +979,7 @@ static void warn_starved_branches(const Trainer *tr, long warmup_steps) {
     long per_step[2] = {tr->emb_batch, tr->gen_batch};
     for (int k = 0; k < 2; k++) {
         long B = per_step[k];
-        int m = 0;
-        for (int t = 0; t < N_TASKS; t++) m += TASKS[t].kind == (TaskKind)k && tr->train.pool[t].n > 0;
+        int m = tr->n_tasks[k];
         if (B < 1 || m < 2 || B >= m) continue;
         char when[96];
         if (B == 1) snprintf(when, sizeof when, "at every step");
@@ -1109,6 +1108,8 @@ static int cmd_train(int argc, char **argv) {
         goto out;
     }
     if (dataset_load_split(&tr->train, data, "train", 0) || dataset_load_split(&tr->val, data, "eval", 0)) goto out;
+    for (int t = 0; t < N_TASKS; t++)
+        if (tr->train.pool[t].n) tr->tasks[TASKS[t].kind][tr->n_tasks[TASKS[t].kind]++] = t;
     if (tmole_alloc(&tr->tm, &tc, &tr->m.cfg)) goto out;
     {   /* the memory this run needs, before the large allocations */
         /* per process: its block of the 3Q embedding rows, or one generative micro-batch */
@@ -1150,10 +1151,8 @@ static int cmd_train(int argc, char **argv) {
         if (!same) { rf_error("%s: adapters of another configuration than --experts/--rank/--task-dim/--router-hidden", init_adapter); goto out; }
     }
     rng_seed(&tr->rng, (uint64_t)tr->seed * 7919 + 1);
-    for (int t = 0; t < N_TASKS; t++) {
+    for (int t = 0; t < N_TASKS; t++)
         if (pool_iter_init(&tr->it[t], tr->train.pool[t].n, (uint64_t)tr->seed + 101 * t)) goto out;
-        if (tr->train.pool[t].n) tr->tasks[TASKS[t].kind][tr->n_tasks[TASKS[t].kind]++] = t;
-    }
     if (pick_validation(tr, tr->sched_val, (uint64_t)tr->seed)) goto out;  /* S2Sched's fixed validation sample */
     if (!tr->n_tasks[KIND_EMB] && !tr->n_tasks[KIND_GEN]) { rf_error("%s: no training records", data); goto out; }
     if (epochs > 0) {

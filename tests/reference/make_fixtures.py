@@ -99,19 +99,23 @@ def st_read(path):
     return out
 
 
+def shard_files(d):
+    """The safetensors files of a model folder: the shards listed in
+    model.safetensors.index.json, else model.safetensors."""
+    index = os.path.join(d, "model.safetensors.index.json")
+    if not os.path.exists(index):
+        return ["model.safetensors"]
+    with open(index) as f:
+        return sorted(set(json.load(f)["weight_map"].values()))
+
+
 def load_model_dir(d):
     """config.json + model.safetensors, or shards listed in model.safetensors.index.json."""
     with open(os.path.join(d, "config.json")) as f:
         cfg = json.load(f)
-    index = os.path.join(d, "model.safetensors.index.json")
-    if os.path.exists(index):
-        with open(index) as f:
-            shards = sorted(set(json.load(f)["weight_map"].values()))
-        w = {}
-        for s in shards:
-            w.update(st_read(os.path.join(d, s)))
-    else:
-        w = st_read(os.path.join(d, "model.safetensors"))
+    w = {}
+    for s in shard_files(d):
+        w.update(st_read(os.path.join(d, s)))
     return cfg, w
 
 
@@ -219,7 +223,7 @@ def forward_hidden(P, cfg, ids, lengths, bidirectional):
 
 
 def lm_head(P):
-    return P.get("lm_head.weight", P["model.embed_tokens.weight"])
+    return P["lm_head.weight"] if "lm_head.weight" in P else P["model.embed_tokens.weight"]
 
 
 def token_ce(logits, ids, lengths):

@@ -26,22 +26,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from make_fixtures import forward_hidden, lm_head, token_ce  # noqa: E402
+from make_fixtures import bf16_bits_to_f32, forward_hidden, lm_head, shard_files, token_ce  # noqa: E402
 
 
 class Shards:
     """name -> float64 tensor, read from the shard that holds it on each access."""
 
     def __init__(self, d):
-        index = os.path.join(d, "model.safetensors.index.json")
-        if os.path.exists(index):
-            with open(index) as f:
-                files = sorted(set(json.load(f)["weight_map"].values()))
-        else:
-            files = ["model.safetensors"]
         self.where = {}
         self.maps = []
-        for fn in files:
+        for fn in shard_files(d):
             f = open(os.path.join(d, fn), "rb")
             m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             (n,) = struct.unpack("<Q", m[:8])
@@ -54,15 +48,12 @@ class Shards:
     def __contains__(self, name):
         return name in self.where
 
-    def get(self, name, default=None):
-        return self[name] if name in self.where else default
-
     def __getitem__(self, name):
         m, base, info, fn = self.where[name]
         b, e = info["data_offsets"]
         raw = np.frombuffer(m, dtype=np.uint8, count=e - b, offset=base + b)
         if info["dtype"] == "BF16":
-            a = (raw.view("<u2").astype(np.uint32) << 16).view("<f4")
+            a = bf16_bits_to_f32(raw.view("<u2"))
         elif info["dtype"] == "F32":
             a = raw.view("<f4")
         elif info["dtype"] == "F16":

@@ -396,12 +396,20 @@ int fold_task(FoldedModel *f, const Model *base, const Tmole *tm, int task, Attn
     }
     if (!tm) return 0;
     static const int slot[N_PROJ] = {P_Q, P_K, P_V, P_O};
-    size_t total = 0;
+    size_t total = 0, n_sites = 0;
     for (int l = 0; l < L; l++)
         for (int p = 0; p < N_PROJ; p++) {
             const TmoleSite *s = tmole_site(tm, l, p);
-            if (s) total += (size_t)s->in * s->out;
+            if (s) total += (size_t)s->in * s->out, n_sites++;
         }
+    /* Linux hands out more memory than it has and kills the process when the
+     * pages are touched: check first, so that a 7B folding says why it stops. */
+    double need = (double)total * sizeof(float), avail = mem_available();
+    if (avail >= 0 && need > avail) {
+        fold_free(f);
+        return rf_error("folding the adapters into the %zu adapted projections needs %.1f GiB of float32, more than "
+                        "the %.1f GiB of memory available", n_sites, need / 1073741824.0, avail / 1073741824.0);
+    }
     f->own = malloc((total ? total : 1) * sizeof(float));
     if (!f->own) { fold_free(f); return rf_error("out of memory for the folded projections (%zu floats)", total); }
     size_t off = 0;

@@ -198,6 +198,28 @@ int rf_mkdirs(const char *path) {
     return 0;
 }
 
+/* The MemAvailable line of a /proc/meminfo text, in bytes; -1 without one. */
+double meminfo_available(const char *text) {
+    const char *p = text ? strstr(text, "MemAvailable:") : NULL;
+    if (!p) return -1;
+    char *end;
+    double kb = strtod(p + strlen("MemAvailable:"), &end);
+    return end == p + strlen("MemAvailable:") || kb < 0 ? -1 : kb * 1024;
+}
+
+/* The memory the kernel says a new allocation can have without swapping, in
+ * bytes; -1 when it does not say (not Linux). */
+double mem_available(void) {
+    char *text;
+    if (rf_read_file("/proc/meminfo", &text, NULL)) {
+        rf_clear_error();
+        return -1;
+    }
+    double b = meminfo_available(text);
+    free(text);
+    return b;
+}
+
 /* -------------------------------------------------------------------- gzip */
 /*
  * gzip files (RFC 1952) whose members hold DEFLATE data (RFC 1951), read so

@@ -56,6 +56,10 @@ int need_flag(const char *cmd, const char *name, const char *value);
 
 /* Read a whole file into a NUL-terminated buffer (caller frees). */
 int rf_read_file(const char *path, char **out, size_t *len);
+/* Memory available to a new allocation, in bytes (MemAvailable of /proc/meminfo);
+ * -1 when the system does not say.  meminfo_available parses such a text. */
+double mem_available(void);
+double meminfo_available(const char *text);
 /* gzip (RFC 1952) with DEFLATE (RFC 1951), written here from the RFCs: stored,
  * fixed and dynamic Huffman blocks; header fields FEXTRA, FNAME, FCOMMENT,
  * FHCRC; CRC-32 and ISIZE checked; members concatenated (zero padding after

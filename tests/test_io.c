@@ -293,6 +293,22 @@ START_TEST(test_files) {
 }
 END_TEST
 
+/* MemAvailable from /proc/meminfo texts written out here: kB become bytes;
+ * a text without the line (or with a broken one) says -1; this machine's own
+ * file, when there is one, gives a positive figure. */
+START_TEST(test_meminfo) {
+    const char *text = "MemTotal:       24106384 kB\nMemFree:         1000000 kB\n"
+                        "MemAvailable:   20000000 kB\nBuffers:            9080 kB\n";
+    ck_assert(meminfo_available(text) == 20000000.0 * 1024);
+    ck_assert(meminfo_available("MemAvailable: 0 kB\n") == 0);
+    ck_assert(meminfo_available("MemTotal: 1 kB\nMemFree: 1 kB\n") == -1);  /* kernels before 3.14 */
+    ck_assert(meminfo_available("MemAvailable: kB\n") == -1);
+    ck_assert(meminfo_available("") == -1);
+    ck_assert(meminfo_available(NULL) == -1);
+    if (access("/proc/meminfo", R_OK) == 0) ck_assert(mem_available() > 0);
+}
+END_TEST
+
 /* ------------------------------------------------------------ gzip */
 
 /* CRC-32 check values of the CRC catalogue (CRC-32/ISO-HDLC): "123456789"
@@ -960,6 +976,7 @@ Suite *io_suite(void) {
     tc = tcase_create("files");
     tcase_add_checked_fixture(tc, tmp_setup, tmp_teardown);
     tcase_add_test(tc, test_files);
+    tcase_add_test(tc, test_meminfo);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("gzip");

@@ -198,26 +198,120 @@ int rf_mkdirs(const char *path) {
     return 0;
 }
 
-/* The MemAvailable line of a /proc/meminfo text, in bytes; -1 without one. */
-double meminfo_available(const char *text) {
-    const char *p = text ? strstr(text, "MemAvailable:") : NULL;
-    if (!p) return -1;
-    char *end;
-    double kb = strtod(p + strlen("MemAvailable:"), &end);
-    return end == p + strlen("MemAvailable:") || kb < 0 ? -1 : kb * 1024;
+/* ------------------------------------------------------- memory figures */
+
+/* The number after `key` where a line of text starts with it ("key 123" in a
+ * cgroup's memory.stat, "key:  123 kB" in /proc/meminfo), or -1 without one. */
+double text_field(const char *text, const char *key) {
+    size_t n = strlen(key);
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+        if (strncmp(p, key, n) || (p[n] != ' ' && p[n] != ':' && p[n] != '\t')) continue;
+        const char *q = p + n + (p[n] == ':');
+        char *end;
+        double v = strtod(q, &end);
+        return end == q || v < 0 ? -1 : v;
+    }
+    return -1;
 }
 
-/* The memory the kernel says a new allocation can have without swapping, in
- * bytes; -1 when it does not say (not Linux). */
-double mem_available(void) {
-    char *text;
-    if (rf_read_file("/proc/meminfo", &text, NULL)) {
+/* A cgroup limit ("max", or bytes, where cgroup v1 writes about 2^63 for
+ * none): bytes, or -1 for no limit. */
+double cgroup_limit_value(const char *text) {
+    char *end;
+    double v = text ? strtod(text, &end) : 0;
+    return !text || end == text || v <= 0 || v >= 0x1p60 ? -1 : v;
+}
+
+/* The groups of a /proc/self/cgroup text ("id:controllers:path" lines): the
+ * cgroup v2 path ("0::/path") into v2 and the v1 memory controller's into v1,
+ * "" for one that is absent (each `cap` bytes). */
+void cgroup_paths(const char *text, char *v1, char *v2, size_t cap) {
+    v1[0] = v2[0] = '\0';
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+        const char *c1 = strchr(p, ':'), *nl = strchr(p, '\n');
+        const char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2 || (nl && c2 > nl)) continue;
+        size_t len = nl ? (size_t)(nl - c2 - 1) : strlen(c2 + 1);
+        char *to = NULL;
+        if (c2 == c1 + 1 && c1 - p == 1 && p[0] == '0') to = v2;
+        for (const char *w = c1 + 1; w < c2 && !to; w = strchr(w, ',') ? strchr(w, ',') + 1 : c2)
+            if (!strncmp(w, "memory", 6) && (w + 6 == c2 || w[6] == ',')) to = v1;
+        if (to && len < cap) memcpy(to, c2 + 1, len), to[len] = '\0';
+    }
+}
+
+/* The number in file dir/name (or in its `key` line); -2 when the file
+ * cannot be read, -1 when it holds no such number. */
+static double read_number(const char *dir, const char *name, const char *key) {
+    char path[2200], *text;
+    if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path) return -2;
+    if (rf_read_file(path, &text, NULL)) {
+        rf_clear_error();
+        return -2;
+    }
+    double v = key ? text_field(text, key) : cgroup_limit_value(text);
+    free(text);
+    return v;
+}
+
+#define CGROUP_ROOT "/sys/fs/cgroup"
+
+/* The memory limit of this process's cgroup in bytes (-1: none), and in *used
+ * what the group uses of it less the file cache, which the kernel drops before
+ * it kills anything.  v2: the smallest memory.max of the group and the groups
+ * above it; v1: memory.stat's hierarchical_memory_limit.  Inside a container
+ * the group can sit at the root of the mount instead of at its path. */
+static double cgroup_memory(double *used) {
+    char *text, v1[2048], v2[2048], dir[2100];
+    double limit = -1;
+    *used = 0;
+    if (rf_read_file("/proc/self/cgroup", &text, NULL)) {
         rf_clear_error();
         return -1;
     }
-    double b = meminfo_available(text);
+    cgroup_paths(text, v1, v2, sizeof v1);
     free(text);
-    return b;
+    if (v1[0]) {
+        snprintf(dir, sizeof dir, CGROUP_ROOT "/memory%s", v1);
+        double l = read_number(dir, "memory.stat", "hierarchical_memory_limit");
+        if (l == -2) l = read_number(strcpy(dir, CGROUP_ROOT "/memory"), "memory.stat", "hierarchical_memory_limit");
+        limit = l > 0 && l < 0x1p60 ? l : -1;
+        *used = read_number(dir, "memory.usage_in_bytes", NULL) - read_number(dir, "memory.stat", "total_cache");
+    } else if (v2[0]) {
+        snprintf(dir, sizeof dir, CGROUP_ROOT "%s", strcmp(v2, "/") ? v2 : "");
+        if (read_number(dir, "memory.current", NULL) == -2) strcpy(dir, CGROUP_ROOT);
+        *used = read_number(dir, "memory.current", NULL) - read_number(dir, "memory.stat", "file");
+        for (;;) {  /* up to the root: a parent's limit binds its children */
+            double l = read_number(dir, "memory.max", NULL);
+            if (l > 0 && (limit < 0 || l < limit)) limit = l;
+            char *slash = strrchr(dir, '/');
+            if (strlen(dir) <= strlen(CGROUP_ROOT) || !slash) break;
+            *slash = '\0';
+        }
+    }
+    if (*used < 0) *used = 0;
+    return limit;
+}
+
+double mem_total(const char **where) {
+    double used, phys = (double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE), limit = cgroup_memory(&used);
+    int capped = limit > 0 && limit < phys;
+    if (where) *where = capped ? "this cgroup's" : "this machine's";
+    return capped ? limit : phys;
+}
+
+double mem_available(void) {
+    char *text;
+    double avail = -1, used, limit = cgroup_memory(&used);
+    if (rf_read_file("/proc/meminfo", &text, NULL)) {
+        rf_clear_error();  /* not Linux: the cgroup, if any, says it all */
+    } else {
+        double kb = text_field(text, "MemAvailable");
+        avail = kb < 0 ? -1 : kb * 1024;
+        free(text);
+    }
+    if (limit > 0 && (avail < 0 || limit - used < avail)) avail = limit - used > 0 ? limit - used : 0;
+    return avail;
 }
 
 /* -------------------------------------------------------------------- gzip */
@@ -1801,11 +1895,11 @@ static int load_model(Model *m, const char *dir, int mode, const char *who) {
     }
     int bf16 = mode == LOAD_BF16;
     if (mode == LOAD_AUTO && all_matrices_bf16(&s, dir, m)) {
-        double gib = 1.0 / (1 << 30), f32 = (double)m->total * 4 * gib;
-        double phys = (double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) * gib;
-        if ((bf16 = f32 > 0.5 * phys))
+        const char *where;
+        double gib = 1.0 / (1 << 30), f32 = (double)m->total * 4 * gib, mem = mem_total(&where) * gib;
+        if ((bf16 = f32 > 0.5 * mem))
             fprintf(stderr, "%s: keeping the BF16 weights of %s in bf16 (%.1f GiB): in float32 they would take %.1f "
-                    "of this machine's %.1f GiB\n", who, dir, f32 / 2, f32, phys);
+                    "of %s %.1f GiB\n", who, dir, f32 / 2, f32, where, mem);
     }
     if (model_alloc_weights(m, bf16)) {
         shards_close(&s);

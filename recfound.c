@@ -1123,17 +1123,18 @@ static int cmd_train(int argc, char **argv) {
                        ((double)tr->tm.n_sites * tmole_n_experts(&tc) * tc.rank + 3.25 * tr->m.cfg.hidden_size * 2);
         double total = backbone + adapters + acts + tacts;
         int here = dist_local_size();  /* every process on this machine holds all of that */
-        double phys = (double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) * mib;
+        const char *where;
+        double mem = mem_total(&where) * mib;
         char procs[96] = "";
         if (here > 1) snprintf(procs, sizeof procs, " per process x %d processes on this machine = %.0f MiB", here,
                                total * here);
-        if ((dry_run || total * here > 0.9 * phys) && dist_lead())
+        if ((dry_run || total * here > 0.9 * mem) && dist_lead())
             fprintf(stderr, "train: memory: backbone %.0f MiB, adapters with gradients and AdamW %.0f MiB, activations "
-                    "%.0f MiB (%d rows x %ld tokens) + adapters' %.0f MiB = %.0f MiB%s of %.0f MiB\n", backbone, adapters,
-                    acts, rows, tr->max_len, tacts, total, procs, phys);
-        if (total * here > 0.9 * phys) {
-            rf_error("needs about %.0f MiB, more than 90%% of this machine's %.0f MiB: lower --emb-batch, "
-                     "--micro or --max-len%s", total * here, phys, here > 1 ? ", or run fewer processes per machine" : "");
+                    "%.0f MiB (%d rows x %ld tokens) + adapters' %.0f MiB = %.0f MiB%s of %s %.0f MiB\n", backbone,
+                    adapters, acts, rows, tr->max_len, tacts, total, procs, where, mem);
+        if (total * here > 0.9 * mem) {
+            rf_error("needs about %.0f MiB, more than 90%% of %s %.0f MiB: lower --emb-batch, --micro or --max-len%s",
+                     total * here, where, mem, here > 1 ? ", or run fewer processes per machine" : "");
             goto out;
         }
         if (tr->use_sched && strcmp(rem, "largest") && dist_lead())

@@ -56,10 +56,18 @@ int need_flag(const char *cmd, const char *name, const char *value);
 
 /* Read a whole file into a NUL-terminated buffer (caller frees). */
 int rf_read_file(const char *path, char **out, size_t *len);
-/* Memory available to a new allocation, in bytes (MemAvailable of /proc/meminfo);
- * -1 when the system does not say.  meminfo_available parses such a text. */
+/* The memory this process may have, in bytes: the machine's, or its cgroup's
+ * limit when that is lower (a container's --memory); *where says which
+ * ("this machine's" or "this cgroup's").  mem_available: what a new
+ * allocation can have (MemAvailable of /proc/meminfo, or less when the
+ * cgroup's limit leaves less), -1 when the system does not say.  The parsers
+ * behind them: text_field (a "key 123" or "key: 123 kB" line),
+ * cgroup_limit_value ("max" or bytes) and cgroup_paths (/proc/self/cgroup). */
+double mem_total(const char **where);
 double mem_available(void);
-double meminfo_available(const char *text);
+double text_field(const char *text, const char *key);
+double cgroup_limit_value(const char *text);
+void cgroup_paths(const char *text, char *v1, char *v2, size_t cap);
 /* gzip (RFC 1952) with DEFLATE (RFC 1951), written here from the RFCs: stored,
  * fixed and dynamic Huffman blocks; header fields FEXTRA, FNAME, FCOMMENT,
  * FHCRC; CRC-32 and ISIZE checked; members concatenated (zero padding after

@@ -9,6 +9,7 @@
 #include "check_util.h"
 #include "recfound.h"
 
+#include <errno.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -524,6 +525,80 @@ START_TEST(test_dry_run_starved_branch) {
 }
 END_TEST
 
+/* train's memory check reads the process's cgroup limit (a container's
+ * --memory).  The test makes a cgroup of its own under this process's memory
+ * group (cgroup v1 memory controller or v2 group), with a limit of half the
+ * machine's memory, runs `train --dry-run` in it, then the same with 64 MiB and
+ * a configuration that needs more: one line, exit 1, nothing written.  Where
+ * this process may not make or fill a cgroup it says so and checks nothing. */
+static int cgroup_for_test(char *cg, size_t cap, const char **limit_file) {
+    char *text, v1[2048], v2[2048];
+    errno = ENOENT;
+    if (rf_read_file("/proc/self/cgroup", &text, NULL)) {
+        rf_clear_error();
+        return -1;
+    }
+    cgroup_paths(text, v1, v2, sizeof v1);
+    free(text);
+    const char *root = v1[0] ? "/sys/fs/cgroup/memory" : "/sys/fs/cgroup", *path = v1[0] ? v1 : v2;
+    char dir[2200];
+    snprintf(dir, sizeof dir, "%s%s", root, strcmp(path, "/") ? path : "");
+    if (access(dir, W_OK)) snprintf(dir, sizeof dir, "%s", root);  /* a container's group at the root */
+    *limit_file = v1[0] ? "memory.limit_in_bytes" : "memory.max";
+    if (!v1[0] && !v2[0]) return -1;
+    snprintf(cg, cap, "%s/rftest%d", dir, (int)getpid());
+    return mkdir(cg, 0755);
+}
+
+static int write_text(const char *dir, const char *name, const char *text) {
+    char p[4400];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "w");
+    if (!f) return -1;
+    int ok = fputs(text, f) >= 0;
+    return (fclose(f) == 0 && ok) ? 0 : -1;
+}
+
+START_TEST(test_train_respects_cgroup_limit) {
+    char cg[4300], d[] = "/tmp/rfcgroupXXXXXX", cmd[8192], lim[64], want[96], run_dir[600], *out, *err1, *err2;
+    const char *limit_file;
+    if (cgroup_for_test(cg, sizeof cg, &limit_file)) {
+        fprintf(stderr, "cli: cgroup test skipped: this process cannot make a memory cgroup (%s)\n", strerror(errno));
+        return;
+    }
+    double half = floor((double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) / 2 / 1048576);
+    snprintf(lim, sizeof lim, "%.0f", half * 1048576);
+    if (write_text(cg, limit_file, lim)) {
+        fprintf(stderr, "cli: cgroup test skipped: cannot set %s/%s\n", cg, limit_file);
+        rmdir(cg);
+        return;
+    }
+    ck_assert(mkdtemp(d) != NULL);
+    tiny_world(d);
+    const char *fmt = "sh -c 'echo $$ > %s/cgroup.procs && OMP_NUM_THREADS=2 exec %s train --model %s/base "
+                      "--tokenizer %s/tok.json --data %s/w --steps 2 --max-len %d --emb-batch %d --rank 4 --alpha 16 "
+                      "--task-dim 16 %s --out %s/run'";
+    snprintf(cmd, sizeof cmd, fmt, cg, recfound_bin(), d, d, d, 64, 4, "--dry-run", d);
+    int rc1 = run_capture(cmd, &out, &err1);
+    free(out);
+    int set = write_text(cg, limit_file, "67108864");  /* 64 MiB, for a run that needs more */
+    snprintf(cmd, sizeof cmd, fmt, cg, recfound_bin(), d, d, d, 512, 64, "", d);
+    int rc2 = run_capture(cmd, &out, &err2);
+    free(out);
+    int gone = rmdir(cg);  /* before any check can end the test */
+    ck_assert_msg(gone == 0, "rmdir %s: %s", cg, strerror(errno));
+    snprintf(want, sizeof want, "of this cgroup's %.0f MiB", half);
+    ck_assert_msg(rc1 == 0 && strstr(err1, want), "status %d, want '%s' in:\n%s", rc1, want, err1);
+    ck_assert_int_eq(set, 0);
+    ck_assert_msg(rc2 == 1 && strstr(err2, "recfound train: needs about ") &&
+                  strstr(err2, "more than 90% of this cgroup's 64 MiB"), "status %d:\n%s", rc2, err2);
+    snprintf(run_dir, sizeof run_dir, "%s/run", d);
+    ck_assert_msg(access(run_dir, F_OK) != 0, "%s was made", run_dir);
+    free(err1), free(err2);
+    rm_tree(d);
+}
+END_TEST
+
 /* Interrupted at step 1 (S2Sched and lr warmup), 3 (right after a save) and 5,
  * then resumed: losses, schedule and adapters are bit-identical to a run that
  * was never interrupted. */
@@ -687,6 +762,7 @@ Suite *cli_suite(void) {
     tcase_add_test(train, test_truncation_count_excludes_validation);
     tcase_add_test(train, test_dry_run_validation_rows);
     tcase_add_test(train, test_dry_run_starved_branch);
+    tcase_add_test(train, test_train_respects_cgroup_limit);
     tcase_add_test(train, test_sigkill_keeps_checkpoints);
     suite_add_tcase(s, train);
     return s;

@@ -293,18 +293,45 @@ START_TEST(test_files) {
 }
 END_TEST
 
-/* MemAvailable from /proc/meminfo texts written out here: kB become bytes;
- * a text without the line (or with a broken one) says -1; this machine's own
- * file, when there is one, gives a positive figure. */
-START_TEST(test_meminfo) {
-    const char *text = "MemTotal:       24106384 kB\nMemFree:         1000000 kB\n"
-                        "MemAvailable:   20000000 kB\nBuffers:            9080 kB\n";
-    ck_assert(meminfo_available(text) == 20000000.0 * 1024);
-    ck_assert(meminfo_available("MemAvailable: 0 kB\n") == 0);
-    ck_assert(meminfo_available("MemTotal: 1 kB\nMemFree: 1 kB\n") == -1);  /* kernels before 3.14 */
-    ck_assert(meminfo_available("MemAvailable: kB\n") == -1);
-    ck_assert(meminfo_available("") == -1);
-    ck_assert(meminfo_available(NULL) == -1);
+/* The memory figures' parsers on texts written out here, as /proc/meminfo,
+ * a cgroup's memory.stat / memory.max and /proc/self/cgroup hold them; then
+ * this machine's own figures, which must at least be positive. */
+START_TEST(test_memory_figures) {
+    const char *meminfo = "MemTotal:       24106384 kB\nMemFree:         1000000 kB\n"
+                          "MemAvailable:   20000000 kB\nBuffers:            9080 kB\n";
+    ck_assert(text_field(meminfo, "MemAvailable") == 20000000);
+    ck_assert(text_field(meminfo, "MemTotal") == 24106384);
+    ck_assert(text_field(meminfo, "Mem") == -1);                       /* a whole key, not a prefix */
+    ck_assert(text_field("MemTotal: 1 kB\nMemFree: 1 kB\n", "MemAvailable") == -1);  /* kernels before 3.14 */
+    ck_assert(text_field("MemAvailable: kB\n", "MemAvailable") == -1);
+    const char *v1stat = "cache 4096\ntotal_cache 8192\nhierarchical_memory_limit 2147483648\n";
+    ck_assert(text_field(v1stat, "total_cache") == 8192);
+    ck_assert(text_field(v1stat, "cache") == 4096);                    /* the line that starts with it */
+    ck_assert(text_field(v1stat, "hierarchical_memory_limit") == 2147483648.0);
+    ck_assert(text_field("anon 123\nfile_mapped 7\nfile 456\n", "file") == 456);
+    ck_assert(text_field("", "file") == -1 && text_field(NULL, "file") == -1);
+
+    ck_assert(cgroup_limit_value("max\n") == -1);                      /* v2: no limit */
+    ck_assert(cgroup_limit_value("8589934592\n") == 8589934592.0);
+    ck_assert(cgroup_limit_value("9223372036854771712\n") == -1);      /* v1: no limit */
+    ck_assert(cgroup_limit_value("") == -1 && cgroup_limit_value(NULL) == -1);
+
+    char v1[64], v2[64];
+    cgroup_paths("9:name=systemd:/\n4:memory:/process_api/add6\n1:cpu:/\n0::/\n", v1, v2, sizeof v1);
+    ck_assert_str_eq(v1, "/process_api/add6");
+    ck_assert_str_eq(v2, "/");
+    cgroup_paths("0::/user.slice/app.scope\n", v1, v2, sizeof v1);    /* cgroup v2 only */
+    ck_assert_str_eq(v1, "");
+    ck_assert_str_eq(v2, "/user.slice/app.scope");
+    cgroup_paths("5:cpu,memory,pids:/docker/abc\n3:memoryx:/x", v1, v2, sizeof v1);
+    ck_assert_str_eq(v1, "/docker/abc");
+    ck_assert_str_eq(v2, "");
+    cgroup_paths("", v1, v2, sizeof v1);
+    ck_assert(!v1[0] && !v2[0]);
+
+    const char *where = NULL;
+    ck_assert(mem_total(&where) > 0);
+    ck_assert(!strcmp(where, "this machine's") || !strcmp(where, "this cgroup's"));
     if (access("/proc/meminfo", R_OK) == 0) ck_assert(mem_available() > 0);
 }
 END_TEST
@@ -976,7 +1003,7 @@ Suite *io_suite(void) {
     tc = tcase_create("files");
     tcase_add_checked_fixture(tc, tmp_setup, tmp_teardown);
     tcase_add_test(tc, test_files);
-    tcase_add_test(tc, test_meminfo);
+    tcase_add_test(tc, test_memory_figures);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("gzip");

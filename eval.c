@@ -377,25 +377,43 @@ int gen_max_new(int task) {
     }
 }
 
-/* Eq. (2) at inference: with dropout off and the routing v fixed by the task,
- * W0 x + sum_j v_j (alpha/r) B_j A_j x = (W0 + sum_j v_j (alpha/r) B_j A_j) x,
- * so each adapted projection becomes one matrix and the decoder needs only
- * the plain backbone ops. */
-int fold_task(FoldedModel *f, const Model *base, const Tmole *tm, int task, AttnMode pass) {
+/* f->m: base's tensors, with its own tables of layer pointers (fold_free frees them). */
+static int fold_setup(FoldedModel *f, const Model *base) {
     memset(f, 0, sizeof *f);
     f->m = *base;
     int L = base->cfg.n_layers;
     f->m.layer = malloc((size_t)L * P_PER_LAYER * sizeof *f->m.layer);
-    if (!f->m.layer) return rf_error("out of memory for a folded model");
-    memcpy(f->m.layer, base->layer, (size_t)L * P_PER_LAYER * sizeof *f->m.layer);
+    f->m.layer16 = NULL;
     f->m.params = NULL;  /* shared with base: never freed through f */
-    if (base->layer16) { /* bf16 weights: a folded projection is float, the others stay bf16 */
+    if (f->m.layer) memcpy(f->m.layer, base->layer, (size_t)L * P_PER_LAYER * sizeof *f->m.layer);
+    if (f->m.layer && base->layer16) { /* bf16 weights: a folded projection is float, the others stay bf16 */
         f->m.layer16 = malloc((size_t)L * P_PER_LAYER * sizeof *f->m.layer16);
-        if (!f->m.layer16) { fold_free(f); return rf_error("out of memory for a folded model"); }
-        memcpy(f->m.layer16, base->layer16, (size_t)L * P_PER_LAYER * sizeof *f->m.layer16);
+        if (f->m.layer16) memcpy(f->m.layer16, base->layer16, (size_t)L * P_PER_LAYER * sizeof *f->m.layer16);
     }
+    if (!f->m.layer || (base->layer16 && !f->m.layer16)) {
+        fold_free(f);
+        return rf_error("out of memory for a folded model");
+    }
+    return 0;
+}
+
+int unfold_task(FoldedModel *f, const Model *base, const Tmole *tm, int task, AttnMode pass) {
+    if (fold_setup(f, base)) return -1;
+    f->tm = tm;
+    f->task = task;
+    f->pass = pass;
+    return 0;
+}
+
+/* Eq. (2) at inference: with dropout off and the routing v fixed by the task,
+ * W0 x + sum_j v_j (alpha/r) B_j A_j x = (W0 + sum_j v_j (alpha/r) B_j A_j) x,
+ * so each adapted projection becomes one matrix and the decoder needs only
+ * the plain backbone ops. */
+int fold_task(FoldedModel *f, const Model *base, const Tmole *tm, int task, AttnMode pass, const char *who) {
+    if (fold_setup(f, base)) return -1;
     if (!tm) return 0;
     static const int slot[N_PROJ] = {P_Q, P_K, P_V, P_O};
+    int L = base->cfg.n_layers;
     size_t total = 0, n_sites = 0;
     for (int l = 0; l < L; l++)
         for (int p = 0; p < N_PROJ; p++) {
@@ -403,12 +421,15 @@ int fold_task(FoldedModel *f, const Model *base, const Tmole *tm, int task, Attn
             if (s) total += (size_t)s->in * s->out, n_sites++;
         }
     /* Linux hands out more memory than it has and kills the process when the
-     * pages are touched: check first, so that a 7B folding says why it stops. */
+     * pages are touched: check first, and keep the adapters unfolded when the
+     * folded projections would not fit (a 7B model in bf16 on a small machine). */
     double need = (double)total * sizeof(float), avail = mem_available();
     if (avail >= 0 && need > avail) {
+        fprintf(stderr, "%s: folding the adapters into the %zu adapted projections would need %.1f GiB of float32, "
+                "more than the %.1f GiB of memory available: they stay unfolded (eq. 2 as in training)\n", who,
+                n_sites, need / 1073741824.0, avail / 1073741824.0);
         fold_free(f);
-        return rf_error("folding the adapters into the %zu adapted projections needs %.1f GiB of float32, more than "
-                        "the %.1f GiB of memory available", n_sites, need / 1073741824.0, avail / 1073741824.0);
+        return unfold_task(f, base, tm, task, pass);
     }
     f->own = malloc((total ? total : 1) * sizeof(float));
     if (!f->own) { fold_free(f); return rf_error("out of memory for the folded projections (%zu floats)", total); }
@@ -444,6 +465,8 @@ void fold_free(FoldedModel *f) {
  * (after RoPE) and values of every earlier position kept per layer. */
 struct KvDecoder {
     const Model *m;
+    const FoldedModel *unfolded;               /* adapters to add after q, k, v, o, or NULL */
+    float *u;                                  /* [chunk][rank]: one expert's A_j x */
     int cap, pos, chunk;
     int C, I, H, KV, hd, qd, kvd, V, L;
     float *kc, *vc;                            /* [L][cap][kvd] */
@@ -455,7 +478,7 @@ struct KvDecoder {
 
 void kv_free(KvDecoder *d) {
     if (!d) return;
-    float *all[] = {d->kc, d->vc, d->x, d->ln, d->q, d->atty, d->gate, d->up, d->rstd, d->cos_t, d->sin_t};
+    float *all[] = {d->kc, d->vc, d->x, d->ln, d->q, d->atty, d->gate, d->up, d->rstd, d->cos_t, d->sin_t, d->u};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]);
     free(d);
 }
@@ -493,6 +516,15 @@ KvDecoder *kv_new(const Model *m, int cap) {
             d->cos_t[t * half + i] = (float)cos(ang);
             d->sin_t[t * half + i] = (float)sin(ang);
         }
+    return d;
+}
+
+KvDecoder *kv_new_folded(const FoldedModel *f, int cap) {
+    KvDecoder *d = kv_new(&f->m, cap);
+    if (!d || !f->tm) return d;
+    d->unfolded = f;
+    d->u = malloc((size_t)d->chunk * f->tm->cfg.rank * sizeof(float));
+    if (!d->u) { kv_free(d); rf_error("kv cache: out of memory for the unfolded adapters"); return NULL; }
     return d;
 }
 
@@ -569,6 +601,24 @@ static int kv_attention(KvDecoder *d, int l, int p0, int n) {
     return fail ? rf_error("kv cache: out of memory for attention scores") : 0;
 }
 
+/* Eq. (2) with the routing v fixed by the task, unfolded (see fold_task):
+ * y[n, out] += sum_j v_j (alpha/r) (x A_j^T) B_j^T for the adapted projection
+ * `proj` of layer l, one expert at a time. */
+static void kv_adapter(KvDecoder *d, int l, int proj, float *y, const float *x, int n) {
+    const FoldedModel *f = d->unfolded;
+    const TmoleSite *s = f ? tmole_site(f->tm, l, proj) : NULL;
+    if (!s) return;
+    int N = tmole_n_experts(&f->tm->cfg), r = f->tm->cfg.rank;
+    float v[TMOLE_MAX_EXPERTS], scaling = f->tm->cfg.alpha / r;
+    tmole_route(f->tm, s, f->task, f->pass, v);
+    for (int j = 0; j < N; j++) {
+        if (v[j] == 0) continue;
+        matmul_nt(d->u, x, f->tm->params + s->A[j], n, s->in, r, 0);         /* u = x A_j^T */
+        for (size_t i = 0; i < (size_t)n * r; i++) d->u[i] *= v[j] * scaling;
+        matmul_nt(y, d->u, f->tm->params + s->B[j], n, r, s->out, 1);        /* y += u B_j^T */
+    }
+}
+
 /* kv_forward, or with stop > 0 the residual stream after layer `stop` (the
  * hidden_states[stop] of Hugging Face) into hid[n*C], skipping the rest. */
 static int kv_run(KvDecoder *d, const int *ids, int n, float *out, int all, int stop, float *hid) {
@@ -591,10 +641,14 @@ static int kv_run(KvDecoder *d, const int *ids, int n, float *out, int all, int 
             linear(d->q, d->ln, W[P_Q], H[P_Q], nc, C, qd, 0);
             linear(k, d->ln, W[P_K], H[P_K], nc, C, kvd, 0);
             linear(v, d->ln, W[P_V], H[P_V], nc, C, kvd, 0);
+            kv_adapter(d, l, PROJ_Q, d->q, d->ln, nc);
+            kv_adapter(d, l, PROJ_K, k, d->ln, nc);
+            kv_adapter(d, l, PROJ_V, v, d->ln, nc);
             rope_apply(d->q, d->cos_t + (size_t)p0 * half, d->sin_t + (size_t)p0 * half, 1, nc, d->H, d->hd, +1);
             rope_apply(k, d->cos_t + (size_t)p0 * half, d->sin_t + (size_t)p0 * half, 1, nc, d->KV, d->hd, +1);
             if (kv_attention(d, l, p0, nc)) return -1;
             linear(d->x, d->atty, W[P_O], H[P_O], nc, qd, C, 1);       /* h = x + o_proj(attn) */
+            kv_adapter(d, l, PROJ_O, d->x, d->atty, nc);
             rmsnorm_forward(d->ln, d->rstd, d->x, W[P_MLP_NORM], nc, C, c->rms_norm_eps);
             linear(d->gate, d->ln, W[P_GATE], H[P_GATE], nc, C, I, 0);
             linear(d->up, d->ln, W[P_UP], H[P_UP], nc, C, I, 0);
@@ -849,7 +903,7 @@ static int outset_read(OutputSet *s, const char *path) {
  * ("<s><|user|>\n{user}\n<|assistant|>\n"), greedy, decoded without </s>.
  * A prompt too long for the cache loses its oldest tokens after <s>. */
 static int gen_answer(KvDecoder *d, const Tokenizer *tok, int eos, const char *user, int max_new, char **answer,
-                      long *truncated) {
+                      long *truncated, long *dropped) {
     RfBuf prompt = {0}, unused = {0};
     format_gen(&prompt, &unused, user, "");
     buf_free(&unused);
@@ -868,13 +922,28 @@ static int gen_answer(KvDecoder *d, const Tokenizer *tok, int eos, const char *u
     kv_reset(d);
     rc = generate_greedy(d, ids, n, max_new, eos, &gen, &n_gen);
     free(ids);
-    if (!rc) rc = tok_decode(tok, gen, n_gen, answer, NULL);
+    /* A model's vocabulary can be larger than its tokenizer's (padded, or a
+     * tokenizer of another version): ids with no token are dropped, as Hugging
+     * Face's decode drops them, and counted. */
+    int kept = 0;
+    for (int i = 0; !rc && i < n_gen; i++) {
+        if (gen[i] >= 0 && gen[i] < tok->n_vocab) gen[kept++] = gen[i];
+        else if (dropped) (*dropped)++;
+    }
+    if (!rc) rc = tok_decode(tok, gen, kept, answer, NULL);
     free(gen);
     return rc;
 }
 
 /* Model, tokenizer and (optional) adapters of a command. */
 typedef struct { Model m; Tokenizer tok; Tmole tm; int has_tm, has_tok, has_m; } Loaded;
+
+/* One line for the generated ids gen_answer dropped (no token for them). */
+static void warn_dropped(const char *cmd, const char *task, long dropped, const Loaded *L) {
+    fprintf(stderr, "%s: %s%s%ld generated token%s with an id past the tokenizer's %d (the model has %d) dropped from the "
+            "text\n", cmd, task ? task : "", task ? ": " : "", dropped, dropped == 1 ? "" : "s", L->tok.n_vocab,
+            L->m.cfg.vocab_size);
+}
 
 static void loaded_free(Loaded *L) {
     if (L->has_tm) tmole_free(&L->tm);
@@ -929,9 +998,11 @@ int generate_main(int argc, char **argv) {
     FoldedModel fm;
     KvDecoder *d = NULL;
     char *answer = NULL;
-    int rc = fold_task(&fm, &L.m, L.has_tm ? &L.tm : NULL, task, ATTN_CAUSAL);
-    if (!rc && !(d = kv_new(&fm.m, kv_capacity(&L.m, max_len)))) rc = -1;
-    if (!rc) rc = gen_answer(d, &L.tok, eos_of(&L), prompt, (int)max_new, &answer, NULL);
+    int rc = fold_task(&fm, &L.m, L.has_tm ? &L.tm : NULL, task, ATTN_CAUSAL, "generate");
+    if (!rc && !(d = kv_new_folded(&fm, kv_capacity(&L.m, max_len)))) rc = -1;
+    long dropped = 0;
+    if (!rc) rc = gen_answer(d, &L.tok, eos_of(&L), prompt, (int)max_new, &answer, NULL, &dropped);
+    if (dropped) warn_dropped("generate", NULL, dropped, &L);
     if (!rc) printf("%s\n", answer);
     free(answer);
     kv_free(d);
@@ -1211,18 +1282,19 @@ static int eval_generative(const EvalCfg *ec, const Dataset *d, const char *out_
         int t = TABLE2[ti];
         const Pool *p = &d->pool[t];
         if (!ec->sel[t] || !p->n) continue;
-        long n = (long)p->n, truncated = 0;
+        long n = (long)p->n, truncated = 0, dropped = 0;
         if (ec->limit > 0 && n > ec->limit) n = ec->limit;
         int max_new = ec->max_new >= 0 ? (int)ec->max_new : gen_max_new(t);
         FoldedModel fm;
         KvDecoder *dec = NULL;
-        if ((rc = fold_task(&fm, &L->m, L->has_tm ? &L->tm : NULL, t, ATTN_CAUSAL))) break;
-        if (!(dec = kv_new(&fm.m, kv_capacity(&L->m, ec->max_len)))) rc = -1;
+        if ((rc = fold_task(&fm, &L->m, L->has_tm ? &L->tm : NULL, t, ATTN_CAUSAL, "eval"))) break;
+        if (!(dec = kv_new_folded(&fm, kv_capacity(&L->m, ec->max_len)))) rc = -1;
         for (long i = 0; i < n && !rc; i++) {
             const Record *r = &p->recs[i];
             const char *gold = r->n_turns > 1 ? r->turns[1] : "";
             char *answer = NULL;
-            if ((rc = gen_answer(dec, &L->tok, eos_of(L), r->turns[0], max_new, &answer, &truncated))) break;
+            if ((rc = gen_answer(dec, &L->tok, eos_of(L), r->turns[0], max_new, &answer, &truncated, &dropped)))
+                break;
             rc = outset_add(&os, t, answer, gold);
             buf_printf(&lines, "{\"output\": ");
             json_write_string(&lines, answer, strlen(answer));
@@ -1237,6 +1309,7 @@ static int eval_generative(const EvalCfg *ec, const Dataset *d, const char *out_
         }
         fprintf(stderr, "\n");
         if (truncated) fprintf(stderr, "eval: %s: %ld prompts cut to fit --max-len\n", TASKS[t].short_name, truncated);
+        if (dropped) warn_dropped("eval", TASKS[t].short_name, dropped, L);
         kv_free(dec);
         fold_free(&fm);
         if (!rc) rc = lines.data ? rf_write_file_atomic(out_path, lines.data, lines.len) : 0;

@@ -841,13 +841,22 @@ int pool_sample(size_t *pick, size_t n, int k, Rng *r);
 /* Greedy decoding: the maximum new tokens of the authors' code per task. */
 int gen_max_new(int task);
 /* A model whose adapted projections hold W0 + sum_j v_j (alpha/r) B_j A_j for
- * one task and pass (tmole_fold); the other tensors are shared with `base`. */
-typedef struct { Model m; float *own; } FoldedModel;
-int fold_task(FoldedModel *f, const Model *base, const Tmole *tm, int task, AttnMode pass);
+ * one task and pass (tmole_fold); the other tensors are shared with `base`.
+ * When the folded float32 projections would not fit in the memory available,
+ * fold_task says so on stderr (prefixed by `who`) and leaves the adapters
+ * unfolded instead: tm is then set, and the cached decoder made by
+ * kv_new_folded adds sum_j v_j (alpha/r) B_j (A_j x) after each adapted
+ * projection (the same function, rounded differently).  unfold_task makes
+ * such a model whatever the memory. */
+typedef struct { Model m; float *own; const Tmole *tm; int task; AttnMode pass; } FoldedModel;
+int fold_task(FoldedModel *f, const Model *base, const Tmole *tm, int task, AttnMode pass, const char *who);
+int unfold_task(FoldedModel *f, const Model *base, const Tmole *tm, int task, AttnMode pass);
 void fold_free(FoldedModel *f);
-/* Incremental causal decoder with a KV cache of `cap` positions. */
+/* Incremental causal decoder with a KV cache of `cap` positions; kv_new_folded
+ * for a FoldedModel (its unfolded adapters included). */
 typedef struct KvDecoder KvDecoder;
 KvDecoder *kv_new(const Model *m, int cap);
+KvDecoder *kv_new_folded(const FoldedModel *f, int cap);
 void kv_free(KvDecoder *d);
 void kv_reset(KvDecoder *d);
 int kv_pos(const KvDecoder *d);

@@ -181,6 +181,33 @@ START_TEST(test_help_and_usage_errors) {
 }
 END_TEST
 
+/* A model whose vocabulary is larger than its tokenizer's (padded, or a
+ * tokenizer of another version), taught by ten AdamW steps to predict id
+ * 3999: `generate` drops the ids past the tokenizer's from the text with one
+ * warning line, as Hugging Face's decode does, instead of failing at the end. */
+START_TEST(test_generate_padded_vocab) {
+    char d[] = "/tmp/rfpadXXXXXX", args[2048], path[600], *out, *err;
+    ck_assert(mkdtemp(d) != NULL);
+    tiny_world(d);
+    snprintf(path, sizeof path, "%s/hi.txt", d);
+    const char *ids = "5 3999 3999 3999 3999 3999 3999 3999\n5 3999 3999 3999 3999 3999 3999 3999\n";
+    ck_assert_int_eq(rf_write_file_atomic(path, ids, strlen(ids)), 0);
+    snprintf(args, sizeof args, "init --preset tiny --vocab 4000 --out %s/big && %s pretrain --model %s/big --ids %s "
+             "--steps 10 --lr 0.01 --optimizer adamw --out %s/big", d, recfound_bin(), d, path, d);
+    ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
+    free(out), free(err);
+    snprintf(args, sizeof args, "generate --model %s/big --tokenizer %s/tok.json --prompt 'a gift card' --max-new 12", d,
+             d);
+    int rc = run(args, &out, &err);
+    ck_assert_msg(rc == 0, "status %d:\n%s", rc, err);
+    ck_assert_msg(strstr(err, "generate: ") && strstr(err, "with an id past the tokenizer's 400 (the model has 4000) "
+                  "dropped from the text"), "%s", err);
+    ck_assert_int_eq(count_lines(out), 1);
+    free(out), free(err);
+    rm_tree(d);
+}
+END_TEST
+
 /* Bad model folders and id files: one line naming the file, nothing written. */
 START_TEST(test_bad_input) {
     char dir[] = "/tmp/rfbadXXXXXX", cmd[1024], args[1024];
@@ -754,6 +781,7 @@ Suite *cli_suite(void) {
     tcase_set_timeout(bad, 60);
     tcase_add_test(bad, test_help_and_usage_errors);
     tcase_add_test(bad, test_bad_input);
+    tcase_add_test(bad, test_generate_padded_vocab);
     suite_add_tcase(s, bad);
     TCase *train = tcase_create("training");
     tcase_set_timeout(train, 300);

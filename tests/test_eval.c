@@ -346,8 +346,8 @@ START_TEST(test_bf16_weights_paths) {
     ck_assert_msg(memcmp(g1, g2, tm.total * 4) == 0, "adapter gradients");
     /* folded, then decoded with the cache */
     FoldedModel f1, f2;
-    ck_assert_int_eq(fold_task(&f1, &m, &tm, task, ATTN_CAUSAL), 0);
-    ck_assert_int_eq(fold_task(&f2, &h, &tm, task, ATTN_CAUSAL), 0);
+    ck_assert_int_eq(fold_task(&f1, &m, &tm, task, ATTN_CAUSAL, "test"), 0);
+    ck_assert_int_eq(fold_task(&f2, &h, &tm, task, ATTN_CAUSAL, "test"), 0);
     float *step1 = malloc(n * 4), *step2 = malloc(n * 4);
     for (int chunk = 0; chunk < 2; chunk++) {
         KvDecoder *d1 = kv_new(&f1.m, T), *d2 = kv_new(&f2.m, T);
@@ -399,13 +399,25 @@ START_TEST(test_fold_vs_adapters) {
     for (int task = TASK_QR; task <= TASK_AG; task += 4) {
         float *want = full_logits(&m, &tm, ids, T, task);
         FoldedModel f;
-        ck_assert_int_eq(fold_task(&f, &m, &tm, task, ATTN_CAUSAL), 0);
+        ck_assert_int_eq(fold_task(&f, &m, &tm, task, ATTN_CAUSAL, "test"), 0);
         float *got = full_logits(&f.m, NULL, ids, T, task);
         assert_allclose(got, want, (size_t)T * V, 1e-4, 1e-5, "folded vs adapters");
         /* and the cached decoder on the folded model */
         KvDecoder *d = kv_new(&f.m, T);
         ck_assert_int_eq(kv_forward(d, ids, T, got, 1), 0);
         assert_allclose(got, want, (size_t)T * V, 1e-4, 1e-5, "cached folded vs adapters");
+        /* the adapters left unfolded (fold_task's fallback when memory is short):
+         * the cached decoder adds them after each adapted projection */
+        FoldedModel u;
+        ck_assert_int_eq(unfold_task(&u, &m, &tm, task, ATTN_CAUSAL), 0);
+        KvDecoder *du = kv_new_folded(&u, T);
+        ck_assert_int_eq(kv_forward(du, ids, T, got, 1), 0);
+        assert_allclose(got, want, (size_t)T * V, 1e-4, 1e-5, "cached unfolded vs adapters, one chunk");
+        kv_reset(du);
+        for (int t = 0; t < T; t++) ck_assert_int_eq(kv_forward(du, &ids[t], 1, got + (size_t)t * V, 1), 0);
+        assert_allclose(got, want, (size_t)T * V, 1e-4, 1e-5, "cached unfolded vs adapters, token by token");
+        kv_free(du);
+        fold_free(&u);
         /* the adapters matter: the plain backbone differs */
         float *plain = full_logits(&m, NULL, ids, T, task);
         ck_assert(nerr(plain, want, (size_t)T * V) > 1e-6);

@@ -274,12 +274,15 @@ static double cgroup_memory(double *used) {
     if (v1[0]) {
         snprintf(dir, sizeof dir, CGROUP_ROOT "/memory%s", v1);
         double l = read_number(dir, "memory.stat", "hierarchical_memory_limit");
-        if (l == -2) l = read_number(strcpy(dir, CGROUP_ROOT "/memory"), "memory.stat", "hierarchical_memory_limit");
+        if (l == -2) {  /* a container's group, at the root of the mount */
+            strcpy(dir, CGROUP_ROOT "/memory");
+            l = read_number(dir, "memory.stat", "hierarchical_memory_limit");
+        }
         limit = l > 0 && l < 0x1p60 ? l : -1;
         *used = read_number(dir, "memory.usage_in_bytes", NULL) - read_number(dir, "memory.stat", "total_cache");
     } else if (v2[0]) {
         snprintf(dir, sizeof dir, CGROUP_ROOT "%s", strcmp(v2, "/") ? v2 : "");
-        if (read_number(dir, "memory.current", NULL) == -2) strcpy(dir, CGROUP_ROOT);
+        if (read_number(dir, "memory.current", NULL) == -2) strcpy(dir, CGROUP_ROOT);  /* the same */
         *used = read_number(dir, "memory.current", NULL) - read_number(dir, "memory.stat", "file");
         for (;;) {  /* up to the root: a parent's limit binds its children */
             double l = read_number(dir, "memory.max", NULL);

@@ -601,22 +601,12 @@ static int kv_attention(KvDecoder *d, int l, int p0, int n) {
     return fail ? rf_error("kv cache: out of memory for attention scores") : 0;
 }
 
-/* Eq. (2) with the routing v fixed by the task, unfolded (see fold_task):
- * y[n, out] += sum_j v_j (alpha/r) (x A_j^T) B_j^T for the adapted projection
- * `proj` of layer l, one expert at a time. */
+/* Eq. (2) with the routing fixed by the task, unfolded (see fold_task): the
+ * adapters' term for the adapted projection `proj` of layer l, added to y. */
 static void kv_adapter(KvDecoder *d, int l, int proj, float *y, const float *x, int n) {
     const FoldedModel *f = d->unfolded;
     const TmoleSite *s = f ? tmole_site(f->tm, l, proj) : NULL;
-    if (!s) return;
-    int N = tmole_n_experts(&f->tm->cfg), r = f->tm->cfg.rank;
-    float v[TMOLE_MAX_EXPERTS], scaling = f->tm->cfg.alpha / r;
-    tmole_route(f->tm, s, f->task, f->pass, v);
-    for (int j = 0; j < N; j++) {
-        if (v[j] == 0) continue;
-        matmul_nt(d->u, x, f->tm->params + s->A[j], n, s->in, r, 0);         /* u = x A_j^T */
-        for (size_t i = 0; i < (size_t)n * r; i++) d->u[i] *= v[j] * scaling;
-        matmul_nt(y, d->u, f->tm->params + s->B[j], n, r, s->out, 1);        /* y += u B_j^T */
-    }
+    if (s) tmole_apply(f->tm, s, f->task, f->pass, y, x, n, d->u);
 }
 
 /* kv_forward, or with stop > 0 the residual stream after layer `stop` (the

@@ -513,6 +513,10 @@ void tmole_dropout_bits_ref(uint32_t *bits, int n, uint64_t seed, int site, int 
 int route_main(int argc, char **argv);
 /* Fold one task's mixture into W[out, in] += sum_j v_j (alpha/r) B_j A_j (inference). */
 void tmole_fold(const Tmole *t, const TmoleSite *s, int task, AttnMode pass, float *W);
+/* The same mixture left unfolded, on n input rows: y[n, out] += sum_j v_j
+ * (alpha/r) (x A_j^T) B_j^T, one expert at a time through u[n, rank]. */
+void tmole_apply(const Tmole *t, const TmoleSite *s, int task, AttnMode pass, float *y, const float *x, int n,
+                 float *u);
 
 /* ------------------------------------------------------------ tokenizer.c */
 /* A Hugging Face tokenizer.json of the Llama/Mistral SentencePiece-BPE kind:

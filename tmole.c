@@ -684,6 +684,19 @@ void tmole_fold(const Tmole *t, const TmoleSite *s, int task, AttnMode pass, flo
     }
 }
 
+void tmole_apply(const Tmole *t, const TmoleSite *s, int task, AttnMode pass, float *y, const float *x, int n,
+                 float *u) {
+    int N = tmole_n_experts(&t->cfg), r = t->cfg.rank;
+    float v[TMOLE_MAX_EXPERTS], scaling = t->cfg.alpha / r;
+    tmole_route(t, s, task, pass, v);
+    for (int j = 0; j < N; j++) {
+        if (v[j] == 0) continue;
+        matmul_nt(u, x, t->params + s->A[j], n, s->in, r, 0);          /* u = x A_j^T */
+        for (size_t i = 0; i < (size_t)n * r; i++) u[i] *= v[j] * scaling;
+        matmul_nt(y, u, t->params + s->B[j], n, r, s->out, 1);         /* y += u B_j^T */
+    }
+}
+
 /* ---------------------------------------------------------- checkpoints */
 
 /* adapter_config.json: the TMoLE settings, in PEFT's spelling where PEFT has one. */

@@ -214,12 +214,14 @@ double text_field(const char *text, const char *key) {
     return -1;
 }
 
-/* A cgroup limit ("max", or bytes, where cgroup v1 writes about 2^63 for
- * none): bytes, or -1 for no limit. */
+/* A limit in bytes, or -1 for none (cgroup v1 writes about 2^63 for none). */
+static double limit_or_none(double v) { return v <= 0 || v >= 0x1p60 ? -1 : v; }
+
+/* A cgroup limit file ("max", or bytes): bytes, or -1 for no limit. */
 double cgroup_limit_value(const char *text) {
     char *end;
     double v = text ? strtod(text, &end) : 0;
-    return !text || end == text || v <= 0 || v >= 0x1p60 ? -1 : v;
+    return !text || end == text ? -1 : limit_or_none(v);
 }
 
 /* The groups of a /proc/self/cgroup text ("id:controllers:path" lines): the
@@ -278,7 +280,7 @@ static double cgroup_memory(double *used) {
             strcpy(dir, CGROUP_ROOT "/memory");
             l = read_number(dir, "memory.stat", "hierarchical_memory_limit");
         }
-        limit = l > 0 && l < 0x1p60 ? l : -1;
+        limit = limit_or_none(l);
         *used = read_number(dir, "memory.usage_in_bytes", NULL) - read_number(dir, "memory.stat", "total_cache");
     } else if (v2[0]) {
         snprintf(dir, sizeof dir, CGROUP_ROOT "%s", strcmp(v2, "/") ? v2 : "");
@@ -1880,8 +1882,8 @@ static int all_matrices_bf16(const Shards *s, const char *dir, const Model *m) {
 enum { LOAD_F32, LOAD_BF16, LOAD_AUTO };
 
 /* LOAD_AUTO: bf16 weights when every matrix is BF16 and their float32 copy
- * would take more than half of this machine's memory (one line on stderr,
- * prefixed by `who`, says so). */
+ * would take more than half of the memory (mem_total: the machine's, or the
+ * cgroup's limit when lower; one line on stderr, prefixed by `who`, says so). */
 static int load_model(Model *m, const char *dir, int mode, const char *who) {
     memset(m, 0, sizeof *m);
     char *cfg_path = join(dir, "config.json");

@@ -567,12 +567,12 @@ static int cgroup_for_test(char *cg, size_t cap, const char **limit_file) {
     }
     cgroup_paths(text, v1, v2, sizeof v1);
     free(text);
+    if (!v1[0] && !v2[0]) return -1;
     const char *root = v1[0] ? "/sys/fs/cgroup/memory" : "/sys/fs/cgroup", *path = v1[0] ? v1 : v2;
     char dir[2200];
     snprintf(dir, sizeof dir, "%s%s", root, strcmp(path, "/") ? path : "");
     if (access(dir, W_OK)) snprintf(dir, sizeof dir, "%s", root);  /* a container's group at the root */
     *limit_file = v1[0] ? "memory.limit_in_bytes" : "memory.max";
-    if (!v1[0] && !v2[0]) return -1;
     snprintf(cg, cap, "%s/rftest%d", dir, (int)getpid());
     return mkdir(cg, 0755);
 }

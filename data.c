@@ -1647,6 +1647,7 @@ static void synth_usage(FILE *f) {
                "  Writes a synthetic RecFound dataset of all 13 tasks (paper §3, Appendix B) in the\n"
                "  published format: Embedding_dataset_{train,eval,test}.jsonl,\n"
                "  Generative_dataset_{train,eval,test}.jsonl and item_embedding_test.json.\n"
+               "  --out DIR  the dataset folder, new or empty\n"
                "  --scale S  fraction of the paper's Table 1 sizes (default 0.01; at least 10 per task and split)\n"
                "  --seed N   seed of the latent world and of every record (default 42); same seed, same bytes\n");
 }
@@ -1683,6 +1684,7 @@ int synth_main(int argc, char **argv) {
         synth_usage(stderr);
         return rf_error("synth: --out DIR is required");
     }
+    if (rf_new_output(out, NULL)) return -1;
     return synth_write(out, scale, seed, 1);
 }
 
@@ -2678,7 +2680,7 @@ int build_data_main(int argc, char **argv) {
     long seed = 42;
     Flag f[] = {
         {"--raw", 's', &raw, "folder of the public raw sources (e.g. ../shared/data/raw)"},
-        {"--out", 's', &out, "dataset folder to write"},
+        {"--out", 's', &out, "dataset folder to write; new or empty"},
         {"--seed", 'i', &seed, "seed of the splits, negatives and shuffles (default 42)"},
     };
     int r = parse_flags(argc, argv, f, 3, "--raw DIR --out DIR [--seed N]\n\n"
@@ -2688,6 +2690,7 @@ int build_data_main(int argc, char **argv) {
                         "not be built and why.");
     if (r) return r > 0 ? 0 : -1;
     if (need_flag("build-data", "--raw", raw) || need_flag("build-data", "--out", out)) return -1;
+    if (rf_new_output(out, NULL)) return -1;
     Build *B = calloc(1, sizeof *B);
     if (!B) return rf_error("build-data: out of memory");
     rng_seed(&B->rng, seed);

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <dirent.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------ errors */
@@ -196,6 +197,46 @@ int rf_mkdirs(const char *path) {
     if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
         return rf_error("%s: exists and is not a folder", path);
     return 0;
+}
+
+static int compare_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+int rf_new_output(const char *path, const char *hint) {
+    struct stat st;
+    if (!hint) hint = "choose another --out, or remove it first";
+    if (stat(path, &st) != 0) return 0;  /* nothing there yet */
+    if (!S_ISDIR(st.st_mode)) return rf_error("%s: already exists: nothing was written; %s", path, hint);
+    DIR *d = opendir(path);
+    if (!d) return rf_error("%s: cannot read the folder: %s", path, strerror(errno));
+    char *names[3];
+    size_t n = 0, cap = sizeof names / sizeof names[0];
+    int rc = 0;
+    struct dirent *e;
+    /* the first three names in sorted order, so that the message is the same on every file system */
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char *name = strdup(e->d_name);
+        if (!name) { rc = rf_error("%s: out of memory", path); break; }
+        if (n < cap) names[n] = name;
+        else {
+            qsort(names, cap, sizeof names[0], compare_names);
+            if (strcmp(name, names[cap - 1]) < 0) free(names[cap - 1]), names[cap - 1] = name;
+            else free(name);
+        }
+        n++;
+    }
+    closedir(d);
+    size_t shown = n < cap ? n : cap;
+    qsort(names, shown, sizeof names[0], compare_names);
+    if (!rc && n > 0) {
+        char more[48] = "";
+        if (n > shown) snprintf(more, sizeof more, " and %zu more", n - shown);
+        rc = rf_error("%s: already exists and holds %s%s%s%s%s%s: nothing was written; %s", path, names[0],
+                      shown > 1 ? ", " : "", shown > 1 ? names[1] : "", shown > 2 ? ", " : "", shown > 2 ? names[2] : "",
+                      more, hint);
+    }
+    for (size_t i = 0; i < shown; i++) free(names[i]);
+    return rc;
 }
 
 /* ------------------------------------------------------- memory figures */

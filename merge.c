@@ -501,7 +501,7 @@ static const char MERGE_USAGE[] =
     "checkpoint that has one.  Names and shapes must match the base exactly.\n"
     "\n"
     "  --base DIR     the step-0 adapters (random A and routers, B = 0)\n"
-    "  --out DIR      output folder (created; not created when the merge fails)\n"
+    "  --out DIR      output folder, new or empty (not created when the merge fails)\n"
     "  --method M     ties (default) | mean (average of the checkpoints)\n"
     "                 | task-arithmetic (theta_base + lambda * sum_k tau_k)\n"
     "  --density D    ties: fraction of each tau_k kept per tensor, floor(D * numel)\n"
@@ -613,6 +613,7 @@ int merge_main(int argc, char **argv) {
         rf_error("merge: --lambda is not used by --method mean (use task-arithmetic)");
         goto done;
     }
+    if (rf_new_output(a.out, NULL)) goto done;
     rc = merge_run(&a);
 done:
     free(a.ckpts);

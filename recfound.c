@@ -141,12 +141,13 @@ static int cmd_init(int argc, char **argv) {
     const char *preset = NULL, *out = NULL;
     long vocab = 0, seed = 42;
     Flag f[] = {{"--preset", 's', &preset, "tiny | small | mistral-7b (see weights/README.md)"},
-                {"--out", 's', &out, "model folder to write (config.json + model.safetensors)"},
+                {"--out", 's', &out, "model folder to write (config.json + model.safetensors); new or empty"},
                 {"--vocab", 'i', &vocab, "vocabulary size (default: the preset's; match your tokenizer)"},
                 {"--seed", 'i', &seed, "random seed (default 42)"}};
     int r = parse_flags(argc, argv, f, 4, "--preset NAME --out DIR [--vocab N] [--seed S]");
     if (r) return r > 0 ? 0 : -1;
     if (need_flag("init", "--preset", preset) || need_flag("init", "--out", out)) return -1;
+    if (rf_new_output(out, NULL)) return -1;
     if (vocab != 0 && (vocab < 3 || vocab > (1 << 24))) return rf_error("--vocab must be in [3, 2^24]");
     if (seed < 0) return rf_error("--seed must be >= 0");
     Config c;
@@ -336,12 +337,13 @@ static int cmd_pretrain(int argc, char **argv) {
         {"--warmup", 'i', &warmup, "linear warmup steps, then linear decay (default 0 = constant lr)"},
         {"--micro", 'i', &micro, "rows per micro-batch (gradient accumulation; default 8)"},
         {"--seed", 'i', &seed, "order of the --data texts (default 42)"},
-        {"--out", 's', &out, "model folder to write"}};
+        {"--out", 's', &out, "model folder to write; new or empty"}};
     int n = sizeof fl / sizeof fl[0];
     int r = parse_flags(argc, argv, fl, n, "--model DIR (--ids FILE | --data DIR) --steps N --lr X "
                         "--optimizer sgd|adamw --out DIR");
     if (r) return r > 0 ? 0 : -1;
     if (need_flag("pretrain", "--model", mdir) || need_flag("pretrain", "--out", out)) return -1;
+    if (rf_new_output(out, NULL)) return -1;
     if (!idp == !data) return rf_error("give one of --ids or --data");
     if (strcmp(optim, "sgd") && strcmp(optim, "adamw"))
         return rf_error("--optimizer must be sgd or adamw, got '%s'", optim);
@@ -1011,7 +1013,7 @@ static int cmd_train(int argc, char **argv) {
         {"--model", 's', &model, "backbone folder (frozen; Hugging Face layout)"},
         {"--data", 's', &data, "dataset folder: {Embedding,Generative}_dataset_{train,eval}.jsonl"},
         {"--tokenizer", 's', &tokp, "tokenizer.json (default: MODEL/tokenizer.json)"},
-        {"--out", 's', &tr->out, "run folder: step-0, step-K, final, losses.csv, sched.csv, plots"},
+        {"--out", 's', &tr->out, "run folder (new or empty): step-0, step-K, final, losses.csv, sched.csv, plots"},
         {"--steps", 'i', &tr->steps, "optimisation steps (default 100)"},
         {"--epochs", 'i', &epochs, "instead of --steps: passes over the generative training set"},
         {"--emb-batch", 'i', &tr->emb_batch, "embedding queries per step (default 8; each brings a positive and a hard negative)"},
@@ -1073,6 +1075,10 @@ static int cmd_train(int argc, char **argv) {
         if (r) goto free_args;
     }
     if (need_flag("train", "--model", model) || need_flag("train", "--data", data) || need_flag("train", "--out", tr->out)) goto free_args;
+    /* a new run replaces nothing already saved (rank 0 writes the files, so rank 0 looks) */
+    if (!resume && dist_lead() &&
+        rf_new_output(tr->out, "choose another --out, or remove it first (train --resume RUN continues a run)"))
+        goto free_args;
     if (tr->emb_batch < 0 || tr->gen_batch < 0 || tr->micro < 1 || tr->max_len < 8 || tr->steps < 0 || rank < 1)
         { rf_error("batch sizes must be >= 0, --micro >= 1, --max-len >= 8, --rank >= 1"); goto free_args; }
     if (strcmp(variant, "paper") && strcmp(variant, "code"))

@@ -88,6 +88,11 @@ uint32_t rf_crc32(uint32_t crc, const void *data, size_t n);
 int rf_write_file_atomic(const char *path, const void *data, size_t len);
 /* mkdir -p; 0 when the folder exists afterwards. */
 int rf_mkdirs(const char *path);
+/* An output that replaces nothing already saved: 0 when `path` does not exist
+ * or is an empty folder; otherwise one error line naming the file, or the
+ * first entries of the folder, and ending with `hint` (what to do instead;
+ * NULL: "choose another --out, or remove it first"). */
+int rf_new_output(const char *path, const char *hint);
 
 /* -------------------------------------------------------------------- JSON */
 

@@ -1812,7 +1812,7 @@ static int cmd_train(int argc, char **argv) {
         {"--corpus", 's', &corpus, "a .jsonl file with one JSON string (a training text) per line"},
         {"--data", 's', &data, "instead: every training text of a dataset folder, formatted as the model sees it"},
         {"--vocab", 'i', &vocab, "tokens in the vocabulary (required)"},
-        {"--out", 's', &out, "where to write tokenizer.json (required)"},
+        {"--out", 's', &out, "where to write tokenizer.json (required; not an existing file)"},
     };
     argv[0] = "tokenizer train";
     int r = parse_flags(argc, argv, f, 4, "(--corpus FILE.jsonl | --data DIR) --vocab N --out PATH/tokenizer.json\n\n"
@@ -1821,6 +1821,7 @@ static int cmd_train(int argc, char **argv) {
     if (r) return r > 0 ? 0 : -1;
     if ((!corpus == !data) || !out || !vocab)
         return rf_error("tokenizer train: --vocab, --out and one of --corpus or --data are required");
+    if (rf_new_output(out, NULL)) return -1;
     Corpus c = {0};
     Tokenizer t;
     char *dir = dup_bytes(out, strlen(out)), *slash = dir ? strrchr(dir, '/') : NULL;

@@ -32,6 +32,7 @@ for s in $SEEDS; do
   for v in full nosched notmole none; do
     flags=(); case $v in nosched) flags=(--no-s2sched) ;; notmole) flags=(--no-tmole) ;; none) flags=(--no-tmole --no-s2sched) ;; esac
     echo "== [$(( $(date +%s) - start )) s] seed $s: $v"
+    rm -rf "$OUT/run_${v}_$s"  # a re-run replaces its own runs (train never writes into a used folder)
     $R train "${common[@]}" "${flags[@]}" --seed "$s" --out "$OUT/run_${v}_$s" 2> "$OUT/run_${v}_$s.log"
     evaluate "eval_${v}_$s" "$OUT/run_${v}_$s/final"
   done

@@ -13,6 +13,7 @@ R=./recfound
 [ -d "$D/backbone" ] && [ -d "$D/world" ] || { echo "run make demo first (no $D/backbone)" >&2; exit 1; }
 common=(--model "$D/backbone" --data "$D/world" --steps "$STEPS" --emb-batch 6 --gen-batch 20 --max-len 192 --rank 8
         --alpha 32 --task-dim 64 --lr 2e-3 --sched-val 8 --sched-remainder largest --seed 7)
+rm -rf "$OUT/s2sched" "$OUT/uniform"  # a re-run replaces its own runs (train never writes into a used folder)
 $R train "${common[@]}" --out "$OUT/s2sched"
 $R train "${common[@]}" --no-s2sched --out "$OUT/uniform"
 for v in s2sched uniform; do

@@ -192,7 +192,7 @@ START_TEST(test_generate_padded_vocab) {
     snprintf(path, sizeof path, "%s/hi.txt", d);
     const char *ids = "5 3999 3999 3999 3999 3999 3999 3999\n5 3999 3999 3999 3999 3999 3999 3999\n";
     ck_assert_int_eq(rf_write_file_atomic(path, ids, strlen(ids)), 0);
-    snprintf(args, sizeof args, "init --preset tiny --vocab 4000 --out %s/big && %s pretrain --model %s/big --ids %s "
+    snprintf(args, sizeof args, "init --preset tiny --vocab 4000 --out %s/init && %s pretrain --model %s/init --ids %s "
              "--steps 10 --lr 0.01 --optimizer adamw --out %s/big", d, recfound_bin(), d, path, d);
     ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
     free(out), free(err);
@@ -586,6 +586,68 @@ static int write_text(const char *dir, const char *name, const char *text) {
     return (fclose(f) == 0 && ok) ? 0 : -1;
 }
 
+/* Entries of folder `dir` ("." and ".." aside). */
+static int count_entries(const char *dir) {
+    char cmd[700], *out, *err;
+    snprintf(cmd, sizeof cmd, "ls -A '%s' | wc -l", dir);
+    ck_assert_int_eq(run_capture(cmd, &out, &err), 0);
+    int n = atoi(out);
+    free(out), free(err);
+    return n;
+}
+
+/* A command never replaces what an earlier one saved: init, pretrain, train,
+ * merge, tokenizer train, synth and build-data, given an --out that already
+ * holds something, stop with one line naming it, and the folder (or file) is
+ * byte for byte as it was: merging into one of the merged checkpoints
+ * included.  An empty folder is taken. */
+START_TEST(test_outputs_not_replaced) {
+    char d[] = "/tmp/rfkeepXXXXXX", args[2048], keep[600], file[640], cmd[1400], *out, *err;
+    ck_assert(mkdtemp(d) != NULL);
+    tiny_world(d);
+    snprintf(args, sizeof args, "train --model %s/base --tokenizer %s/tok.json --data %s/w --out %s/run --steps 1 "
+             "--emb-batch 2 --gen-batch 2 --max-len 64 --rank 2 --task-dim 8 --sched-val 2", d, d, d, d);
+    ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
+    free(out), free(err);
+    snprintf(keep, sizeof keep, "%s/keep", d);
+    snprintf(file, sizeof file, "%s/tokenizer.json", keep);
+    ck_assert_int_eq(mkdir(keep, 0755), 0);
+    ck_assert_int_eq(write_text(keep, "tokenizer.json", "precious\n"), 0);
+    ck_assert_int_eq(write_text(d, "ids.txt", "5 6 7 8\n"), 0);
+    snprintf(cmd, sizeof cmd, "cp -r %s/run/final %s/final.copy", d, d);
+    ck_assert_int_eq(system(cmd), 0);
+    char cases[8][1400];
+    int n = 0;
+    snprintf(cases[n++], sizeof cases[0], "init --preset tiny --out %s", keep);
+    snprintf(cases[n++], sizeof cases[0], "pretrain --model %s/base --ids %s/ids.txt --steps 1 --lr 0.01 --optimizer sgd "
+             "--out %s", d, d, keep);
+    snprintf(cases[n++], sizeof cases[0], "train --model %s/base --tokenizer %s/tok.json --data %s/w --out %s --steps 1",
+             d, d, d, keep);
+    snprintf(cases[n++], sizeof cases[0], "merge --base %s/run/step-0 %s/run/final --out %s", d, d, keep);
+    snprintf(cases[n++], sizeof cases[0], "synth --out %s --scale 0.003", keep);
+    snprintf(cases[n++], sizeof cases[0], "build-data --raw %s --out %s", d, keep);
+    snprintf(cases[n++], sizeof cases[0], "tokenizer train --data %s/w --vocab 300 --out %s", d, file);
+    snprintf(cases[n++], sizeof cases[0], "merge --base %s/run/step-0 %s/run/final --out %s/run/final", d, d, d);
+    for (int i = 0; i < n; i++) {
+        expect_error(cases[i], "already exists");
+        char *text;
+        size_t len;
+        ck_assert_int_eq(rf_read_file(file, &text, &len), 0);
+        ck_assert_msg(!strcmp(text, "precious\n") && count_entries(keep) == 1, "'%s' changed %s", cases[i], keep);
+        free(text);
+    }
+    snprintf(cmd, sizeof cmd, "diff -r %s/run/final %s/final.copy", d, d);
+    ck_assert_msg(system(cmd) == 0, "merge replaced its own input %s/run/final", d);
+    snprintf(args, sizeof args, "init --preset tiny --out %s/empty", d);
+    snprintf(cmd, sizeof cmd, "%s/empty", d);
+    ck_assert_int_eq(mkdir(cmd, 0755), 0);
+    ck_assert_msg(run(args, &out, &err) == 0, "an empty folder: %s", err);
+    free(out), free(err);
+    ck_assert_int_eq(count_entries(cmd), 2);  /* config.json, model.safetensors */
+    rm_tree(d);
+}
+END_TEST
+
 START_TEST(test_train_respects_cgroup_limit) {
     char cg[4300], d[] = "/tmp/rfcgroupXXXXXX", cmd[8192], lim[64], want[96], run_dir[600], *out, *err1, *err2;
     const char *limit_file;
@@ -792,6 +854,7 @@ Suite *cli_suite(void) {
     tcase_add_test(train, test_dry_run_starved_branch);
     tcase_add_test(train, test_train_respects_cgroup_limit);
     tcase_add_test(train, test_sigkill_keeps_checkpoints);
+    tcase_add_test(train, test_outputs_not_replaced);
     suite_add_tcase(s, train);
     return s;
 }

@@ -971,6 +971,17 @@ static int parse_experts(const char *s, TmoleConfig *c) {
     return 0;
 }
 
+/* A branch asked for samples (--emb-batch or --gen-batch > 0) whose tasks have
+ * no training record in DATA trains nothing: said once, before the run. */
+static void warn_empty_branches(const Trainer *tr, const char *data) {
+    static const char *name[2] = {"an embedding", "a generative"}, *file[2] = {"Embedding", "Generative"};
+    long per_step[2] = {tr->emb_batch, tr->gen_batch};
+    for (int k = 0; k < 2; k++)
+        if (per_step[k] > 0 && tr->n_tasks[k] == 0)
+            fprintf(stderr, "train: warning: no training record of %s task in %s (%s_dataset_train.jsonl): that "
+                    "branch trains nothing\n", name[k], data, file[k]);
+}
+
 /* S2Sched's counts are n_i = ⌊B ω_i⌋ (§4.3.2), and the paper's `drop` leaves the
  * rest of the batch out.  A branch with fewer rows B than tasks m then gets no
  * sample while ω is uniform (the warm-up, ω_i = 1/m), and with one row never
@@ -1116,6 +1127,7 @@ static int cmd_train(int argc, char **argv) {
     if (dataset_load_split(&tr->train, data, "train", 0) || dataset_load_split(&tr->val, data, "eval", 0)) goto out;
     for (int t = 0; t < N_TASKS; t++)
         if (tr->train.pool[t].n) tr->tasks[TASKS[t].kind][tr->n_tasks[TASKS[t].kind]++] = t;
+    if (dist_lead() && (tr->n_tasks[KIND_EMB] || tr->n_tasks[KIND_GEN])) warn_empty_branches(tr, data);
     if (tmole_alloc(&tr->tm, &tc, &tr->m.cfg)) goto out;
     {   /* the memory this run needs, before the large allocations */
         /* per process: its block of the 3Q embedding rows, or one generative micro-batch */
@@ -1324,9 +1336,13 @@ static int cmd_train(int argc, char **argv) {
         if (lead && (rf_write_file_atomic(lpath, tr->loss_csv.data, tr->loss_csv.len) ||
                      (tr->use_sched && rf_write_file_atomic(spath, tr->sched_csv.data, tr->sched_csv.len))))
             goto out;
-        if (lead)
-            fprintf(stderr, "\rtrain: step %ld/%ld  loss %.4f (emb %.4f, gen %.4f)  lr %.2e  %.1f s/step  %.0f s left   ",
-                    step + 1, tr->steps, loss, le, lg, lr, dt, (now_s() - t_start) / (step + 1) * (tr->steps - step - 1));
+        if (lead) {  /* a branch that drew no sample this step shows "-", not a loss of 0 */
+            char es[32] = "-", gs[32] = "-";
+            if (ne) snprintf(es, sizeof es, "%.4f", le);
+            if (ng) snprintf(gs, sizeof gs, "%.4f", lg);
+            fprintf(stderr, "\rtrain: step %ld/%ld  loss %.4f (emb %s, gen %s)  lr %.2e  %.1f s/step  %.0f s left   ",
+                    step + 1, tr->steps, loss, es, gs, lr, dt, (now_s() - t_start) / (step + 1) * (tr->steps - step - 1));
+        }
         int stop = stop_requested || (stop_at > 0 && step + 1 >= stop_at && step + 1 < tr->steps);
         if (dist_max_int(&stop, "agreeing to stop")) goto out;  /* a signal to any rank stops them all */
         if ((tr->save_every > 0 && (step + 1) % tr->save_every == 0 && step + 1 < tr->steps) || stop) {
@@ -1344,6 +1360,11 @@ static int cmd_train(int argc, char **argv) {
     if (lead) fprintf(stderr, "\n");
     if (save_checkpoint(tr, "final", tr->steps)) goto out;
     if (lead && write_plots(tr)) goto out;
+    long idle = 0;  /* steps that drew no sample in either branch (losses.svg has no point for them) */
+    for (long s = 0; s < tr->steps; s++) idle += isnan(tr->loss_hist[2 * s]) && isnan(tr->loss_hist[2 * s + 1]);
+    if (lead && idle)
+        fprintf(stderr, "train: warning: %ld of the %ld steps drew no sample in either branch and trained nothing "
+                "(see the warnings before the run)\n", idle, tr->steps);
     if (lead && (tr->stats.dropped || tr->stats.truncated || tr->skipped_no_negative || tr->nonfinite_skipped))
         fprintf(stderr, "train: %ld samples dropped (answer or text beyond --max-len), %ld truncated, "
                 "%ld embedding records without a negative skipped, %ld non-finite batches skipped\n",

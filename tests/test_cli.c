@@ -552,6 +552,33 @@ START_TEST(test_dry_run_starved_branch) {
 }
 END_TEST
 
+/* A branch whose tasks have no training record trains nothing, which train
+ * says before it starts; the progress line shows "-" for a branch that drew no
+ * sample in a step, and a run in which no step drew anything ends with a
+ * warning that counts those steps (here: --gen-batch 2 over 10 tasks with
+ * `drop`, so floor(2 omega_i) = 0 while omega is uniform). */
+START_TEST(test_empty_branch_said) {
+    char d[] = "/tmp/rfemptyXXXXXX", path[600], args[4096], *out, *err;
+    ck_assert(mkdtemp(d) != NULL);
+    tiny_world(d);
+    snprintf(path, sizeof path, "%s/w/Embedding_dataset_train.jsonl", d);
+    ck_assert_int_eq(rf_write_file_atomic(path, "", 0), 0);
+    const char *opts = "train --model %s/base --tokenizer %s/tok.json --data %s/w --steps 2 --gen-batch 2 --max-len 64 "
+                       "--rank 2 --task-dim 8 --sched-val 2 --out %s/%s";
+    snprintf(args, sizeof args, opts, d, d, d, d, "drop");
+    ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
+    ck_assert_msg(strstr(err, "warning: no training record of an embedding task in") && strstr(err, "(emb -, gen -)") &&
+                  strstr(err, "warning: 2 of the 2 steps drew no sample in either branch"), "%s", err);
+    free(out), free(err);
+    snprintf(args, sizeof args, opts, d, d, d, d, "largest --sched-remainder largest");
+    ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
+    ck_assert_msg(strstr(err, "warning: no training record of an embedding task in") && strstr(err, "(emb -, gen ") &&
+                  !strstr(err, "gen -") && !strstr(err, "drew no sample"), "%s", err);
+    free(out), free(err);
+    rm_tree(d);
+}
+END_TEST
+
 /* train's memory check reads the process's cgroup limit (a container's
  * --memory).  The test makes a cgroup of its own under this process's memory
  * group (cgroup v1 memory controller or v2 group), with a limit of half the
@@ -852,6 +879,7 @@ Suite *cli_suite(void) {
     tcase_add_test(train, test_truncation_count_excludes_validation);
     tcase_add_test(train, test_dry_run_validation_rows);
     tcase_add_test(train, test_dry_run_starved_branch);
+    tcase_add_test(train, test_empty_branch_said);
     tcase_add_test(train, test_train_respects_cgroup_limit);
     tcase_add_test(train, test_sigkill_keeps_checkpoints);
     tcase_add_test(train, test_outputs_not_replaced);

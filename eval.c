@@ -1381,8 +1381,8 @@ int eval_main(int argc, char **argv) {
     if (strcmp(fmt, "train") && strcmp(fmt, "code")) return rf_error("eval: --emb-format must be train or code");
     ec.code_fmt = !strcmp(fmt, "code");
     ec.qfmt = ec.code_fmt ? EMB_FMT_CODE_TEST : EMB_FMT_TRAIN;
-    if (ec.every < 1 || ec.negatives < 1 || ec.negatives > 60 || ec.batch < 1 || ec.max_len < 8)
-        return rf_error("eval: want --every >= 1, 1 <= --negatives <= 60, --batch >= 1, --max-len >= 8");
+    if (ec.every < 1 || ec.negatives < 1 || ec.negatives > 60 || ec.batch < 1 || ec.max_len < 8 || ec.limit < 0)
+        return rf_error("eval: want --every >= 1, 1 <= --negatives <= 60, --batch >= 1, --max-len >= 8, --limit >= 0");
     if (tasks) {
         const char *s = tasks;
         while (*s) {

@@ -157,10 +157,11 @@ START_TEST(test_init_deterministic) {
 END_TEST
 
 START_TEST(test_help_and_usage_errors) {
-    const char *cmds[] = {"init", "score", "embed", "pretrain", "bench-train", "train", "eval", "sched", "merge",
-                          "build-data", "tokenizer train", "route", "loss"};
+    const char *cmds[] = {"init", "score", "embed", "pretrain", "train", "loss", "eval", "metrics", "generate", "route",
+                          "tokenizer encode", "tokenizer decode", "tokenizer train", "synth", "build-data", "sched",
+                          "merge", "bench-train", "bench-recfound", "bench-infer", "bench-merge", "bench-matmul"};
     char args[64], *out, *err;
-    for (int i = 0; i < 13; i++) {
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         snprintf(args, sizeof args, "%s --help", cmds[i]);
         ck_assert_int_eq(run(args, &out, &err), 0);
         ck_assert_msg(strstr(out, "usage: recfound") != NULL, "%s --help printed no usage", cmds[i]);
@@ -169,6 +170,7 @@ START_TEST(test_help_and_usage_errors) {
     expect_error("score --model", "needs a value");
     expect_error("score --frobnicate 1", "unknown option");
     expect_error("score --ids x", "--model");
+    expect_error("eval --model m --data d --limit -3", "--limit >= 0");
     expect_error("init --preset huge --out /tmp/never", "unknown preset");
     expect_error("pretrain --model tests/fixtures/gqa_tied/model --ids tests/fixtures/gqa_tied/ids.txt "
                  "--optimizer adam --out /tmp/never", "sgd or adamw");

@@ -1067,6 +1067,11 @@ static int cmd_train(int argc, char **argv) {
         size_t len;
         Json a;
         long keep_stop = stop_at;
+        const char *run_dir = resume;
+        for (int i = 1; i < argc; i++)
+            if (!strncmp(argv[i], "--", 2) && strcmp(argv[i], "--resume") && strcmp(argv[i], "--stop-at"))
+                return rf_error("%s with --resume: a resumed run keeps the options it was started with (%s/args.json)",
+                                argv[i], run_dir);
         snprintf(path, sizeof path, "%s/args.json", resume);
         if (rf_read_file(path, &text, &len)) return -1;
         r = json_parse(&a, text, len, path);
@@ -1081,7 +1086,9 @@ static int cmd_train(int argc, char **argv) {
         if (!saved_argv) { rf_error("out of memory"); goto free_args; }
         resume = NULL;
         r = parse_flags(saved_argc, saved_argv, f, nf, "");
-        resume = tr->out;
+        /* the run continues where it is now, not at the --out it was started with (copied or moved since, or
+         * started from another folder with a relative path): that one may hold another run */
+        resume = tr->out = run_dir;
         stop_at = keep_stop;
         if (r) goto free_args;
     }

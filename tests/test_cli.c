@@ -719,7 +719,9 @@ END_TEST
 
 /* Interrupted at step 1 (S2Sched and lr warmup), 3 (right after a save) and 5,
  * then resumed: losses, schedule and adapters are bit-identical to a run that
- * was never interrupted. */
+ * was never interrupted.  The run cut at 3 is resumed from a copy, which
+ * continues in the copy's folder and leaves the original as it was; other
+ * options beside --resume are refused. */
 START_TEST(test_resume_bit_identical) {
     char d[] = "/tmp/rfresumeXXXXXX", args[4096], *out, *err;
     ck_assert(mkdtemp(d) != NULL);
@@ -746,9 +748,20 @@ START_TEST(test_resume_bit_identical) {
         ck_assert_msg(strstr(err, "--resume") != NULL, "no resume hint: %s", err);
         free(out); free(err);
         snprintf(cut, sizeof cut, "%s/%s", d, name);
+        if (stops[k] == 3) {  /* a copy resumes in its own folder: the run it was copied from stays as it was */
+            snprintf(args, sizeof args, "cp -r %s %s.orig && cp -r %s %s.copy", cut, cut, cut, cut);
+            ck_assert_int_eq(system(args), 0);
+            strcat(cut, ".copy");
+        }
         snprintf(args, sizeof args, "train --resume %s", cut);
         ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
         free(out); free(err);
+        if (stops[k] == 3) {
+            snprintf(args, sizeof args, "diff -r %s/%s %s/%s.orig", d, name, d, name);
+            ck_assert_msg(system(args) == 0, "resuming %s changed %s/%s", cut, d, name);
+            snprintf(args, sizeof args, "train --resume %s --steps 100", cut);
+            expect_error(args, "--steps with --resume");
+        }
         char *got = losses_without_time(cut);
         ck_assert_msg(!strcmp(got, ref), "interrupted at %d: losses differ\n%s\nvs\n%s", stops[k], got, ref);
         free(got);

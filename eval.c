@@ -1295,9 +1295,9 @@ static int eval_generative(const EvalCfg *ec, const Dataset *d, const char *out_
             else buf_printf(&lines, "null");
             buf_printf(&lines, ", \"task\": \"%s\"}\n", TASKS[t].name);
             free(answer);
-            fprintf(stderr, "\reval: %-4s %ld/%ld generated (%.0f s)", TASKS[t].short_name, i + 1, n, now_s() - t0);
+            rf_progress("eval: %-4s %ld/%ld generated (%.0f s)", TASKS[t].short_name, i + 1, n, now_s() - t0);
         }
-        fprintf(stderr, "\n");
+        rf_progress_end();
         if (truncated) fprintf(stderr, "eval: %s: %ld prompts cut to fit --max-len\n", TASKS[t].short_name, truncated);
         if (dropped) warn_dropped("eval", TASKS[t].short_name, dropped, L);
         kv_free(dec);

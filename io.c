@@ -41,6 +41,24 @@ const char *rf_last_error(void) { return g_error; }
 
 void rf_clear_error(void) { g_error[0] = '\0'; }
 
+/* ---------------------------------------------------------------- progress */
+
+static int g_progress_open;  /* a progress line is on stderr without its newline */
+
+void rf_progress(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputc('\r', stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    g_progress_open = 1;
+}
+
+void rf_progress_end(void) {
+    if (g_progress_open) fputc('\n', stderr);
+    g_progress_open = 0;
+}
+
 /* ------------------------------------------------------------------- files */
 
 int rf_read_file(const char *path, char **out, size_t *len) {

@@ -416,13 +416,13 @@ static int cmd_pretrain(int argc, char **argv) {
         else adamw_step(&adam, m.params, grads, lr_now);
         double dt = now_s() - t0;
         if (data)
-            fprintf(stderr, "\rpretrain: step %ld/%ld  loss %.4f  grad-norm %.3g  lr %.2e  %.0f tokens/s  %.0f s left   ",
+            rf_progress("pretrain: step %ld/%ld  loss %.4f  grad-norm %.3g  lr %.2e  %.0f tokens/s  %.0f s left   ",
                     s + 1, steps, loss, gnorm, lr_now, tokens / dt, (now_s() - t_start) / (s + 1) * (steps - s - 1));
         else
             fprintf(stderr, "pretrain: step %ld/%ld  loss %.6f  grad-norm %.4g  lr %.3g  %.0f tokens/s\n", s + 1,
                     steps, loss, gnorm, lr_now, tokens / dt);
     }
-    if (data) fprintf(stderr, "\n");
+    rf_progress_end();
     if (!rc) rc = model_save(&m, out);
     if (!rc) fprintf(stderr, "pretrain: wrote %s\n", out);
     free(view.ids);
@@ -744,10 +744,10 @@ static int save_checkpoint(Trainer *tr, const char *name, long step) {
     snprintf(tmp, sizeof tmp, "%s/.%s.partial", tr->out, name);
     snprintf(old, sizeof old, "%s/.%s.old", tr->out, name);
     remove_folder(tmp);
-    if (tmole_save(&tr->tm, tmp)) return -1;
+    if (tmole_save(&tr->tm, tmp)) goto fail;
     StOut opt[2] = {{"adamw.m", 1, {(int64_t)tr->tm.total}, tr->opt.m}, {"adamw.v", 1, {(int64_t)tr->tm.total}, tr->opt.v}};
     snprintf(path, sizeof path, "%s/optimizer.safetensors", tmp);
-    if (st_write(path, opt, 2)) return -1;
+    if (st_write(path, opt, 2)) goto fail;
     RfBuf b = {0};
     buf_printf(&b, "{\n  \"step\": %ld,\n  \"adamw_t\": %ld,\n  \"rng\": \"%llu\",\n", step, tr->opt.t,
                (unsigned long long)tr->rng.s);
@@ -779,15 +779,23 @@ static int save_checkpoint(Trainer *tr, const char *name, long step) {
     snprintf(path, sizeof path, "%s/trainer_state.json", tmp);
     int rc = b.data ? rf_write_file_atomic(path, b.data, b.len) : rf_error("out of memory");
     buf_free(&b);
-    if (rc) return -1;
+    if (rc) goto fail;
     struct stat st;
-    if (!stat(dir, &st)) {
+    int replacing = !stat(dir, &st);
+    if (replacing) {
         remove_folder(old);
-        if (rename(dir, old)) return rf_error("%s: cannot replace: %s", dir, strerror(errno));
+        if (rename(dir, old)) { rf_error("%s: cannot replace: %s", dir, strerror(errno)); goto fail; }
     }
-    if (rename(tmp, dir)) return rf_error("%s: cannot rename into place: %s", dir, strerror(errno));
+    if (rename(tmp, dir)) {
+        rf_error("%s: cannot rename into place: %s", dir, strerror(errno));
+        if (replacing) (void)rename(old, dir);  /* the previous checkpoint back under its name */
+        goto fail;
+    }
     remove_folder(old);
     return 0;
+fail:  /* a half-written checkpoint is of no use, and on a full disk its space is what the next try needs */
+    remove_folder(tmp);
+    return -1;
 }
 
 /* The newest complete checkpoint of a run: the step-K (or final) folder with
@@ -1332,7 +1340,8 @@ static int cmd_train(int argc, char **argv) {
                 goto out;
             }
             tr->nonfinite_skipped++;
-            if (lead) fprintf(stderr, "\ntrain: step %ld: %s loss is not finite; batch skipped (tasks:%s)\n", step + 1, branch, tasks);
+            rf_progress_end();
+            if (lead) fprintf(stderr, "train: step %ld: %s loss is not finite; batch skipped (tasks:%s)\n", step + 1, branch, tasks);
         } else {
             adamw_step(&tr->opt, tr->tm.params, tr->grads, lr);
         }
@@ -1347,7 +1356,7 @@ static int cmd_train(int argc, char **argv) {
             char es[32] = "-", gs[32] = "-";
             if (ne) snprintf(es, sizeof es, "%.4f", le);
             if (ng) snprintf(gs, sizeof gs, "%.4f", lg);
-            fprintf(stderr, "\rtrain: step %ld/%ld  loss %.4f (emb %s, gen %s)  lr %.2e  %.1f s/step  %.0f s left   ",
+            rf_progress("train: step %ld/%ld  loss %.4f (emb %s, gen %s)  lr %.2e  %.1f s/step  %.0f s left   ",
                     step + 1, tr->steps, loss, es, gs, lr, dt, (now_s() - t_start) / (step + 1) * (tr->steps - step - 1));
         }
         int stop = stop_requested || (stop_at > 0 && step + 1 >= stop_at && step + 1 < tr->steps);
@@ -1357,14 +1366,15 @@ static int cmd_train(int argc, char **argv) {
             snprintf(name, sizeof name, "step-%ld", step + 1);
             if (save_checkpoint(tr, name, step + 1)) goto out;
             if (stop) {
-                if (lead) fprintf(stderr, "\ntrain: stopped after step %ld, saved %s/%s; continue with: recfound train --resume %s\n",
+                rf_progress_end();
+                if (lead) fprintf(stderr, "train: stopped after step %ld, saved %s/%s; continue with: recfound train --resume %s\n",
                         step + 1, tr->out, name, tr->out);
                 rc = 0;
                 goto out;
             }
         }
     }
-    if (lead) fprintf(stderr, "\n");
+    rf_progress_end();
     if (save_checkpoint(tr, "final", tr->steps)) goto out;
     if (lead && write_plots(tr)) goto out;
     long idle = 0;  /* steps that drew no sample in either branch (losses.svg has no point for them) */
@@ -1740,6 +1750,7 @@ static int run_command(int argc, char **argv) {
             else
                 rc = commands[i].run(argc - 1, argv + 1);
             fflush(stdout);
+            rf_progress_end();
             if (rc) {  /* one line: "recfound CMD: problem" (messages may already name the command) */
                 const char *e = rf_last_error()[0] ? rf_last_error() : "failed";
                 size_t n = strlen(argv[1]);

@@ -29,8 +29,9 @@
 
 /* rf_error formats one line ("FILE: position: problem") into the process-wide
  * error buffer and returns -1, so a failing function can `return rf_error(..)`.
- * main() prints rf_last_error() and exits non-zero.  This buffer is the only
- * global state besides the documented RNG seeds. */
+ * main() prints rf_last_error() and exits non-zero.  This buffer (and whether a
+ * progress line is open, below) is the only global state besides the
+ * documented RNG seeds. */
 int rf_error(const char *fmt, ...)
 #ifdef __GNUC__
     __attribute__((format(printf, 1, 2)))
@@ -38,6 +39,16 @@ int rf_error(const char *fmt, ...)
     ;
 const char *rf_last_error(void);
 void rf_clear_error(void);
+/* A progress line that rewrites itself ("\r..." on stderr), and its end: the
+ * newline, written once, before the next line of output or an error (the
+ * error printer calls rf_progress_end, so an error never lands on the end of a
+ * progress line).  Whether such a line is open is the only other global state. */
+void rf_progress(const char *fmt, ...)
+#ifdef __GNUC__
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+void rf_progress_end(void);
 
 /* The sub-commands' options: a typed table where each flag writes straight
  * into a variable that holds its default.  type 's' string (const char *),

@@ -581,6 +581,49 @@ START_TEST(test_empty_branch_said) {
 }
 END_TEST
 
+/* An error in the middle of a run starts a line of its own, after the progress
+ * line that rewrites itself with "\r" (here: the loss turns NaN at step 2
+ * under a learning rate of 1e30), and the checkpoint written before stays. */
+START_TEST(test_error_after_progress_line) {
+    char d[] = "/tmp/rfnanXXXXXX", args[2048], path[700], *out, *err;
+    ck_assert(mkdtemp(d) != NULL);
+    tiny_world(d);
+    snprintf(args, sizeof args, "train --model %s/base --tokenizer %s/tok.json --data %s/w --out %s/run --steps 5 "
+             "--lr 1e30 --clip 0 --emb-batch 2 --gen-batch 4 --sched-remainder largest --max-len 64 --rank 2 "
+             "--task-dim 8 --sched-val 2", d, d, d, d);
+    int rc = run(args, &out, &err);
+    ck_assert_msg(rc == 1, "status %d: %s", rc, err);
+    ck_assert_msg(strstr(err, "\rtrain: step 1/5") && strstr(err, "\nrecfound train: step ") &&
+                  strstr(err, "is not finite"), "%s", err);
+    snprintf(path, sizeof path, "%s/run/step-0/adapter_model.safetensors", d);
+    ck_assert_int_eq(access(path, F_OK), 0);
+    free(out), free(err);
+    rm_tree(d);
+}
+END_TEST
+
+/* A checkpoint that cannot be written whole (here each file may have 75 KiB,
+ * `prlimit --fsize`: the adapters fit, AdamW's moments do not, as on a full
+ * disk)
+ * stops the run with one line naming the file, and its half-written folder is
+ * removed, not left to take the space the next try needs. */
+START_TEST(test_failed_checkpoint_removed) {
+    char d[] = "/tmp/rffullXXXXXX", cmd[4096], path[700], *out, *err;
+    ck_assert(mkdtemp(d) != NULL);
+    tiny_world(d);
+    snprintf(cmd, sizeof cmd, "trap '' XFSZ; OMP_NUM_THREADS=2 prlimit --fsize=76800 %s train --model %s/base --tokenizer "
+             "%s/tok.json --data %s/w --out %s/run --steps 2 --emb-batch 2 --gen-batch 4 --max-len 64 --rank 2 "
+             "--task-dim 8 --sched-val 2", recfound_bin(), d, d, d, d);
+    int rc = run_capture(cmd, &out, &err);
+    ck_assert_msg(rc == 1 && strstr(err, "/.step-0.partial/optimizer.safetensors") && strstr(err, "File too large"),
+                  "status %d: %s", rc, err);
+    snprintf(path, sizeof path, "%s/run/.step-0.partial", d);
+    ck_assert_msg(access(path, F_OK) != 0, "%s was left behind", path);
+    free(out), free(err);
+    rm_tree(d);
+}
+END_TEST
+
 /* train's memory check reads the process's cgroup limit (a container's
  * --memory).  The test makes a cgroup of its own under this process's memory
  * group (cgroup v1 memory controller or v2 group), with a limit of half the
@@ -895,6 +938,8 @@ Suite *cli_suite(void) {
     tcase_add_test(train, test_dry_run_validation_rows);
     tcase_add_test(train, test_dry_run_starved_branch);
     tcase_add_test(train, test_empty_branch_said);
+    tcase_add_test(train, test_error_after_progress_line);
+    tcase_add_test(train, test_failed_checkpoint_removed);
     tcase_add_test(train, test_train_respects_cgroup_limit);
     tcase_add_test(train, test_sigkill_keeps_checkpoints);
     tcase_add_test(train, test_outputs_not_replaced);

@@ -11,6 +11,7 @@
  *
  * Every sub-command answers --help.  Errors print one line and exit 1.
  */
+#define _XOPEN_SOURCE 700 /* realpath */
 #include "recfound.h"
 
 #include <math.h>
@@ -1243,13 +1244,20 @@ static int cmd_train(int argc, char **argv) {
         }
         if (lead) fprintf(stderr, "train: resuming %s from %s (step %ld of %ld)\n", tr->out, name, start, tr->steps);
     } else if (lead) {
-        /* the options, for --resume; then step-0, before any update: Model Merge needs it (§4.4) */
+        /* the options, for --resume, with the input paths made absolute (a run resumes from any folder);
+         * then step-0, before any update: Model Merge needs it (§4.4) */
         RfBuf a = {0};
         buf_printf(&a, "[");
         for (int i = 1; i < argc; i++) {
             if (!strcmp(argv[i], "--stop-at")) { i++; continue; }
+            const char *prev = argv[i - 1];
+            int is_path = i > 1 && (!strcmp(prev, "--model") || !strcmp(prev, "--tokenizer") ||
+                                    !strcmp(prev, "--data") || !strcmp(prev, "--init-adapter"));
+            char *full = is_path ? realpath(argv[i], NULL) : NULL;
+            const char *v = full ? full : argv[i];
             buf_printf(&a, "%s", i > 1 ? ", " : "");
-            json_write_string(&a, argv[i], strlen(argv[i]));
+            json_write_string(&a, v, strlen(v));
+            free(full);
         }
         buf_printf(&a, "]\n");
         snprintf(path, sizeof path, "%s/args.json", tr->out);

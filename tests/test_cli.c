@@ -624,6 +624,28 @@ START_TEST(test_failed_checkpoint_removed) {
 }
 END_TEST
 
+/* A run started with relative paths from its own folder resumes from any
+ * other folder: args.json keeps the input paths absolute. */
+START_TEST(test_resume_from_elsewhere) {
+    char d[] = "/tmp/rfelseXXXXXX", cmd[3072], args[700], path[700], here[1024], *out, *err;
+    ck_assert(mkdtemp(d) != NULL);
+    tiny_world(d);
+    ck_assert(getcwd(here, sizeof here) != NULL);
+    const char *bin = recfound_bin();
+    snprintf(cmd, sizeof cmd, "cd %s && OMP_NUM_THREADS=2 %s%s%s train --model base --tokenizer tok.json --data w "
+             "--out run --steps 3 --save-every 1 --stop-at 1 --emb-batch 2 --gen-batch 4 --max-len 64 --rank 2 "
+             "--task-dim 8 --sched-val 2", d, bin[0] == '/' ? "" : here, bin[0] == '/' ? "" : "/", bin);
+    ck_assert_msg(run_capture(cmd, &out, &err) == 0, "%s", err);
+    free(out), free(err);
+    snprintf(args, sizeof args, "train --resume %s/run", d);
+    ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
+    snprintf(path, sizeof path, "%s/run/final/adapter_model.safetensors", d);
+    ck_assert_int_eq(access(path, F_OK), 0);
+    free(out), free(err);
+    rm_tree(d);
+}
+END_TEST
+
 /* train's memory check reads the process's cgroup limit (a container's
  * --memory).  The test makes a cgroup of its own under this process's memory
  * group (cgroup v1 memory controller or v2 group), with a limit of half the
@@ -940,6 +962,7 @@ Suite *cli_suite(void) {
     tcase_add_test(train, test_empty_branch_said);
     tcase_add_test(train, test_error_after_progress_line);
     tcase_add_test(train, test_failed_checkpoint_removed);
+    tcase_add_test(train, test_resume_from_elsewhere);
     tcase_add_test(train, test_train_respects_cgroup_limit);
     tcase_add_test(train, test_sigkill_keeps_checkpoints);
     tcase_add_test(train, test_outputs_not_replaced);

@@ -712,9 +712,15 @@ static void order_by_length(int *idx, int n, const Sample *s) {
     free(v);
 }
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 int embed_texts(float *emb, const Model *m, const Tmole *tm, const Tokenizer *tok, const char *const *instr,
                 const char *const *text, int n, int task, EmbFormat fmt, int max_len, int batch,
-                long *dropped) {
+                long *dropped, const char *progress) {
     int C = m->cfg.hidden_size, rc = 0;
     if (batch < 1) batch = 1;
     Sample *smp = calloc(n ? n : 1, sizeof *smp);
@@ -733,6 +739,7 @@ int embed_texts(float *emb, const Model *m, const Tmole *tm, const Tokenizer *to
     }
     for (int i = 0; i < nk; i++) idx[i] = keep[i];
     order_by_length(idx, nk, smp);
+    double t0 = now_s();
     if (batch_alloc(&tb, batch, max_len)) { rc = -1; goto done; }
     for (int r0 = 0; r0 < nk; r0 += batch) {
         int B = nk - r0 < batch ? nk - r0 : batch;
@@ -742,7 +749,9 @@ int embed_texts(float *emb, const Model *m, const Tmole *tm, const Tokenizer *to
         model_forward(m, tm, a, &b, ATTN_BIDIRECTIONAL);
         pool_forward(tmp, norms, acts_hidden(a), &b, tb.start, C);
         for (int i = 0; i < B; i++) memcpy(emb + (size_t)idx[r0 + i] * C, tmp + (size_t)i * C, C * sizeof(float));
+        if (progress) rf_progress("%s: %d/%d embedded (%.0f s)", progress, r0 + B, nk, now_s() - t0);
     }
+    if (progress) rf_progress_end();
 done:
     for (int i = 0; i < n && smp; i++) sample_free(&smp[i]);
     free(smp); free(idx); free(keep); free(rows); free(tmp); free(norms);
@@ -756,12 +765,6 @@ done:
 static int task_arg(const char *s) {
     int t = task_by_short(s);
     return t >= 0 ? t : task_by_name(s);
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 /* The paper's RecFound rows (Table 2 and Table 3; official-code.md §9), by task id. */
@@ -1040,12 +1043,15 @@ static int tl_add(TextList *l, const char *instr, const char *text) {
 
 static void tl_free(TextList *l) { free(l->instr); free(l->text); memset(l, 0, sizeof *l); }
 
-static float *tl_embed(const EvalCfg *ec, const TextList *l, int task, EmbFormat fmt, long *dropped) {
+/* `what` names the texts on the progress line ("queries", "candidates"). */
+static float *tl_embed(const EvalCfg *ec, const TextList *l, int task, EmbFormat fmt, long *dropped, const char *what) {
     int C = ec->L->m.cfg.hidden_size;
     float *e = malloc(((size_t)l->n * C + 1) * sizeof(float));
     if (!e) { rf_error("out of memory for %d embeddings", l->n); return NULL; }
+    char label[64];
+    snprintf(label, sizeof label, "eval: %s %s", TASKS[task].short_name, what);
     if (embed_texts(e, &ec->L->m, ec->L->has_tm ? &ec->L->tm : NULL, &ec->L->tok, l->instr, l->text, l->n, task, fmt,
-                    (int)ec->max_len, (int)ec->batch, dropped)) { free(e); return NULL; }
+                    (int)ec->max_len, (int)ec->batch, dropped, label)) { free(e); return NULL; }
     return e;
 }
 
@@ -1123,9 +1129,9 @@ static int emb_code_protocol(const EvalCfg *ec, const Pool *i2i, const Dataset *
         if (!q[t].n) continue;
         fprintf(stderr, "eval: %s embeddings (authors' pools): %d queries, %d positives, %d negatives\n",
                 TASKS[t].short_name, q[t].n, pos[t].n, neg[t].n);
-        if (!(eq[t] = tl_embed(ec, &q[t], t, ec->qfmt, &res[t].dropped)) ||
-            !(ep[t] = tl_embed(ec, &pos[t], t, EMB_FMT_TRAIN, &res[t].dropped)) ||
-            !(en[t] = tl_embed(ec, &neg[t], t, EMB_FMT_TRAIN, &res[t].dropped))) { rc = -1; goto done; }
+        if (!(eq[t] = tl_embed(ec, &q[t], t, ec->qfmt, &res[t].dropped, "queries")) ||
+            !(ep[t] = tl_embed(ec, &pos[t], t, EMB_FMT_TRAIN, &res[t].dropped, "positives")) ||
+            !(en[t] = tl_embed(ec, &neg[t], t, EMB_FMT_TRAIN, &res[t].dropped, "negatives"))) { rc = -1; goto done; }
     }
     /* one random stream over every kept record, whatever the selected tasks */
     Rng rng;
@@ -1221,8 +1227,8 @@ static int emb_full_protocol(const EvalCfg *ec, int t, const Pool *p, EmbResult 
         rc = tl_add(&q, p->recs[i].query.instr, p->recs[i].query.texts[0]);
     if (rc) goto done;
     fprintf(stderr, "eval: %s embeddings (full corpus): %d queries, %d candidates\n", TASKS[t].short_name, q.n, corpus.n);
-    if (!(eq = tl_embed(ec, &q, t, ec->qfmt, &res->dropped)) ||
-        !(ec_ = tl_embed(ec, &corpus, t, EMB_FMT_TRAIN, &res->dropped))) { rc = -1; goto done; }
+    if (!(eq = tl_embed(ec, &q, t, ec->qfmt, &res->dropped, "queries")) ||
+        !(ec_ = tl_embed(ec, &corpus, t, EMB_FMT_TRAIN, &res->dropped, "candidates"))) { rc = -1; goto done; }
     double mrr = 0, ndcg = 0;
     k = 0;
     for (size_t i = 0; i < nr; i++) {

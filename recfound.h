@@ -892,10 +892,12 @@ int generate_greedy(KvDecoder *d, const int *prompt, int n, int max_new, int eos
 
 /* Embeddings of n (instruction, text) pairs of one task: the embedding pass
  * (bidirectional, routed by `task`), mean-pooled over the text tokens, unit
- * length; emb[n*C].  Rows dropped by sample_emb get zeros (counted in *dropped). */
+ * length; emb[n*C].  Rows dropped by sample_emb get zeros (counted in *dropped).
+ * progress: NULL, or the start of a progress line ("eval: U2I candidates")
+ * rewritten after each batch. */
 int embed_texts(float *emb, const Model *m, const Tmole *tm, const Tokenizer *tok, const char *const *instr,
                 const char *const *text, int n, int task, EmbFormat fmt, int max_len, int batch,
-                long *dropped);
+                long *dropped, const char *progress);
 
 /* `recfound eval | metrics | generate` (argv[0] = the sub-command). */
 int eval_main(int argc, char **argv);

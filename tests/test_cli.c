@@ -26,6 +26,9 @@ static int count_lines(const char *s) {
     return n;
 }
 
+/* Options of the quick training runs: small adapters, so that a step takes milliseconds. */
+#define SMALL_RUN "--max-len 64 --rank 2 --task-dim 8 --sched-val 2"
+
 /* Exit non-zero with exactly one stderr line that mentions `needle`. */
 static void expect_error(const char *args, const char *needle) {
     char *out, *err;
@@ -565,8 +568,8 @@ START_TEST(test_empty_branch_said) {
     tiny_world(d);
     snprintf(path, sizeof path, "%s/w/Embedding_dataset_train.jsonl", d);
     ck_assert_int_eq(rf_write_file_atomic(path, "", 0), 0);
-    const char *opts = "train --model %s/base --tokenizer %s/tok.json --data %s/w --steps 2 --gen-batch 2 --max-len 64 "
-                       "--rank 2 --task-dim 8 --sched-val 2 --out %s/%s";
+    const char *opts = "train --model %s/base --tokenizer %s/tok.json --data %s/w --steps 2 --gen-batch 2 " SMALL_RUN
+                       " --out %s/%s";
     snprintf(args, sizeof args, opts, d, d, d, d, "drop");
     ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
     ck_assert_msg(strstr(err, "warning: no training record of an embedding task in") && strstr(err, "(emb -, gen -)") &&
@@ -589,8 +592,7 @@ START_TEST(test_error_after_progress_line) {
     ck_assert(mkdtemp(d) != NULL);
     tiny_world(d);
     snprintf(args, sizeof args, "train --model %s/base --tokenizer %s/tok.json --data %s/w --out %s/run --steps 5 "
-             "--lr 1e30 --clip 0 --emb-batch 2 --gen-batch 4 --sched-remainder largest --max-len 64 --rank 2 "
-             "--task-dim 8 --sched-val 2", d, d, d, d);
+             "--lr 1e30 --clip 0 --emb-batch 2 --gen-batch 4 --sched-remainder largest " SMALL_RUN, d, d, d, d);
     int rc = run(args, &out, &err);
     ck_assert_msg(rc == 1, "status %d: %s", rc, err);
     ck_assert_msg(strstr(err, "\rtrain: step 1/5") && strstr(err, "\nrecfound train: step ") &&
@@ -604,16 +606,15 @@ END_TEST
 
 /* A checkpoint that cannot be written whole (here each file may have 75 KiB,
  * `prlimit --fsize`: the adapters fit, AdamW's moments do not, as on a full
- * disk)
- * stops the run with one line naming the file, and its half-written folder is
- * removed, not left to take the space the next try needs. */
+ * disk) stops the run with one line naming the file, and its half-written
+ * folder is removed, not left to take the space the next try needs. */
 START_TEST(test_failed_checkpoint_removed) {
     char d[] = "/tmp/rffullXXXXXX", cmd[4096], path[700], *out, *err;
     ck_assert(mkdtemp(d) != NULL);
     tiny_world(d);
     snprintf(cmd, sizeof cmd, "trap '' XFSZ; OMP_NUM_THREADS=2 prlimit --fsize=76800 %s train --model %s/base --tokenizer "
-             "%s/tok.json --data %s/w --out %s/run --steps 2 --emb-batch 2 --gen-batch 4 --max-len 64 --rank 2 "
-             "--task-dim 8 --sched-val 2", recfound_bin(), d, d, d, d);
+             "%s/tok.json --data %s/w --out %s/run --steps 2 --emb-batch 2 --gen-batch 4 " SMALL_RUN, recfound_bin(), d,
+             d, d, d);
     int rc = run_capture(cmd, &out, &err);
     ck_assert_msg(rc == 1 && strstr(err, "/.step-0.partial/optimizer.safetensors") && strstr(err, "File too large"),
                   "status %d: %s", rc, err);
@@ -633,8 +634,8 @@ START_TEST(test_resume_from_elsewhere) {
     ck_assert(getcwd(here, sizeof here) != NULL);
     const char *bin = recfound_bin();
     snprintf(cmd, sizeof cmd, "cd %s && OMP_NUM_THREADS=2 %s%s%s train --model base --tokenizer tok.json --data w "
-             "--out run --steps 3 --save-every 1 --stop-at 1 --emb-batch 2 --gen-batch 4 --max-len 64 --rank 2 "
-             "--task-dim 8 --sched-val 2", d, bin[0] == '/' ? "" : here, bin[0] == '/' ? "" : "/", bin);
+             "--out run --steps 3 --save-every 1 --stop-at 1 --emb-batch 2 --gen-batch 4 " SMALL_RUN, d,
+             bin[0] == '/' ? "" : here, bin[0] == '/' ? "" : "/", bin);
     ck_assert_msg(run_capture(cmd, &out, &err) == 0, "%s", err);
     free(out), free(err);
     snprintf(args, sizeof args, "train --resume %s/run", d);
@@ -700,7 +701,7 @@ START_TEST(test_outputs_not_replaced) {
     ck_assert(mkdtemp(d) != NULL);
     tiny_world(d);
     snprintf(args, sizeof args, "train --model %s/base --tokenizer %s/tok.json --data %s/w --out %s/run --steps 1 "
-             "--emb-batch 2 --gen-batch 2 --max-len 64 --rank 2 --task-dim 8 --sched-val 2", d, d, d, d);
+             "--emb-batch 2 --gen-batch 2 " SMALL_RUN, d, d, d, d);
     ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
     free(out), free(err);
     snprintf(keep, sizeof keep, "%s/keep", d);

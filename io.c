@@ -226,34 +226,30 @@ int rf_new_output(const char *path, const char *hint) {
     if (!S_ISDIR(st.st_mode)) return rf_error("%s: already exists: nothing was written; %s", path, hint);
     DIR *d = opendir(path);
     if (!d) return rf_error("%s: cannot read the folder: %s", path, strerror(errno));
-    char *names[3];
-    size_t n = 0, cap = sizeof names / sizeof names[0];
+    char **names = NULL;
+    size_t n = 0, cap = 0;
     int rc = 0;
     struct dirent *e;
-    /* the first three names in sorted order, so that the message is the same on every file system */
-    while ((e = readdir(d))) {
+    while (!rc && (e = readdir(d))) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        char *name = strdup(e->d_name);
-        if (!name) { rc = rf_error("%s: out of memory", path); break; }
-        if (n < cap) names[n] = name;
-        else {
-            qsort(names, cap, sizeof names[0], compare_names);
-            if (strcmp(name, names[cap - 1]) < 0) free(names[cap - 1]), names[cap - 1] = name;
-            else free(name);
+        if (n == cap) {
+            char **grown = realloc(names, (cap = cap ? 2 * cap : 16) * sizeof *names);
+            if (!grown) { rc = rf_error("%s: out of memory", path); break; }
+            names = grown;
         }
-        n++;
+        if (!(names[n] = strdup(e->d_name))) rc = rf_error("%s: out of memory", path);
+        else n++;
     }
     closedir(d);
-    size_t shown = n < cap ? n : cap;
-    qsort(names, shown, sizeof names[0], compare_names);
-    if (!rc && n > 0) {
+    if (!rc && n > 0) {  /* the first three names in sorted order: the same message on every file system */
+        qsort(names, n, sizeof *names, compare_names);
         char more[48] = "";
-        if (n > shown) snprintf(more, sizeof more, " and %zu more", n - shown);
+        if (n > 3) snprintf(more, sizeof more, " and %zu more", n - 3);
         rc = rf_error("%s: already exists and holds %s%s%s%s%s%s: nothing was written; %s", path, names[0],
-                      shown > 1 ? ", " : "", shown > 1 ? names[1] : "", shown > 2 ? ", " : "", shown > 2 ? names[2] : "",
-                      more, hint);
+                      n > 1 ? ", " : "", n > 1 ? names[1] : "", n > 2 ? ", " : "", n > 2 ? names[2] : "", more, hint);
     }
-    for (size_t i = 0; i < shown; i++) free(names[i]);
+    for (size_t i = 0; i < n; i++) free(names[i]);
+    free(names);
     return rc;
 }
 

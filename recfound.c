@@ -268,6 +268,20 @@ static int cmd_embed(int argc, char **argv) {
     return rc;
 }
 
+/* SIGINT / SIGTERM (Ctrl-C, a batch system's stop): pretrain and train finish
+ * the step and save what they have before they exit. */
+static volatile sig_atomic_t stop_requested = 0;
+static void on_stop_signal(int sig) { (void)sig; stop_requested = 1; }
+
+static void catch_stop_signals(void) {
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    /* a SIGINT ignored from the start stays ignored (a shell's `cmd &` without job control) */
+    if (sigaction(SIGINT, NULL, &old) == 0 && old.sa_handler != SIG_IGN) sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
 /* ------------------------------------------------------------ pretrain */
 
 /* One optimisation step on all rows of f: the loss is the mean CE over every
@@ -385,7 +399,9 @@ static int cmd_pretrain(int argc, char **argv) {
         if (!rc && (!view.ids || !view.len)) rc = rf_error("out of memory");
     }
     double t_start = now_s();
-    for (long s = 0; !rc && s < steps; s++) {
+    long done = 0;
+    catch_stop_signals();
+    for (long s = 0; !rc && s < steps && !stop_requested; s++) {
         double t0 = now_s();
         long tokens;
         const IdFile *bf = &f;
@@ -422,8 +438,12 @@ static int cmd_pretrain(int argc, char **argv) {
         else
             fprintf(stderr, "pretrain: step %ld/%ld  loss %.6f  grad-norm %.4g  lr %.3g  %.0f tokens/s\n", s + 1,
                     steps, loss, gnorm, lr_now, tokens / dt);
+        done = s + 1;
     }
     rf_progress_end();
+    if (!rc && done < steps)  /* stopped by a signal: the model as it is after the last whole step */
+        fprintf(stderr, "pretrain: stopped after step %ld of %ld; the model of that step goes to %s (AdamW's moments "
+                "are not kept: a later pretrain --model %s starts them afresh)\n", done, steps, out, out);
     if (!rc) rc = model_save(&m, out);
     if (!rc) fprintf(stderr, "pretrain: wrote %s\n", out);
     free(view.ids);
@@ -911,10 +931,6 @@ static int truncate_csv(const char *path, long limit) {
     return rc;
 }
 
-/* SIGINT / SIGTERM: finish the step, save, and say how to resume. */
-static volatile sig_atomic_t stop_requested = 0;
-static void on_stop_signal(int sig) { (void)sig; stop_requested = 1; }
-
 static void trainer_free(Trainer *tr) {
     for (int t = 0; t < N_TASKS; t++) {
         pool_iter_free(&tr->it[t]);
@@ -1273,11 +1289,7 @@ static int cmd_train(int argc, char **argv) {
             save_checkpoint(tr, "step-0", 0))
             goto out;
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    catch_stop_signals();  /* finish the step, save, and say how to resume */
     if (lead)
         fprintf(stderr, "train: %s + %s adapters (%zu parameters, experts %d/%d/%d, rank %d), %ld steps, "
             "batches %ld emb + %ld gen, S2Sched %s%s\n", model, no_tmole_flag ? "LoRA" : "TMoLE", tr->tm.total,

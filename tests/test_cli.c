@@ -841,6 +841,50 @@ START_TEST(test_resume_bit_identical) {
 }
 END_TEST
 
+/* SIGTERM (as Ctrl-C's SIGINT) stops pretrain after the step it is in, and the
+ * model of that step is written and loads; it stops train the same way, with a
+ * checkpoint and the command that resumes it.  Each gets its signal once its
+ * second step is on stderr.  (SIGINT itself cannot be tested so: `cmd &` in a
+ * shell without job control starts cmd with SIGINT ignored, which recfound
+ * leaves as it is.) */
+static int stop_after_two_steps(const char *cmd, const char *sig, const char *errfile) {
+    char sh[4096];
+    snprintf(sh, sizeof sh, "OMP_NUM_THREADS=2 %s 2> %s & pid=$!; i=0; "
+             "while ! grep -q 'step 2/' %s && kill -0 $pid 2>/dev/null && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); "
+             "done; kill -%s $pid; wait $pid", cmd, errfile, errfile, sig);
+    int rc = system(sh);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+START_TEST(test_stop_signal_saves) {
+    char d[] = "/tmp/rfstopXXXXXX", cmd[2048], path[700], *err;
+    size_t len;
+    ck_assert(mkdtemp(d) != NULL);
+    tiny_world(d);
+    ck_assert_int_eq(write_text(d, "ids.txt", "5 6 7 8 9\n10 11 12 13 14\n"), 0);
+    snprintf(cmd, sizeof cmd, "%s pretrain --model %s/base --ids %s/ids.txt --steps 1000000 --lr 1e-3 "
+             "--optimizer adamw --out %s/pre", recfound_bin(), d, d, d);
+    snprintf(path, sizeof path, "%s/pre.err", d);
+    ck_assert_int_eq(stop_after_two_steps(cmd, "TERM", path), 0);
+    ck_assert_int_eq(rf_read_file(path, &err, &len), 0);
+    ck_assert_msg(strstr(err, "pretrain: stopped after step ") && strstr(err, "pretrain: wrote "), "%s", err);
+    free(err);
+    Model m;
+    snprintf(path, sizeof path, "%s/pre", d);
+    ck_assert_msg(model_load(&m, path) == 0, "%s", rf_last_error());
+    model_free(&m);
+    snprintf(cmd, sizeof cmd, "%s train --model %s/base --tokenizer %s/tok.json --data %s/w --steps 1000000 "
+             "--emb-batch 2 --gen-batch 4 " SMALL_RUN " --out %s/run", recfound_bin(), d, d, d, d);
+    snprintf(path, sizeof path, "%s/train.err", d);
+    ck_assert_int_eq(stop_after_two_steps(cmd, "TERM", path), 0);
+    ck_assert_int_eq(rf_read_file(path, &err, &len), 0);
+    ck_assert_msg(strstr(err, "train: stopped after step ") && strstr(err, "continue with: recfound train --resume"),
+                  "%s", err);
+    free(err);
+    rm_tree(d);
+}
+END_TEST
+
 /* SIGKILL at random moments of a run that saves after every step: every
  * checkpoint left behind loads, and the run resumes. */
 START_TEST(test_sigkill_keeps_checkpoints) {
@@ -964,6 +1008,7 @@ Suite *cli_suite(void) {
     tcase_add_test(train, test_error_after_progress_line);
     tcase_add_test(train, test_failed_checkpoint_removed);
     tcase_add_test(train, test_resume_from_elsewhere);
+    tcase_add_test(train, test_stop_signal_saves);
     tcase_add_test(train, test_train_respects_cgroup_limit);
     tcase_add_test(train, test_sigkill_keeps_checkpoints);
     tcase_add_test(train, test_outputs_not_replaced);

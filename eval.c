@@ -993,8 +993,11 @@ int generate_main(int argc, char **argv) {
     char *answer = NULL;
     int rc = fold_task(&fm, &L.m, L.has_tm ? &L.tm : NULL, task, ATTN_CAUSAL, "generate");
     if (!rc && !(d = kv_new_folded(&fm, kv_capacity(&L.m, max_len)))) rc = -1;
-    long dropped = 0;
-    if (!rc) rc = gen_answer(d, &L.tok, eos_of(&L), prompt, (int)max_new, &answer, NULL, &dropped);
+    long dropped = 0, cut = 0;
+    if (!rc) rc = gen_answer(d, &L.tok, eos_of(&L), prompt, (int)max_new, &answer, &cut, &dropped);
+    if (cut)
+        fprintf(stderr, "generate: warning: the prompt was cut to fit --max-len %d (its oldest tokens after <s> "
+                "left out)\n", d->cap);
     if (dropped) warn_dropped("generate", NULL, dropped, &L);
     if (!rc) printf("%s\n", answer);
     free(answer);

@@ -189,7 +189,8 @@ END_TEST
 /* A model whose vocabulary is larger than its tokenizer's (padded, or a
  * tokenizer of another version), taught by ten AdamW steps to predict id
  * 3999: `generate` drops the ids past the tokenizer's from the text with one
- * warning line, as Hugging Face's decode does, instead of failing at the end. */
+ * warning line, as Hugging Face's decode does, instead of failing at the end.
+ * A prompt cut to fit --max-len is said too. */
 START_TEST(test_generate_padded_vocab) {
     char d[] = "/tmp/rfpadXXXXXX", args[2048], path[600], *out, *err;
     ck_assert(mkdtemp(d) != NULL);
@@ -208,6 +209,14 @@ START_TEST(test_generate_padded_vocab) {
     ck_assert_msg(strstr(err, "generate: ") && strstr(err, "with an id past the tokenizer's 400 (the model has 4000) "
                   "dropped from the text"), "%s", err);
     ck_assert_int_eq(count_lines(out), 1);
+    ck_assert_msg(!strstr(err, "prompt was cut"), "%s", err);
+    free(out), free(err);
+    /* a prompt longer than --max-len allows: cut, and said so */
+    snprintf(args, sizeof args, "generate --model %s/big --tokenizer %s/tok.json --prompt 'a gift card' --max-new 2 "
+             "--max-len 8", d, d);
+    rc = run(args, &out, &err);
+    ck_assert_msg(rc == 0 && strstr(err, "generate: warning: the prompt was cut to fit --max-len 8"), "status %d: %s",
+                  rc, err);
     free(out), free(err);
     rm_tree(d);
 }

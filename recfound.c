@@ -124,6 +124,16 @@ static int idfile_read(IdFile *f, const char *path, int vocab, int min_len) {
     return 0;
 }
 
+/* A sequence longer than the model's max_position_embeddings still runs (RoPE
+ * has no hard limit, and Hugging Face's Mistral and Llama run it too), with one
+ * warning line: the model never saw such positions in training. */
+static void warn_positions(const char *cmd, const char *path, const IdFile *f, const Model *m) {
+    int P = m->cfg.max_position_embeddings;
+    if (P > 0 && f->max_len > P)
+        fprintf(stderr, "%s: warning: %s holds a sequence of %d tokens, more than the model's "
+                "max_position_embeddings (%d)\n", cmd, path, f->max_len, P);
+}
+
 /* Right-pad rows [r0, r0+B) of f into ids/lengths (pad id 0) with T = their longest. */
 static Batch make_batch(const IdFile *f, int r0, int B, int *ids, int *lengths) {
     Batch b = {.B = B, .T = 0, .ids = ids, .lengths = lengths};
@@ -197,6 +207,7 @@ static int cmd_score(int argc, char **argv) {
     if (model_load_frozen(&m, mdir, "score")) return -1;
     if (load_adapter_task(&tm, &task, "score", adir, tname, &m)) { model_free(&m); return -1; }
     if (idfile_read(&f, idp, m.cfg.vocab_size, 2)) { tmole_free(&tm); model_free(&m); return -1; }
+    warn_positions("score", idp, &f, &m);
     for (int i = 0; i < CHUNK; i++) tasks[i] = task;
     int *ids = malloc((size_t)CHUNK * f.max_len * sizeof(int)), lengths[CHUNK];
     float *w = malloc((size_t)CHUNK * f.max_len * sizeof(float));
@@ -244,6 +255,7 @@ static int cmd_embed(int argc, char **argv) {
     if (model_load_frozen(&m, mdir, "embed")) return -1;
     if (load_adapter_task(&tm, &task, "embed", adir, tname, &m)) { model_free(&m); return -1; }
     if (idfile_read(&f, idp, m.cfg.vocab_size, (int)from + 1)) { tmole_free(&tm); model_free(&m); return -1; }
+    warn_positions("embed", idp, &f, &m);
     for (int i = 0; i < CHUNK; i++) tasks[i] = task;
     int C = m.cfg.hidden_size, *ids = malloc((size_t)CHUNK * f.max_len * sizeof(int)), lengths[CHUNK], froms[CHUNK];
     float *emb = malloc((size_t)CHUNK * C * sizeof(float)), norms[CHUNK];
@@ -368,6 +380,7 @@ static int cmd_pretrain(int argc, char **argv) {
     IdFile f = {0}, view = {0};
     if (model_load(&m, mdir)) return -1;
     if (idp && idfile_read(&f, idp, m.cfg.vocab_size, 2)) { model_free(&m); return -1; }
+    if (idp) warn_positions("pretrain", idp, &f, &m);
     if (data) {
         Tokenizer tok;
         Dataset d = {0};

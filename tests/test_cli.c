@@ -222,6 +222,28 @@ START_TEST(test_generate_padded_vocab) {
 }
 END_TEST
 
+/* A sequence longer than the model's max_position_embeddings (64 in the
+ * fixture) is scored, with one warning line naming the file. */
+START_TEST(test_beyond_max_positions) {
+    char d[] = "/tmp/rfposXXXXXX", line[400] = "", path[600], args[700], *out, *err;
+    ck_assert(mkdtemp(d) != NULL);
+    for (int i = 0; i < 70; i++) strcat(line, i ? " 5" : "5");
+    strcat(line, "\n");
+    snprintf(path, sizeof path, "%s/long.txt", d);
+    ck_assert_int_eq(rf_write_file_atomic(path, line, strlen(line)), 0);
+    snprintf(args, sizeof args, "score --model tests/fixtures/gqa_tied/model --ids %s/long.txt", d);
+    ck_assert_int_eq(run(args, &out, &err), 0);
+    ck_assert_msg(count_lines(out) == 1 && count_lines(err) == 1 &&
+                  strstr(err, "score: warning: ") && strstr(err, "long.txt holds a sequence of 70 tokens, more than "
+                  "the model's max_position_embeddings (64)"), "%s", err);
+    free(out), free(err);
+    ck_assert_int_eq(run("score --model tests/fixtures/gqa_tied/model --ids tests/fixtures/gqa_tied/ids.txt", &out, &err), 0);
+    ck_assert_msg(!strstr(err, "warning"), "%s", err);
+    free(out), free(err);
+    rm_tree(d);
+}
+END_TEST
+
 /* Bad model folders and id files: one line naming the file, nothing written. */
 START_TEST(test_bad_input) {
     char dir[] = "/tmp/rfbadXXXXXX", cmd[1024], args[1024];
@@ -1005,6 +1027,7 @@ Suite *cli_suite(void) {
     tcase_add_test(bad, test_help_and_usage_errors);
     tcase_add_test(bad, test_bad_input);
     tcase_add_test(bad, test_generate_padded_vocab);
+    tcase_add_test(bad, test_beyond_max_positions);
     suite_add_tcase(s, bad);
     TCase *train = tcase_create("training");
     tcase_set_timeout(train, 300);

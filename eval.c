@@ -1361,7 +1361,7 @@ int eval_main(int argc, char **argv) {
                {"--adapter", 's', &adapter, "TMoLE adapter folder (default: the backbone alone)"},
                {"--tokenizer", 's', &tokp, "tokenizer.json (default MODEL/tokenizer.json)"},
                {"--data", 's', &data, "dataset folder (Embedding_/Generative_dataset_SPLIT.jsonl, item_embedding_test.json)"},
-               {"--split", 's', &split, "test (default) | eval"},
+               {"--split", 's', &split, "test (default) | eval | train"},
                {"--tasks", 's', &tasks, "comma-separated tasks, e.g. U2I,SR (default: all 13)"},
                {"--out", 's', &out, "scores as JSON; outputs.jsonl is written beside it"},
                {"--outputs", 's', &outputs, "where to write the generations (default: beside --out, or ./outputs.jsonl)"},
@@ -1381,7 +1381,7 @@ int eval_main(int argc, char **argv) {
     if (r) return r > 0 ? 0 : -1;
     if (!model || !data) return rf_error("eval: --model and --data are required (see recfound eval --help)");
     if (strcmp(split, "test") && strcmp(split, "eval") && strcmp(split, "train"))
-        return rf_error("eval: --split must be test or eval, got '%s'", split);
+        return rf_error("eval: --split must be test, eval or train, got '%s'", split);
     int do_code = !strcmp(protocol, "code") || !strcmp(protocol, "both");
     int do_full = !strcmp(protocol, "full") || !strcmp(protocol, "both");
     if (!do_code && !do_full) return rf_error("eval: --protocol must be code, full or both, got '%s'", protocol);

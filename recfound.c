@@ -280,6 +280,14 @@ static int cmd_embed(int argc, char **argv) {
     return rc;
 }
 
+/* A numeric option's range: 0, or one line naming it ("--lr must be >= 0, got
+ * -1"); lo_open makes the lower end exclusive, hi = INFINITY means no upper end. */
+static int check_range(const char *name, double v, double lo, int lo_open, double hi) {
+    if ((lo_open ? v > lo : v >= lo) && v <= hi) return 0;  /* NaN fails both */
+    if (isinf(hi)) return rf_error("%s must be %s %g, got %g", name, lo_open ? ">" : ">=", lo, v);
+    return rf_error("%s must be in %s%g, %g], got %g", name, lo_open ? "(" : "[", lo, hi, v);
+}
+
 /* SIGINT / SIGTERM (Ctrl-C, a batch system's stop): pretrain and train finish
  * the step and save what they have before they exit. */
 static volatile sig_atomic_t stop_requested = 0;
@@ -376,6 +384,9 @@ static int cmd_pretrain(int argc, char **argv) {
         return rf_error("--optimizer must be sgd or adamw, got '%s'", optim);
     if (steps < 0 || micro < 1 || warmup < 0 || batch < 1 || max_len < 2)
         return rf_error("--steps, --warmup >= 0; --micro, --batch >= 1; --max-len >= 2");
+    if (check_range("--lr", lr, 0, 0, INFINITY) || check_range("--weight-decay", wd, 0, 0, INFINITY) ||
+        check_range("--clip", clip, 0, 0, INFINITY) || check_range("--epochs", (double)epochs, 0, 0, INFINITY))
+        return -1;
     Model m;
     IdFile f = {0}, view = {0};
     if (model_load(&m, mdir)) return -1;
@@ -1137,6 +1148,15 @@ static int cmd_train(int argc, char **argv) {
         goto free_args;
     if (tr->emb_batch < 0 || tr->gen_batch < 0 || tr->micro < 1 || tr->max_len < 8 || tr->steps < 0 || rank < 1)
         { rf_error("batch sizes must be >= 0, --micro >= 1, --max-len >= 8, --rank >= 1"); goto free_args; }
+    if (check_range("--lr", tr->lr, 0, 0, INFINITY) || check_range("--warmup", tr->warmup_ratio, 0, 0, 1) ||
+        check_range("--clip", tr->clip, 0, 0, INFINITY) || check_range("--weight-decay", tr->wd, 0, 0, INFINITY) ||
+        check_range("--temperature", tr->tau, 0, 1, INFINITY) ||
+        check_range("--lambda-gen", tr->lambda_gen, 0, 0, INFINITY) || check_range("--alpha", alpha, 0, 1, INFINITY) ||
+        check_range("--sched-val", (double)tr->sched_val, 1, 0, INFINITY) ||
+        check_range("--sched-tau", sched_tau, 0, 1, INFINITY) || check_range("--sched-warmup", sched_warm, 0, 0, 1) ||
+        check_range("--save-every", (double)tr->save_every, 0, 0, INFINITY) ||
+        check_range("--epochs", (double)epochs, 0, 0, INFINITY))
+        goto free_args;
     if (strcmp(variant, "paper") && strcmp(variant, "code"))
         { rf_error("--sched-variant must be paper or code, got '%s'", variant); goto free_args; }
     if (strcmp(rem, "drop") && strcmp(rem, "largest"))
@@ -1461,6 +1481,7 @@ static int cmd_loss(int argc, char **argv) {
     if (r) return r > 0 ? 0 : -1;
     if (need_flag("loss", "--model", model) || need_flag("loss", "--data", data)) return -1;
     if (samples < 1 || tr->max_len < 8) return rf_error("--samples >= 1 and --max-len >= 8");
+    if (check_range("--temperature", tr->tau, 0, 1, INFINITY)) return -1;
     char path[4096];
     int rc = -1;
     double loss[N_TASKS];

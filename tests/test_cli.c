@@ -174,6 +174,13 @@ START_TEST(test_help_and_usage_errors) {
     expect_error("score --frobnicate 1", "unknown option");
     expect_error("score --ids x", "--model");
     expect_error("eval --model m --data d --limit -3", "--limit >= 0");
+    /* numeric options out of range: one line naming the option, before anything is loaded */
+    expect_error("train --model m --data d --out /tmp/rf-never-trained --temperature 0", "--temperature must be > 0");
+    expect_error("train --model m --data d --out /tmp/rf-never-trained --warmup 5", "--warmup must be in [0, 1]");
+    expect_error("train --model m --data d --out /tmp/rf-never-trained --lr -1", "--lr must be >= 0");
+    expect_error("pretrain --model m --ids i --out /tmp/rf-never-trained --clip -1", "--clip must be >= 0");
+    expect_error("loss --model m --data d --temperature -0.5", "--temperature must be > 0");
+    ck_assert_int_ne(access("/tmp/rf-never-trained", F_OK), 0);
     expect_error("init --preset huge --out /tmp/never", "unknown preset");
     expect_error("pretrain --model tests/fixtures/gqa_tied/model --ids tests/fixtures/gqa_tied/ids.txt "
                  "--optimizer adam --out /tmp/never", "sgd or adamw");

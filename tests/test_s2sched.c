@@ -596,6 +596,9 @@ START_TEST(test_cli) {
     const char *bad[] = {"sched", "--losses", csv, "--variant", "nope"};
     ck_assert_int_eq(run_sched(5, bad), -1);
     ck_assert_ptr_nonnull(strstr(rf_last_error(), "--variant"));
+    const char *cold[] = {"sched", "--losses", csv, "--tau", "-1"};  /* a temperature must be positive */
+    ck_assert_int_eq(run_sched(5, cold), -1);
+    ck_assert_ptr_nonnull(strstr(rf_last_error(), "--tau must be > 0"));
     const char *none[] = {"sched"};
     ck_assert_int_eq(run_sched(1, none), -1);
     unlink(csv), unlink(out), unlink(svg);

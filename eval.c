@@ -996,8 +996,8 @@ int generate_main(int argc, char **argv) {
     long dropped = 0, cut = 0;
     if (!rc) rc = gen_answer(d, &L.tok, eos_of(&L), prompt, (int)max_new, &answer, &cut, &dropped);
     if (cut)
-        fprintf(stderr, "generate: warning: the prompt was cut to fit --max-len %d (its oldest tokens after <s> "
-                "left out)\n", d->cap);
+        fprintf(stderr, "generate: warning: the prompt was cut (its oldest tokens after <s> left out) so that it and "
+                "the answer fit in %d tokens (--max-len, at most max_position_embeddings)\n", d->cap);
     if (dropped) warn_dropped("generate", NULL, dropped, &L);
     if (!rc) printf("%s\n", answer);
     free(answer);

@@ -1570,6 +1570,9 @@ int metrics_main(int argc, char **argv) {
     if (mode < 0) return rf_error("metrics: --ave-precision must be correct or code, got '%s'", prec);
     OutputSet s;
     if (outset_read(&s, outputs)) return -1;
+    long records = 0;
+    for (int t = 0; t < N_TASKS; t++) records += s.n[t];
+    if (!records) { outset_free(&s); return rf_error("%s: no records to score", outputs); }
     MetricResult res[N_TASKS];
     memset(res, 0, sizeof res);
     printf("%-5s %-30s %-9s %8s %9s %8s %8s %7s %8s\n", "task", "name", "metric", "score", "precision", "recall",

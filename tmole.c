@@ -869,6 +869,7 @@ int route_main(int argc, char **argv) {
         else return rf_error("route: unknown option '%s' (see recfound route --help)", argv[i]);
     }
     if (!dir) return rf_error("route: missing required option --adapter");
+    if (prefix && !*prefix) return rf_error("route: --out needs a non-empty PREFIX (it writes PREFIX.csv and PREFIX.svg)");
     Config mc;
     Tmole t;
     if (shapes_from_adapter(&mc, dir) || tmole_load(&t, dir, &mc)) return -1;

@@ -481,6 +481,10 @@ START_TEST(test_metrics_cmd) {
     write_text(in, "{\"output\": \"yes\"}\n");
     ck_assert_int_eq(metrics_main(5, argv), -1);
     ck_assert_ptr_nonnull(strstr(rf_last_error(), "line 1"));
+    /* a file without records is an error too, not an empty table */
+    write_text(in, "");
+    ck_assert_int_eq(metrics_main(5, argv), -1);
+    ck_assert_ptr_nonnull(strstr(rf_last_error(), "no records to score"));
     unlink(in);
     unlink(js);
     rmdir(dir);

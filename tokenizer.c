@@ -1835,6 +1835,7 @@ static int cmd_train(int argc, char **argv) {
         if (!rc) rc = dataset_for_each_text(&d, corpus_add, &c);
         dataset_free(&d);
     }
+    if (!rc && c.n == 0) rc = rf_error("%s: no training texts", corpus ? corpus : data);
     if (!rc) rc = tok_train(&t, c.texts, c.lens, c.n, (int)(vocab > INT_MAX ? INT_MAX : vocab));
     if (!rc) {
         rc = tok_save(&t, out);

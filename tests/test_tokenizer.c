@@ -566,6 +566,14 @@ START_TEST(test_cli) {
     ck_assert_int_eq(run_cli(outf, bad, 4), -1);
     char *bad2[] = {"tokenizer", "frobnicate"};
     ck_assert_int_eq(run_cli(outf, bad2, 2), -1);
+    /* a corpus without texts is an error, not a tokenizer of the byte tokens alone */
+    f = fopen(corpus, "w");
+    fclose(f);
+    unlink(tokjs);
+    char *train_empty[] = {"tokenizer", "train", "--corpus", corpus, "--vocab", "280", "--out", tokjs};
+    ck_assert_int_eq(run_cli(outf, train_empty, 8), -1);
+    ck_assert_msg(strstr(rf_last_error(), "no training texts") != NULL, "%s", rf_last_error());
+    ck_assert_int_ne(access(tokjs, F_OK), 0);
     unlink(corpus), unlink(tokjs), unlink(outf), unlink(idsf), unlink(decf);
     rmdir(dir);
 }

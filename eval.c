@@ -397,12 +397,16 @@ static int fold_setup(FoldedModel *f, const Model *base) {
     return 0;
 }
 
-int unfold_task(FoldedModel *f, const Model *base, const Tmole *tm, int task, AttnMode pass) {
-    if (fold_setup(f, base)) return -1;
+/* f (set up) keeps the adapters of `task` and `pass` unfolded, for kv_new_folded. */
+static int keep_unfolded(FoldedModel *f, const Tmole *tm, int task, AttnMode pass) {
     f->tm = tm;
     f->task = task;
     f->pass = pass;
     return 0;
+}
+
+int unfold_task(FoldedModel *f, const Model *base, const Tmole *tm, int task, AttnMode pass) {
+    return fold_setup(f, base) ? -1 : keep_unfolded(f, tm, task, pass);
 }
 
 /* Eq. (2) at inference: with dropout off and the routing v fixed by the task,
@@ -428,8 +432,7 @@ int fold_task(FoldedModel *f, const Model *base, const Tmole *tm, int task, Attn
         fprintf(stderr, "%s: folding the adapters into the %zu adapted projections would need %.1f GiB of float32, "
                 "more than the %.1f GiB of memory available: they stay unfolded (eq. 2 as in training)\n", who,
                 n_sites, need / 1073741824.0, avail / 1073741824.0);
-        fold_free(f);
-        return unfold_task(f, base, tm, task, pass);
+        return keep_unfolded(f, tm, task, pass);
     }
     f->own = malloc((total ? total : 1) * sizeof(float));
     if (!f->own) { fold_free(f); return rf_error("out of memory for the folded projections (%zu floats)", total); }

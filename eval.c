@@ -16,7 +16,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* ================================================================ metrics */
 
@@ -715,12 +714,6 @@ static void order_by_length(int *idx, int n, const Sample *s) {
     free(v);
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 int embed_texts(float *emb, const Model *m, const Tmole *tm, const Tokenizer *tok, const char *const *instr,
                 const char *const *text, int n, int task, EmbFormat fmt, int max_len, int batch,
                 long *dropped, const char *progress) {
@@ -742,7 +735,7 @@ int embed_texts(float *emb, const Model *m, const Tmole *tm, const Tokenizer *to
     }
     for (int i = 0; i < nk; i++) idx[i] = keep[i];
     order_by_length(idx, nk, smp);
-    double t0 = now_s();
+    double t0 = rf_now();
     if (batch_alloc(&tb, batch, max_len)) { rc = -1; goto done; }
     for (int r0 = 0; r0 < nk; r0 += batch) {
         int B = nk - r0 < batch ? nk - r0 : batch;
@@ -752,7 +745,7 @@ int embed_texts(float *emb, const Model *m, const Tmole *tm, const Tokenizer *to
         model_forward(m, tm, a, &b, ATTN_BIDIRECTIONAL);
         pool_forward(tmp, norms, acts_hidden(a), &b, tb.start, C);
         for (int i = 0; i < B; i++) memcpy(emb + (size_t)idx[r0 + i] * C, tmp + (size_t)i * C, C * sizeof(float));
-        if (progress) rf_progress("%s: %d/%d embedded (%.0f s)", progress, r0 + B, nk, now_s() - t0);
+        if (progress) rf_progress("%s: %d/%d embedded (%.0f s)", progress, r0 + B, nk, rf_now() - t0);
     }
     if (progress) rf_progress_end();
 done:
@@ -1279,7 +1272,7 @@ static int eval_generative(const EvalCfg *ec, const Dataset *d, const char *out_
     OutputSet os;
     memset(&os, 0, sizeof os);
     int rc = 0;
-    double t0 = now_s();
+    double t0 = rf_now();
     for (int ti = 0; ti < 10 && !rc; ti++) {
         int t = TABLE2[ti];
         const Pool *p = &d->pool[t];
@@ -1307,7 +1300,7 @@ static int eval_generative(const EvalCfg *ec, const Dataset *d, const char *out_
             else buf_printf(&lines, "null");
             buf_printf(&lines, ", \"task\": \"%s\"}\n", TASKS[t].name);
             free(answer);
-            rf_progress("eval: %-4s %ld/%ld generated (%.0f s)", TASKS[t].short_name, i + 1, n, now_s() - t0);
+            rf_progress("eval: %-4s %ld/%ld generated (%.0f s)", TASKS[t].short_name, i + 1, n, rf_now() - t0);
         }
         rf_progress_end();
         if (truncated) fprintf(stderr, "eval: %s: %ld prompts cut to fit --max-len\n", TASKS[t].short_name, truncated);

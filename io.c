@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <time.h>
 #include <dirent.h>
 #include <unistd.h>
 
@@ -57,6 +58,12 @@ void rf_progress(const char *fmt, ...) {
 void rf_progress_end(void) {
     if (g_progress_open) fputc('\n', stderr);
     g_progress_open = 0;
+}
+
+double rf_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 /* ------------------------------------------------------------------- files */

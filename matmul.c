@@ -45,7 +45,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -559,12 +558,6 @@ void matmul_strided_ref(float *out, size_t ldo, const float *a, size_t a_rs, siz
 static const int bench_fwd[5][3] = {
     {2048, 256, 256}, {2048, 256, 128}, {2048, 256, 688}, {2048, 688, 256}, {2048, 256, 4096}};
 
-static double now_sec(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
-
 /* Prints "matmul KIND M= K= N= gflops=" per shape (2MNK / best time of
  * `reps` runs after one warm-up), then per-kind and overall totals
  * (total flops / total best time).  Usage: bench-matmul [reps]. */
@@ -575,7 +568,7 @@ static double now_sec(void) {
 #if defined(__AVX512F__)
 static double peak_gflops(int bf16) {
     const long iters = 20000000;
-    double t0 = now_sec();
+    double t0 = rf_now();
     float sink = 0;
 #pragma omp parallel reduction(+ : sink)
     {
@@ -601,7 +594,7 @@ static double peak_gflops(int bf16) {
         for (int i = 1; i < 12; i++) s = _mm512_add_ps(s, acc[i]);
         sink += _mm512_reduce_add_ps(s);
     }
-    double dt = now_sec() - t0;
+    double dt = rf_now() - t0;
     int threads = 1;
 #ifdef _OPENMP
     threads = omp_get_max_threads();
@@ -662,9 +655,9 @@ int bench_matmul_main(int argc, char **argv) {
             double best = 1e30;
             fn[t](c, a, b, M, K, N, 0);
             for (int r = 0; r < reps; r++) {
-                double t0 = now_sec();
+                double t0 = rf_now();
                 fn[t](c, a, b, M, K, N, 0);
-                double dt = now_sec() - t0;
+                double dt = rf_now() - t0;
                 if (dt < best) best = dt;
             }
             double f = 2.0 * M * N * K;

@@ -28,7 +28,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------ the core */
@@ -691,12 +690,6 @@ static int bench_tensors(BenchSet *s) {
     return 0;
 }
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 int bench_merge_main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -749,9 +742,9 @@ int bench_merge_main(int argc, char **argv) {
         for (int k = 0; k < BM_K; k++) ck[k] = dirs[k + 1];
         MergeArgs a = {dirs[0], dirs[NDIR - 1], ck, BM_K, MERGE_TIES, TIES_ORDER_TIES, 0.8, 1.0f, 1};
         for (int rep = 0; rep < 3 && !rc; rep++) {
-            double t0 = now_seconds();
+            double t0 = rf_now();
             rc = merge_run(&a);
-            double t = now_seconds() - t0;
+            double t = rf_now() - t0;
             if (t < best) best = t;
         }
     }

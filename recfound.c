@@ -22,17 +22,10 @@
 #include <errno.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static double peak_rss_mb(void) {
     struct rusage ru;
@@ -422,11 +415,11 @@ static int cmd_pretrain(int argc, char **argv) {
         view.len = malloc(batch * sizeof *view.len);
         if (!rc && (!view.ids || !view.len)) rc = rf_error("out of memory");
     }
-    double t_start = now_s();
+    double t_start = rf_now();
     long done = 0;
     catch_stop_signals();
     for (long s = 0; !rc && s < steps && !stop_requested; s++) {
-        double t0 = now_s();
+        double t0 = rf_now();
         long tokens;
         const IdFile *bf = &f;
         if (data) {  /* this step's batch: the next `batch` texts of a seeded shuffle */
@@ -455,10 +448,10 @@ static int cmd_pretrain(int argc, char **argv) {
         float lr_now = warmup ? lr_schedule((float)lr, s, warmup, steps) : (float)lr;
         if (!strcmp(optim, "sgd")) sgd_step(m.params, grads, m.total, lr_now);
         else adamw_step(&adam, m.params, grads, lr_now);
-        double dt = now_s() - t0;
+        double dt = rf_now() - t0;
         if (data)
             rf_progress("pretrain: step %ld/%ld  loss %.4f  grad-norm %.3g  lr %.2e  %.0f tokens/s  %.0f s left   ",
-                    s + 1, steps, loss, gnorm, lr_now, tokens / dt, (now_s() - t_start) / (s + 1) * (steps - s - 1));
+                    s + 1, steps, loss, gnorm, lr_now, tokens / dt, (rf_now() - t_start) / (s + 1) * (steps - s - 1));
         else
             fprintf(stderr, "pretrain: step %ld/%ld  loss %.6f  grad-norm %.4g  lr %.3g  %.0f tokens/s\n", s + 1,
                     steps, loss, gnorm, lr_now, tokens / dt);
@@ -1330,9 +1323,9 @@ static int cmd_train(int argc, char **argv) {
             tr->use_sched ? variant : "off", ranks);
 
     long warmup = (long)(tr->warmup_ratio * tr->steps + 0.5);
-    double t_start = now_s();
+    double t_start = rf_now();
     for (long step = start; step < tr->steps; step++) {
-        double t0 = now_s();
+        double t0 = rf_now();
         int counts[N_TASKS] = {0};
         /* how many samples of each task (§4.3.2): S2Sched, or uniform over tasks */
         for (int t = 0; t < N_TASKS; t++) tr->omega_hist[step * N_TASKS + t] = NAN;
@@ -1398,7 +1391,7 @@ static int cmd_train(int argc, char **argv) {
         } else {
             adamw_step(&tr->opt, tr->tm.params, tr->grads, lr);
         }
-        double dt = now_s() - t0;
+        double dt = rf_now() - t0;
         buf_printf(&tr->loss_csv, "%ld,%.6g,%.9g,%.9g,%.9g,%.6g,%d,%d,%ld,%.4f\n", step + 1, lr, loss, le, lg, gnorm, q, ng,
                 tokens, dt);
         if (lead && (!tr->loss_csv.data || (tr->use_sched && !tr->sched_csv.data))) { rf_error("out of memory"); goto out; }
@@ -1410,7 +1403,8 @@ static int cmd_train(int argc, char **argv) {
             if (ne) snprintf(es, sizeof es, "%.4f", le);
             if (ng) snprintf(gs, sizeof gs, "%.4f", lg);
             rf_progress("train: step %ld/%ld  loss %.4f (emb %s, gen %s)  lr %.2e  %.1f s/step  %.0f s left   ",
-                    step + 1, tr->steps, loss, es, gs, lr, dt, (now_s() - t_start) / (step + 1) * (tr->steps - step - 1));
+                        step + 1, tr->steps, loss, es, gs, lr, dt,
+                        (rf_now() - t_start) / (step + 1) * (tr->steps - step - 1));
         }
         int stop = stop_requested || (stop_at > 0 && step + 1 >= stop_at && step + 1 < tr->steps);
         if (dist_max_int(&stop, "agreeing to stop")) goto out;  /* a signal to any rank stops them all */
@@ -1445,7 +1439,7 @@ static int cmd_train(int argc, char **argv) {
         if (n_mid == 1) snprintf(mid, sizeof mid, ", step-%ld", every);
         else if (n_mid > 1) snprintf(mid, sizeof mid, ", step-%ld to step-%ld (every %ld)", every, n_mid * every, every);
         fprintf(stderr, "train: wrote %s/step-0%s, %s/final and %s/losses.csv in %.0f s\n", tr->out, mid, tr->out,
-                tr->out, now_s() - t_start);
+                tr->out, rf_now() - t_start);
     }
     rc = 0;
 out:
@@ -1529,12 +1523,12 @@ static int bench_attention(const Config *c, int B, int T, const int *lengths, in
         for (size_t i = 0; i < nk; i++) k[i] = rng_normal(&rng), v[i] = rng_normal(&rng);
         double best_f = 1e30, best_b = 1e30;
         for (int r = 0; r <= reps; r++) {  /* the first run warms up */
-            double t0 = now_s();
+            double t0 = rf_now();
             attention_forward(o, att, q, k, v, lengths, B, T, H, KV, hd, ATTN_CAUSAL, c->sliding_window);
-            double t1 = now_s();
+            double t1 = rf_now();
             attention_backward(dq, dk, dv, dout, att, q, k, v, lengths, B, T, H, KV, hd, ATTN_CAUSAL,
                                c->sliding_window);
-            double t2 = now_s();
+            double t2 = rf_now();
             if (r > 0 && t1 - t0 < best_f) best_f = t1 - t0;
             if (r > 0 && t2 - t1 < best_b) best_b = t2 - t1;
         }
@@ -1575,21 +1569,21 @@ static int cmd_bench_train(int argc, char **argv) {
         double t0 = 0, phase[5] = {0};  /* zeroing, forward, LM head + loss, backward, AdamW */
         for (long s = 0; s <= steps; s++) {
             double t[6];
-            t[0] = now_s();
+            t[0] = rf_now();
             if (s == 1) t0 = t[0];
             memset(grads, 0, m.total * sizeof(float));
-            t[1] = now_s();
+            t[1] = rf_now();
             model_forward(&m, NULL, a, &b, ATTN_CAUSAL);
-            t[2] = now_s();
+            t[2] = rf_now();
             model_lm_loss(&m, a, &b, w, NULL, grads, 1);
-            t[3] = now_s();
+            t[3] = rf_now();
             model_backward(&m, NULL, a, &b, ATTN_CAUSAL, grads, NULL);
-            t[4] = now_s();
+            t[4] = rf_now();
             adamw_step(&adam, m.params, grads, 1e-4f);
-            t[5] = now_s();
+            t[5] = rf_now();
             for (int i = 0; s > 0 && i < 5; i++) phase[i] += t[i + 1] - t[i];
         }
-        double dt = now_s() - t0;
+        double dt = rf_now() - t0;
         int threads = 1;
 #ifdef _OPENMP
         threads = omp_get_max_threads();
@@ -1651,7 +1645,7 @@ static int cmd_bench_recfound(int argc, char **argv) {
     if (!rc) rc = acts_ensure(&a, &m, R, (int)L);
     double t0 = 0;
     for (long s = 0; !rc && s <= steps; s++) {
-        if (s == 1) t0 = now_s();
+        if (s == 1) t0 = rf_now();
         for (long i = 0; i < (long)R * L; i++) ids[i] = (int)(rng_next(&rng) % m.cfg.vocab_size);
         memset(grads, 0, tm.total * sizeof(float));
         /* embedding branch: rows [queries | positives | negatives] */
@@ -1676,7 +1670,7 @@ static int cmd_bench_recfound(int argc, char **argv) {
         adamw_step(&opt, tm.params, grads, 1e-4f);
     }
     if (!rc) {
-        double dt = now_s() - t0;
+        double dt = rf_now() - t0;
         printf("c recfound samples_per_s=%.2f step_ms=%.1f adapter_params=%zu\n", (Q + G) * steps / dt, 1000 * dt / steps,
                tm.total);
         printf("c peak_rss_mb=%.1f\n", peak_rss_mb());
@@ -1722,7 +1716,7 @@ static int cmd_bench_infer(int argc, char **argv) {
     double t_gen = 0, t_emb = 0;
     for (long rep = 0; !rc && rep <= reps; rep++) {
         for (long i = 0; i < prompt; i++) ids[i] = (int)(rng_next(&rng) % V);
-        double t0 = now_s();
+        double t0 = rf_now();
         kv_reset(kv);
         rc = kv_forward(kv, ids, (int)prompt, logits, 0);
         for (long k = 0; !rc && k < new_tokens; k++) {
@@ -1730,14 +1724,14 @@ static int cmd_bench_infer(int argc, char **argv) {
             for (int j = 1; j < V; j++) if (logits[j] > logits[best]) best = j;
             rc = kv_forward(kv, &best, 1, logits, 0);
         }
-        if (rep) t_gen += now_s() - t0;
+        if (rep) t_gen += rf_now() - t0;
         for (long i = 0; i < batch * len; i++) ids[i] = (int)(rng_next(&rng) % V);
         for (long i = 0; i < batch; i++) lengths[i] = (int)len;
         Batch b = {.B = (int)batch, .T = (int)len, .ids = ids, .lengths = lengths};
-        t0 = now_s();
+        t0 = rf_now();
         model_forward(&m, NULL, a, &b, ATTN_BIDIRECTIONAL);
         pool_forward(emb, norms, acts_hidden(a), &b, from, C);
-        if (rep) t_emb += now_s() - t0;
+        if (rep) t_emb += rf_now() - t0;
     }
     if (!rc) {
         printf("c generate tokens_per_s=%.1f (prompt %ld, %ld new, KV cache)\n", new_tokens * reps / t_gen, prompt, new_tokens);

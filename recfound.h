@@ -49,6 +49,8 @@ void rf_progress(const char *fmt, ...)
 #endif
     ;
 void rf_progress_end(void);
+/* Seconds on a monotonic clock: the timer behind progress lines and benchmarks. */
+double rf_now(void);
 
 /* The sub-commands' options: a typed table where each flag writes straight
  * into a variable that holds its default.  type 's' string (const char *),

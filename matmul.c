@@ -21,6 +21,7 @@
  *   jc over N in NC columns    pc over K in KC    pack B[pc, jc] into NR-wide strips
  *   ic over M in MC rows       pack A[ic, pc] into MR-tall strips
  *   jr over NR strips, ir over MR strips: MR x NR register micro-kernel
+ *                                         (and a few prefetches of the next blocks' lines)
  *
  * Packing pads the edge strips with zeros, so the micro-kernel always runs on a
  * full MR x NR tile; edge tiles go through a small buffer and only the valid
@@ -44,6 +45,7 @@
 #include "recfound.h"
 
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -380,6 +382,48 @@ static void pack_b(float *restrict Bp, View B, int p0, int kc, int j0, int nc) {
     else pack_panel(Bp, B.p + at, NR, nc, B.cs, B.rs, kc);
 }
 
+/* ------------------------------------------------------ fetching ahead */
+
+/* An operand block's source is usually an activation written megabytes ago
+ * and no longer in any cache, so packing it cold waits on every line while the
+ * FMA units idle; the micro-kernels, in turn, leave the memory bus idle.  So
+ * while the kernels of one block run, the lines of the block packed next are
+ * requested, a few before each micro-kernel call, and its packing finds them
+ * in cache.  A prefetch changes no result.
+ *
+ * Ahead: the cache lines of rows [r0, r0+nr) x columns [c0, c0+nc) of a
+ * matrix, walked as `runs` contiguous runs of `per_run` lines, `stride` bytes
+ * apart (the rows when columns are contiguous, else the columns when rows are;
+ * neither, or a bf16 matrix: nothing is fetched). */
+typedef struct {
+    const char *p;
+    size_t stride;
+    int per_run, total, done, run, line;
+} Ahead;
+
+static Ahead ahead_of(View v, int r0, int nr, int c0, int nc) {
+    Ahead h = {0};
+    size_t len;
+    int runs;
+    if (v.h || nr <= 0 || nc <= 0) return h;
+    if (v.cs == 1) runs = nr, len = (size_t)nc, h.stride = v.rs * sizeof(float);
+    else if (v.rs == 1) runs = nc, len = (size_t)nr, h.stride = v.cs * sizeof(float);
+    else return h;
+    uintptr_t at = (uintptr_t)(v.p + (size_t)r0 * v.rs + (size_t)c0 * v.cs);
+    h.p = (const char *)(at & ~(uintptr_t)63);
+    h.per_run = (int)((at - (uintptr_t)h.p + len * sizeof(float) + 63) / 64);
+    h.total = runs * h.per_run;
+    return h;
+}
+
+/* Requests the next n lines of h (none once all are asked for). */
+static inline void ahead_step(Ahead *h, int n) {
+    for (; n > 0 && h->done < h->total; n--, h->done++) {
+        __builtin_prefetch(h->p + (size_t)h->run * h->stride + (size_t)h->line * 64, 0, 2);
+        if (++h->line == h->per_run) h->line = 0, h->run++;
+    }
+}
+
 /* ------------------------------------------------------ blocked GEMM */
 
 /* C[m0:m1, n0:n1] (+)= A[m0:m1, :] B[:, n0:n1] on one thread.  Ap holds
@@ -392,9 +436,22 @@ static void gemm_block(float *C, size_t ldc, View A, View B, int K, int m0, int 
             int kc = K - pc < KC ? K - pc : KC;
             int add = acc || pc > 0;
             pack_b(Bp, B, pc, kc, jc, nc);
+            /* the B panel packed next, over all the kernel calls of this one */
+            int next_kc = K - pc - KC < KC ? K - pc - KC : KC, first_kc = K < KC ? K : KC;
+            Ahead bh = pc + KC < K  ? ahead_of(B, pc + KC, next_kc, jc, nc)
+                     : jc + NC < n1 ? ahead_of(B, 0, first_kc, jc + NC, n1 - jc - NC < NC ? n1 - jc - NC : NC)
+                                    : (Ahead){0};
+            int b_calls = ((m1 - m0 + MR - 1) / MR) * ((nc + NR - 1) / NR), b_per = bh.total / b_calls + 1;
             for (int ic = m0; ic < m1; ic += MC) {
                 int mc = m1 - ic < MC ? m1 - ic : MC;
                 pack_a(Ap, A, ic, mc, pc, kc);
+                /* the A block packed next, over the kernel calls of this one */
+                int first_mc = m1 - m0 < MC ? m1 - m0 : MC;
+                Ahead ah = ic + MC < m1 ? ahead_of(A, ic + MC, m1 - ic - MC < MC ? m1 - ic - MC : MC, pc, kc)
+                         : pc + KC < K  ? ahead_of(A, m0, first_mc, pc + KC, next_kc)
+                         : jc + NC < n1 ? ahead_of(A, m0, first_mc, 0, first_kc)
+                                        : (Ahead){0};
+                int a_calls = ((nc + NR - 1) / NR) * ((mc + MR - 1) / MR), a_per = ah.total / a_calls + 1;
                 for (int jr = 0; jr < nc; jr += NR) {
                     int nr = nc - jr < NR ? nc - jr : NR;
                     const float *bp = Bp + (size_t)jr * kc;
@@ -402,6 +459,8 @@ static void gemm_block(float *C, size_t ldc, View A, View B, int K, int m0, int 
                         int mr = mc - ir < MR ? mc - ir : MR;
                         const float *ap = Ap + (size_t)ir * kc;
                         float *c = C + (size_t)(ic + ir) * ldc + jc + jr;
+                        ahead_step(&ah, a_per);
+                        ahead_step(&bh, b_per);
                         if (mr == MR && nr == NR) {
                             kernel(kc, ap, bp, c, ldc, add);
                         } else {

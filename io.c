@@ -44,20 +44,47 @@ void rf_clear_error(void) { g_error[0] = '\0'; }
 
 /* ---------------------------------------------------------------- progress */
 
-static int g_progress_open;  /* a progress line is on stderr without its newline */
+/* On a terminal the progress line rewrites itself ("\r").  Anywhere else (a log
+ * file, a pipe) those rewrites would pile up into one endless line, so there each
+ * update is a whole line, at most one every PROGRESS_EVERY seconds, and the
+ * latest one is written when the line ends. */
+#define PROGRESS_EVERY 10.0
+
+static int g_progress_open;      /* a terminal progress line is on stderr without its newline */
+static int g_progress_tty = -1;  /* whether stderr is a terminal; -1 until asked */
+static char g_progress_last[512];
+static int g_progress_pending;   /* not a terminal: g_progress_last is not written yet */
+static double g_progress_at;     /* not a terminal: when the last update was written; 0: none yet */
 
 void rf_progress(const char *fmt, ...) {
+    char line[sizeof g_progress_last];
     va_list ap;
     va_start(ap, fmt);
-    fputc('\r', stderr);
-    vfprintf(stderr, fmt, ap);
+    vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    g_progress_open = 1;
+    if (g_progress_tty < 0) g_progress_tty = isatty(fileno(stderr));
+    if (g_progress_tty) {
+        fprintf(stderr, "\r%s", line);
+        g_progress_open = 1;
+        return;
+    }
+    size_t n = strlen(line);
+    while (n > 0 && line[n - 1] == ' ') line[--n] = '\0';  /* the padding that clears a terminal line */
+    memcpy(g_progress_last, line, n + 1);
+    g_progress_pending = 1;
+    double now = rf_now();
+    if (g_progress_at == 0 || now - g_progress_at >= PROGRESS_EVERY) {
+        fprintf(stderr, "%s\n", line);
+        g_progress_pending = 0;
+        g_progress_at = now;
+    }
 }
 
 void rf_progress_end(void) {
     if (g_progress_open) fputc('\n', stderr);
-    g_progress_open = 0;
+    if (g_progress_pending) fprintf(stderr, "%s\n", g_progress_last);
+    g_progress_open = g_progress_pending = 0;
+    g_progress_at = 0;
 }
 
 double rf_now(void) {

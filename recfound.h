@@ -29,8 +29,8 @@
 
 /* rf_error formats one line ("FILE: position: problem") into the process-wide
  * error buffer and returns -1, so a failing function can `return rf_error(..)`.
- * main() prints rf_last_error() and exits non-zero.  This buffer (and whether a
- * progress line is open, below) is the only global state besides the
+ * main() prints rf_last_error() and exits non-zero.  This buffer (and the
+ * progress line's state, below) is the only global state besides the
  * documented RNG seeds. */
 int rf_error(const char *fmt, ...)
 #ifdef __GNUC__
@@ -42,7 +42,9 @@ void rf_clear_error(void);
 /* A progress line that rewrites itself ("\r..." on stderr), and its end: the
  * newline, written once, before the next line of output or an error (the
  * error printer calls rf_progress_end, so an error never lands on the end of a
- * progress line).  Whether such a line is open is the only other global state. */
+ * progress line).  When stderr is not a terminal (a log file, a pipe), each
+ * update is a line of its own instead, at most one every 10 seconds, and the
+ * end writes the latest. */
 void rf_progress(const char *fmt, ...)
 #ifdef __GNUC__
     __attribute__((format(printf, 1, 2)))

@@ -626,8 +626,8 @@ START_TEST(test_empty_branch_said) {
 END_TEST
 
 /* An error in the middle of a run starts a line of its own, after the progress
- * line that rewrites itself with "\r" (here: the loss turns NaN at step 2
- * under a learning rate of 1e30), and the checkpoint written before stays. */
+ * line (here: the loss turns NaN at step 2 under a learning rate of 1e30), and
+ * the checkpoint written before stays. */
 START_TEST(test_error_after_progress_line) {
     char d[] = "/tmp/rfnanXXXXXX", args[2048], path[700], *out, *err;
     ck_assert(mkdtemp(d) != NULL);
@@ -636,11 +636,42 @@ START_TEST(test_error_after_progress_line) {
              "--lr 1e30 --clip 0 --emb-batch 2 --gen-batch 4 --sched-remainder largest " SMALL_RUN, d, d, d, d);
     int rc = run(args, &out, &err);
     ck_assert_msg(rc == 1, "status %d: %s", rc, err);
-    ck_assert_msg(strstr(err, "\rtrain: step 1/5") && strstr(err, "\nrecfound train: step ") &&
+    ck_assert_msg(strstr(err, "\ntrain: step 1/5") && strstr(err, "\nrecfound train: step ") &&
                   strstr(err, "is not finite"), "%s", err);
     snprintf(path, sizeof path, "%s/run/step-0/adapter_model.safetensors", d);
     ck_assert_int_eq(access(path, F_OK), 0);
     free(out), free(err);
+    rm_tree(d);
+}
+END_TEST
+
+/* The progress line rewrites itself with "\r" on a terminal only.  Into a file
+ * or a pipe (here: captured) each update is a whole line, at most one every 10
+ * seconds, and the last one is written when the run ends: of 3 quick steps,
+ * steps 1 and 3.  Under a terminal (script(1) gives the command one) the line
+ * still rewrites itself, every step. */
+START_TEST(test_progress_not_a_terminal) {
+    char d[] = "/tmp/rfprogXXXXXX", args[2048], cmd[4096], *out, *err;
+    ck_assert(mkdtemp(d) != NULL);
+    tiny_world(d);
+    const char *opts = "train --model %s/base --tokenizer %s/tok.json --data %s/w --out %s/%s --steps 3 --emb-batch 2 "
+                       "--gen-batch 4 " SMALL_RUN;
+    snprintf(args, sizeof args, opts, d, d, d, d, "run");
+    ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
+    ck_assert_msg(!strchr(err, '\r'), "%s", err);
+    ck_assert_msg(strstr(err, "\ntrain: step 1/3") && strstr(err, "\ntrain: step 3/3") && !strstr(err, "step 2/3"),
+                  "%s", err);
+    free(out), free(err);
+    if (access("/usr/bin/script", X_OK) == 0) {
+        snprintf(args, sizeof args, opts, d, d, d, d, "run2");
+        snprintf(cmd, sizeof cmd, "/usr/bin/script -qec 'OMP_NUM_THREADS=2 %s %s' /dev/null", recfound_bin(), args);
+        int rc = run_capture(cmd, &out, &err);
+        ck_assert_msg(rc == 0 && strstr(out, "\rtrain: step 1/3") && strstr(out, "\rtrain: step 2/3") &&
+                      strstr(out, "\rtrain: step 3/3"), "status %d:\n%s%s", rc, out, err);
+        free(out), free(err);
+    } else {
+        fprintf(stderr, "test_progress_not_a_terminal: no /usr/bin/script, the terminal half is skipped\n");
+    }
     rm_tree(d);
 }
 END_TEST
@@ -1048,6 +1079,7 @@ Suite *cli_suite(void) {
     tcase_add_test(train, test_dry_run_starved_branch);
     tcase_add_test(train, test_empty_branch_said);
     tcase_add_test(train, test_error_after_progress_line);
+    tcase_add_test(train, test_progress_not_a_terminal);
     tcase_add_test(train, test_failed_checkpoint_removed);
     tcase_add_test(train, test_resume_from_elsewhere);
     tcase_add_test(train, test_stop_signal_saves);

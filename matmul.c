@@ -391,9 +391,9 @@ static void pack_b(float *restrict Bp, View B, int p0, int kc, int j0, int nc) {
  * requested, a few before each micro-kernel call, and its packing finds them
  * in cache.  A prefetch changes no result.
  *
- * Ahead: the cache lines of rows [r0, r0+nr) x columns [c0, c0+nc) of a
- * matrix, walked as `runs` contiguous runs of `per_run` lines, `stride` bytes
- * apart (the rows when columns are contiguous, else the columns when rows are;
+ * Ahead: the `total` cache lines of rows [r0, r0+nr) x columns [c0, c0+nc) of
+ * a matrix, walked as contiguous runs of `per_run` lines, `stride` bytes apart
+ * (the rows when columns are contiguous, else the columns when rows are;
  * neither, or a bf16 matrix: nothing is fetched). */
 typedef struct {
     const char *p;

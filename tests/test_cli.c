@@ -916,13 +916,15 @@ END_TEST
 /* SIGTERM (as Ctrl-C's SIGINT) stops pretrain after the step it is in, and the
  * model of that step is written and loads; it stops train the same way, with a
  * checkpoint and the command that resumes it.  Each gets its signal once its
- * second step is on stderr.  (SIGINT itself cannot be tested so: `cmd &` in a
+ * first step is on stderr (a file here, so train's progress is a line per
+ * update, the first at once and then one every 10 s, and waiting for a later
+ * step would wait that long).  (SIGINT itself cannot be tested so: `cmd &` in a
  * shell without job control starts cmd with SIGINT ignored, which recfound
  * leaves as it is.) */
-static int stop_after_two_steps(const char *cmd, const char *sig, const char *errfile) {
+static int stop_after_first_step(const char *cmd, const char *sig, const char *errfile) {
     char sh[4096];
     snprintf(sh, sizeof sh, "OMP_NUM_THREADS=2 %s 2> %s & pid=$!; i=0; "
-             "while ! grep -q 'step 2/' %s && kill -0 $pid 2>/dev/null && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); "
+             "while ! grep -q 'step 1/' %s && kill -0 $pid 2>/dev/null && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); "
              "done; kill -%s $pid; wait $pid", cmd, errfile, errfile, sig);
     int rc = system(sh);
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
@@ -937,7 +939,7 @@ START_TEST(test_stop_signal_saves) {
     snprintf(cmd, sizeof cmd, "%s pretrain --model %s/base --ids %s/ids.txt --steps 1000000 --lr 1e-3 "
              "--optimizer adamw --out %s/pre", recfound_bin(), d, d, d);
     snprintf(path, sizeof path, "%s/pre.err", d);
-    ck_assert_int_eq(stop_after_two_steps(cmd, "TERM", path), 0);
+    ck_assert_int_eq(stop_after_first_step(cmd, "TERM", path), 0);
     ck_assert_int_eq(rf_read_file(path, &err, &len), 0);
     ck_assert_msg(strstr(err, "pretrain: stopped after step ") && strstr(err, "pretrain: wrote "), "%s", err);
     free(err);
@@ -948,7 +950,7 @@ START_TEST(test_stop_signal_saves) {
     snprintf(cmd, sizeof cmd, "%s train --model %s/base --tokenizer %s/tok.json --data %s/w --steps 1000000 "
              "--emb-batch 2 --gen-batch 4 " SMALL_RUN " --out %s/run", recfound_bin(), d, d, d, d);
     snprintf(path, sizeof path, "%s/train.err", d);
-    ck_assert_int_eq(stop_after_two_steps(cmd, "TERM", path), 0);
+    ck_assert_int_eq(stop_after_first_step(cmd, "TERM", path), 0);
     ck_assert_int_eq(rf_read_file(path, &err, &len), 0);
     ck_assert_msg(strstr(err, "train: stopped after step ") && strstr(err, "continue with: recfound train --resume"),
                   "%s", err);

@@ -574,6 +574,19 @@ START_TEST(test_cli) {
     ck_assert_int_eq(run_cli(outf, train_empty, 8), -1);
     ck_assert_msg(strstr(rf_last_error(), "no training texts") != NULL, "%s", rf_last_error());
     ck_assert_int_ne(access(tokjs, F_OK), 0);
+    /* ... and leaves no folder behind, where --out named one not yet made */
+    char nested[300], newdir[300];
+    snprintf(newdir, sizeof newdir, "%s/new", dir);
+    snprintf(nested, sizeof nested, "%s/new/sub/tokenizer.json", dir);
+    char *train_nested[] = {"tokenizer", "train", "--corpus", corpus, "--vocab", "280", "--out", nested};
+    ck_assert_int_eq(run_cli(outf, train_nested, 8), -1);
+    ck_assert_msg(access(newdir, F_OK) != 0, "%s was left behind", newdir);
+    /* an --out whose folder cannot be made fails before the corpus is read */
+    snprintf(nested, sizeof nested, "%s/ids.txt/sub/tokenizer.json", dir);  /* ids.txt is a file */
+    char *train_file[] = {"tokenizer", "train", "--corpus", "/nonexistent.jsonl", "--vocab", "280", "--out", nested};
+    ck_assert_int_eq(run_cli(outf, train_file, 8), -1);
+    ck_assert_msg(strstr(rf_last_error(), "ids.txt/sub") && !strstr(rf_last_error(), "nonexistent"), "%s",
+                  rf_last_error());
     unlink(corpus), unlink(tokjs), unlink(outf), unlink(idsf), unlink(decf);
     rmdir(dir);
 }

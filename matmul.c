@@ -98,11 +98,13 @@ void matmul_tn_ref(float *out, const float *a, const float *b, int M, int K, int
 /* The top `rows` x (16 * halves) corner of the tile (rows <= MR, halves 1 or
  * 2; constants once inlined), each element the same k-ordered sum as in the
  * full tile.  Edge tiles use the smaller corners instead of computing padding:
- * a product with N = 16 (a rank-16 adapter) runs at full width. */
-static inline __attribute__((always_inline)) void kernel_part(int kc, const float *restrict A,
-                                                              const float *restrict B, float *restrict c,
-                                                              size_t ldc, int add, const int rows,
-                                                              const int halves) {
+ * a product with N = 16 (a rank-16 adapter) runs at full width.  A(r, k) is
+ * A[r * ar + k * ak]: ar = 1, ak = MR in a packed strip, the matrix's own
+ * strides when A is read where it lies (see gemm_block). */
+static inline __attribute__((always_inline)) void kernel_part(int kc, const float *restrict A, size_t ar,
+                                                              size_t ak, const float *restrict B,
+                                                              float *restrict c, size_t ldc, int add,
+                                                              const int rows, const int halves) {
     __m512 c0[MR], c1[MR];
     /* Ask for the tile's lines of c now, for writing: the k loop below hides
      * the wait.  A product's output is often a fresh activation array that no
@@ -119,11 +121,11 @@ static inline __attribute__((always_inline)) void kernel_part(int kc, const floa
         __m512 b0 = _mm512_load_ps(B), b1 = halves > 1 ? _mm512_load_ps(B + 16) : b0;
 #pragma GCC unroll 16
         for (int r = 0; r < rows; r++) {
-            __m512 ar = _mm512_set1_ps(A[r]);
-            c0[r] = _mm512_fmadd_ps(ar, b0, c0[r]);
-            if (halves > 1) c1[r] = _mm512_fmadd_ps(ar, b1, c1[r]);
+            __m512 a = _mm512_set1_ps(A[r * ar]);
+            c0[r] = _mm512_fmadd_ps(a, b0, c0[r]);
+            if (halves > 1) c1[r] = _mm512_fmadd_ps(a, b1, c1[r]);
         }
-        A += MR;
+        A += ak;
         B += NR;
     }
 #pragma GCC unroll 16
@@ -140,13 +142,22 @@ static inline __attribute__((always_inline)) void kernel_part(int kc, const floa
 
 static void kernel(int kc, const float *restrict A, const float *restrict B, float *restrict c, size_t ldc,
                    int add) {
-    kernel_part(kc, A, B, c, ldc, add, MR, 2);
+    kernel_part(kc, A, 1, MR, B, c, ldc, add, MR, 2);
+}
+
+/* The full tile with A(r, k) at A[r * ar + k * ak], not packed. */
+#define HAVE_KERNEL_DIRECT 1
+static void kernel_direct(int kc, const float *A, size_t ar, size_t ak, const float *B, float *c, size_t ldc,
+                          int add) {
+    kernel_part(kc, A, ar, ak, B, c, ldc, add, MR, 2);
 }
 
 /* An edge tile of mr x nr: the smallest corner (4, 8 or 12 rows; 16 or 32
- * columns) that covers it, straight into c when it fits exactly. */
+ * columns) that covers it, straight into c when it fits exactly.  A as in
+ * kernel_part (a packed strip: ar = 1, ak = MR). */
 #define HAVE_KERNEL_EDGE 1
-static void kernel_edge(int kc, const float *A, const float *B, float *c, size_t ldc, int add, int mr, int nr) {
+static void kernel_edge(int kc, const float *A, size_t ar, size_t ak, const float *B, float *c, size_t ldc, int add,
+                        int mr, int nr) {
     float tile[MR * NR];
     int rows = mr <= 4 ? 4 : mr <= 8 ? 8 : MR, halves = nr <= 16 ? 1 : 2;
     int direct = mr == rows && nr == 16 * halves;
@@ -154,12 +165,12 @@ static void kernel_edge(int kc, const float *A, const float *B, float *c, size_t
     size_t ld = direct ? ldc : NR;
     int a = direct && add;
     switch (rows * 2 + halves) {
-    case 4 * 2 + 1: kernel_part(kc, A, B, t, ld, a, 4, 1); break;
-    case 4 * 2 + 2: kernel_part(kc, A, B, t, ld, a, 4, 2); break;
-    case 8 * 2 + 1: kernel_part(kc, A, B, t, ld, a, 8, 1); break;
-    case 8 * 2 + 2: kernel_part(kc, A, B, t, ld, a, 8, 2); break;
-    case MR * 2 + 1: kernel_part(kc, A, B, t, ld, a, MR, 1); break;
-    default: kernel_part(kc, A, B, t, ld, a, MR, 2); break;
+    case 4 * 2 + 1: kernel_part(kc, A, ar, ak, B, t, ld, a, 4, 1); break;
+    case 4 * 2 + 2: kernel_part(kc, A, ar, ak, B, t, ld, a, 4, 2); break;
+    case 8 * 2 + 1: kernel_part(kc, A, ar, ak, B, t, ld, a, 8, 1); break;
+    case 8 * 2 + 2: kernel_part(kc, A, ar, ak, B, t, ld, a, 8, 2); break;
+    case MR * 2 + 1: kernel_part(kc, A, ar, ak, B, t, ld, a, MR, 1); break;
+    default: kernel_part(kc, A, ar, ak, B, t, ld, a, MR, 2); break;
     }
     if (direct) return;
     for (int r = 0; r < mr; r++)
@@ -426,10 +437,23 @@ static inline void ahead_step(Ahead *h, int n) {
 
 /* ------------------------------------------------------ blocked GEMM */
 
+/* A small A operand (this thread's rows of it at most DIRECT_A bytes, as
+ * attention's blocks of P and dS, which the thread has just written and its L2
+ * still holds) is read where it lies, through its strides: packing such a block
+ * cost more than it saved (1% of a training step).  Its last strip, when it
+ * has fewer than MR rows, is still packed: the kernel reads whole strips.  A
+ * large A comes from memory, where packing it once pays (read in place, it made
+ * the kernel wait as long as the packing had). */
+#define DIRECT_A (256 << 10)
+
 /* C[m0:m1, n0:n1] (+)= A[m0:m1, :] B[:, n0:n1] on one thread.  Ap holds
  * MC x KC floats, Bp KC x NC (both rounded up to whole strips). */
 static void gemm_block(float *C, size_t ldc, View A, View B, int K, int m0, int m1, int n0, int n1, int acc,
                        float *Ap, float *Bp) {
+    int direct = 0;
+#ifdef HAVE_KERNEL_DIRECT
+    direct = !A.h && (size_t)(m1 - m0) * K * sizeof(float) <= DIRECT_A;
+#endif
     for (int jc = n0; jc < n1; jc += NC) {
         int nc = n1 - jc < NC ? n1 - jc : NC;
         for (int pc = 0; pc < K; pc += KC) {
@@ -444,7 +468,8 @@ static void gemm_block(float *C, size_t ldc, View A, View B, int K, int m0, int 
             int b_calls = ((m1 - m0 + MR - 1) / MR) * ((nc + NR - 1) / NR), b_per = bh.total / b_calls + 1;
             for (int ic = m0; ic < m1; ic += MC) {
                 int mc = m1 - ic < MC ? m1 - ic : MC;
-                pack_a(Ap, A, ic, mc, pc, kc);
+                int full = direct ? mc / MR * MR : 0;  /* rows [ic, ic + full) are read in place */
+                if (full < mc) pack_a(Ap + (size_t)full * kc, A, ic + full, mc - full, pc, kc);
                 /* the A block packed next, over the kernel calls of this one */
                 int first_mc = m1 - m0 < MC ? m1 - m0 : MC;
                 Ahead ah = ic + MC < m1 ? ahead_of(A, ic + MC, m1 - ic - MC < MC ? m1 - ic - MC : MC, pc, kc)
@@ -458,15 +483,24 @@ static void gemm_block(float *C, size_t ldc, View A, View B, int K, int m0, int 
                     for (int ir = 0; ir < mc; ir += MR) {
                         int mr = mc - ir < MR ? mc - ir : MR;
                         const float *ap = Ap + (size_t)ir * kc;
+                        size_t ar = 1, ak = MR;  /* A(ic + ir + r, pc + k) is ap[r * ar + k * ak] */
+                        if (ir < full) ap = A.p + (size_t)(ic + ir) * A.rs + (size_t)pc * A.cs, ar = A.rs, ak = A.cs;
                         float *c = C + (size_t)(ic + ir) * ldc + jc + jr;
                         ahead_step(&ah, a_per);
                         ahead_step(&bh, b_per);
                         if (mr == MR && nr == NR) {
+#ifdef HAVE_KERNEL_DIRECT
+                            if (ir < full) {
+                                kernel_direct(kc, ap, ar, ak, bp, c, ldc, add);
+                                continue;
+                            }
+#endif
                             kernel(kc, ap, bp, c, ldc, add);
                         } else {
 #ifdef HAVE_KERNEL_EDGE
-                            kernel_edge(kc, ap, bp, c, ldc, add, mr, nr);
+                            kernel_edge(kc, ap, ar, ak, bp, c, ldc, add, mr, nr);
 #else
+                            (void)ar, (void)ak;  /* no direct reading without the AVX-512 kernel */
                             float tile[MR * NR];
                             kernel(kc, ap, bp, tile, NR, 0);
                             for (int r = 0; r < mr; r++)

@@ -125,13 +125,16 @@ static void check_shape(int t, int M, int K, int N, int exact) {
 
 /* Tails on every side of the MR x NR tile (12 x 32, 6 x 16 or 4 x 8) and of
  * the KC = 256, MC = 8 MR and NC = 1024 blocks, and the smaller corner tiles
- * of the AVX-512 kernel. */
+ * of the AVX-512 kernel.  An A of at most 256 KB per thread is read in place
+ * (all but a last partial strip), a larger one packed: both with tails. */
 static const int shapes[][3] = {
     {1, 1, 1},     {3, 5, 7},     {2, 3, 2},     {1, 300, 1},   {17, 33, 65},  {64, 64, 64},  {100, 257, 129},
     {12, 32, 32},  {13, 31, 33},  {6, 16, 16},   {7, 1, 17},    {31, 513, 47}, {200, 70, 300}, {193, 17, 33},
     {5, 2, 4100},  {1, 64, 200},  {250, 64, 1},  {20, 40, 1100},
     /* edge corners that fit exactly (4, 8 or 12 rows by 16 columns): N = 16 as a rank-16 adapter */
     {4, 40, 16},   {8, 33, 48},   {16, 70, 16},  {28, 20, 80},  {3072, 19, 16},
+    /* A of 708 KB, 352 and 356 KB per thread with two: packed, with tails of 4 rows and 6 columns */
+    {604, 300, 70},
 };
 #define NSHAPES (int)(sizeof shapes / sizeof shapes[0])
 

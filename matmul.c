@@ -19,7 +19,7 @@
  * strides in the packing step.  Loops, outer to inner:
  *
  *   jc over N in NC columns    pc over K in KC    pack B[pc, jc] into NR-wide strips
- *   ic over M in MC rows       pack A[ic, pc] into MR-tall strips
+ *   ic over M in MC rows       pack A[ic, pc] into MR-tall strips (a small A: read in place, DIRECT_A)
  *   jr over NR strips, ir over MR strips: MR x NR register micro-kernel
  *                                         (and a few prefetches of the next blocks' lines)
  *

@@ -154,7 +154,7 @@ static void kernel_direct(int kc, const float *A, size_t ar, size_t ak, const fl
 
 /* An edge tile of mr x nr: the smallest corner (4, 8 or 12 rows; 16 or 32
  * columns) that covers it, straight into c when it fits exactly.  A as in
- * kernel_part (a packed strip: ar = 1, ak = MR). */
+ * kernel_part: a packed strip, or a full strip of a small A read in place. */
 #define HAVE_KERNEL_EDGE 1
 static void kernel_edge(int kc, const float *A, size_t ar, size_t ak, const float *B, float *c, size_t ldc, int add,
                         int mr, int nr) {
@@ -452,7 +452,7 @@ static void gemm_block(float *C, size_t ldc, View A, View B, int K, int m0, int 
                        float *Ap, float *Bp) {
     int direct = 0;
 #ifdef HAVE_KERNEL_DIRECT
-    direct = !A.h && (size_t)(m1 - m0) * K * sizeof(float) <= DIRECT_A;
+    direct = (size_t)(m1 - m0) * K * sizeof(float) <= DIRECT_A;  /* A is float: bf16 is a B only */
 #endif
     for (int jc = n0; jc < n1; jc += NC) {
         int nc = n1 - jc < NC ? n1 - jc : NC;

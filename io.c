@@ -251,6 +251,27 @@ int rf_mkdirs(const char *path) {
     return 0;
 }
 
+int rf_can_make_folder_of(const char *path) {
+    char *p = strdup(path);
+    if (!p) return rf_error("%s: out of memory", path);
+    int rc = 0;
+    for (;;) {
+        char *slash = strrchr(p, '/');
+        if (!slash) strcpy(p, ".");      /* a bare file name: the working folder */
+        else if (slash == p) p[1] = '\0'; /* "/name": the root */
+        else *slash = '\0';
+        struct stat st;
+        if (stat(p, &st) == 0) {
+            if (!S_ISDIR(st.st_mode)) rc = rf_error("%s: %s is not a folder", path, p);
+            else if (access(p, W_OK | X_OK) != 0) rc = rf_error("%s: cannot write in %s: %s", path, p, strerror(errno));
+            break;
+        }
+        if (errno != ENOENT) { rc = rf_error("%s: %s: %s", path, p, strerror(errno)); break; }
+    }
+    free(p);
+    return rc;
+}
+
 static int compare_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 int rf_new_output(const char *path, const char *hint) {

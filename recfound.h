@@ -103,6 +103,12 @@ uint32_t rf_crc32(uint32_t crc, const void *data, size_t n);
 int rf_write_file_atomic(const char *path, const void *data, size_t len);
 /* mkdir -p; 0 when the folder exists afterwards. */
 int rf_mkdirs(const char *path);
+/* Whether the folder of `path` exists or rf_mkdirs could make it: its nearest
+ * existing ancestor must be a folder this process may write in; nothing is
+ * created.  Asked before long work whose output is written at the end (tokenizer
+ * train), so that a bad --out fails at once and a refused input leaves no empty
+ * folder behind. */
+int rf_can_make_folder_of(const char *path);
 /* An output that replaces nothing already saved: 0 when `path` does not exist
  * or is an empty folder; otherwise one error line naming the file, or the
  * first entries of the folder, and ending with `hint` (what to do instead;

@@ -30,13 +30,10 @@
  */
 #include "recfound.h"
 
-#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 /* ----------------------------------------------------------------- helpers */
 
@@ -1808,32 +1805,6 @@ static int cmd_encode_decode(int argc, char **argv, int decode) {
     return rc;
 }
 
-/* Whether the folder of `path` exists or can be made: its nearest existing
- * ancestor must be a folder this process may write in.  Asked before the corpus
- * is read and the vocabulary learned, so that a bad --out fails at once, and
- * nothing is created (tok_save makes the missing folders at the end), so that a
- * refused corpus leaves nothing behind. */
-static int check_out_folder(const char *path) {
-    char *p = dup_bytes(path, strlen(path));
-    if (!p) return rf_error("out of memory");
-    int rc = 0;
-    for (;;) {
-        char *slash = strrchr(p, '/');
-        if (!slash) strcpy(p, ".");      /* a bare file name: the working folder */
-        else if (slash == p) p[1] = '\0'; /* "/name": the root */
-        else *slash = '\0';
-        struct stat st;
-        if (stat(p, &st) == 0) {
-            if (!S_ISDIR(st.st_mode)) rc = rf_error("%s: %s is not a folder", path, p);
-            else if (access(p, W_OK | X_OK) != 0) rc = rf_error("%s: cannot write in %s: %s", path, p, strerror(errno));
-            break;
-        }
-        if (errno != ENOENT) { rc = rf_error("%s: %s: %s", path, p, strerror(errno)); break; }
-    }
-    free(p);
-    return rc;
-}
-
 static int cmd_train(int argc, char **argv) {
     const char *corpus = NULL, *out = NULL, *data = NULL;
     long vocab = 0;
@@ -1850,7 +1821,7 @@ static int cmd_train(int argc, char **argv) {
     if (r) return r > 0 ? 0 : -1;
     if ((!corpus == !data) || !out || !vocab)
         return rf_error("tokenizer train: --vocab, --out and one of --corpus or --data are required");
-    if (rf_new_output(out, NULL) || check_out_folder(out)) return -1;
+    if (rf_new_output(out, NULL) || rf_can_make_folder_of(out)) return -1;
     Corpus c = {0};
     Tokenizer t;
     int rc = corpus ? for_each_jsonl_string(corpus, 1, corpus_add, &c) : 0;

@@ -273,14 +273,6 @@ static int cmd_embed(int argc, char **argv) {
     return rc;
 }
 
-/* A numeric option's range: 0, or one line naming it ("--lr must be >= 0, got
- * -1"); lo_open makes the lower end exclusive, hi = INFINITY means no upper end. */
-static int check_range(const char *name, double v, double lo, int lo_open, double hi) {
-    if ((lo_open ? v > lo : v >= lo) && v <= hi) return 0;  /* NaN fails both */
-    if (isinf(hi)) return rf_error("%s must be %s %g, got %g", name, lo_open ? ">" : ">=", lo, v);
-    return rf_error("%s must be in %s%g, %g], got %g", name, lo_open ? "(" : "[", lo, hi, v);
-}
-
 /* SIGINT / SIGTERM (Ctrl-C, a batch system's stop): pretrain and train finish
  * the step and save what they have before they exit. */
 static volatile sig_atomic_t stop_requested = 0;

@@ -68,6 +68,9 @@ typedef struct {
 int parse_flags(int argc, char **argv, const Flag *f, int n, const char *usage);
 /* rf_error("CMD: missing required option NAME ...") when value is NULL. */
 int need_flag(const char *cmd, const char *name, const char *value);
+/* A numeric option's range: 0, or one line naming it ("--lr must be >= 0, got
+ * -1"); lo_open makes the lower end exclusive, hi = INFINITY means no upper end. */
+int check_range(const char *name, double v, double lo, int lo_open, double hi);
 
 /* Read a whole file into a NUL-terminated buffer (caller frees). */
 int rf_read_file(const char *path, char **out, size_t *len);

@@ -635,7 +635,7 @@ int sched_main(int argc, char **argv) {
     else return rf_error("sched: --remainder: '%s' (drop or largest)", remainder_s);
     if (window < 2 || warmup < -1 || batch < 0)
         return rf_error("sched: --window must be >= 2, --warmup and --batch >= 0");
-    if (!(tau > 0)) return rf_error("sched: --tau must be > 0, got %g", tau);
+    if (check_range("--tau", tau, 0, 1, INFINITY)) return -1;
     if (!losses) return rf_error("sched: --losses FILE.csv is required (see recfound sched --help)");
     if (batch > 1000000000L) return rf_error("sched: --batch %ld is too large", batch);
     if (window > 1000000000L) return rf_error("sched: --window %ld is too large", window);

@@ -29,9 +29,11 @@
 
 /* rf_error formats one line ("FILE: position: problem") into the process-wide
  * error buffer and returns -1, so a failing function can `return rf_error(..)`.
- * main() prints rf_last_error() and exits non-zero.  This buffer (and the
- * progress line's state, below) is the only global state besides the
- * documented RNG seeds. */
+ * main() prints rf_last_error() and exits non-zero.  This buffer, the
+ * progress line's state (below) and the process's place in an MPI run
+ * (dist.c: rank, size, collective timeout) are the library's only global
+ * state besides the documented RNG seeds; the program adds one flag, set by
+ * SIGINT/SIGTERM, that train and pretrain check between steps (recfound.c). */
 int rf_error(const char *fmt, ...)
 #ifdef __GNUC__
     __attribute__((format(printf, 1, 2)))

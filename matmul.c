@@ -437,6 +437,10 @@ static inline void ahead_step(Ahead *h, int n) {
 
 /* ------------------------------------------------------ blocked GEMM */
 
+static const Tri NO_TRI = {TRI_NONE, 0};
+
+static int clamp_int(int x, int lo, int hi) { return x < lo ? lo : x > hi ? hi : x; }
+
 /* A small A operand (this thread's rows of it at most DIRECT_A bytes, as
  * attention's blocks of P and dS, which the thread has just written and its L2
  * still holds) is read where it lies, through its strides: packing such a block
@@ -447,9 +451,11 @@ static inline void ahead_step(Ahead *h, int n) {
 #define DIRECT_A (256 << 10)
 
 /* C[m0:m1, n0:n1] (+)= A[m0:m1, :] B[:, n0:n1] on one thread.  Ap holds
- * MC x KC floats, Bp KC x NC (both rounded up to whole strips). */
+ * MC x KC floats, Bp KC x NC (both rounded up to whole strips).  `tri`: the
+ * causal structure the caller promises (see matmul_strided_tri), which lets a
+ * tile skip the part of its sum that adds only zeros, or skip the tile. */
 static void gemm_block(float *C, size_t ldc, View A, View B, int K, int m0, int m1, int n0, int n1, int acc,
-                       float *Ap, float *Bp) {
+                       float *Ap, float *Bp, Tri tri) {
     int direct = 0;
 #ifdef HAVE_KERNEL_DIRECT
     direct = (size_t)(m1 - m0) * K * sizeof(float) <= DIRECT_A;  /* A is float: bf16 is a B only */
@@ -488,21 +494,29 @@ static void gemm_block(float *C, size_t ldc, View A, View B, int K, int m0, int 
                         float *c = C + (size_t)(ic + ir) * ldc + jc + jr;
                         ahead_step(&ah, a_per);
                         ahead_step(&bh, b_per);
+                        /* This tile's terms k in [pc + kb, pc + ke): the rest add exact zeros. */
+                        int kb = 0, ke = kc;
+                        if (tri.kind == TRI_OUT_LOWER && jc + jr > ic + ir + mr - 1 + tri.diag) continue;
+                        if (tri.kind == TRI_A_LOWER) ke = clamp_int(ic + ir + mr + tri.diag - pc, 0, kc);
+                        if (tri.kind == TRI_A_UPPER) kb = clamp_int(ic + ir - tri.diag - pc, 0, kc);
+                        if (kb >= ke && add) continue;  /* nothing to add; without add, the tile is zero */
+                        int kn = kb < ke ? ke - kb : 0;
+                        const float *at = ap + (size_t)kb * ak, *bt = bp + (size_t)kb * NR;
                         if (mr == MR && nr == NR) {
 #ifdef HAVE_KERNEL_DIRECT
                             if (ir < full) {
-                                kernel_direct(kc, ap, ar, ak, bp, c, ldc, add);
+                                kernel_direct(kn, at, ar, ak, bt, c, ldc, add);
                                 continue;
                             }
 #endif
-                            kernel(kc, ap, bp, c, ldc, add);
+                            kernel(kn, at, bt, c, ldc, add);
                         } else {
 #ifdef HAVE_KERNEL_EDGE
-                            kernel_edge(kc, ap, ar, ak, bp, c, ldc, add, mr, nr);
+                            kernel_edge(kn, at, ar, ak, bt, c, ldc, add, mr, nr);
 #else
-                            (void)ar, (void)ak;  /* no direct reading without the AVX-512 kernel */
+                            (void)ar;  /* no direct reading without the AVX-512 kernel */
                             float tile[MR * NR];
-                            kernel(kc, ap, bp, tile, NR, 0);
+                            kernel(kn, at, bt, tile, NR, 0);
                             for (int r = 0; r < mr; r++)
                                 for (int j = 0; j < nr; j++)
                                     c[r * ldc + j] = add ? c[r * ldc + j] + tile[r * NR + j] : tile[r * NR + j];
@@ -542,7 +556,7 @@ static int split(int n, int unit, int p, int q) {
 /* Round a float count up to whole 64-byte lines. */
 static size_t line_up(size_t n) { return (n + 15) / 16 * 16; }
 
-static void gemm(float *C, size_t ldc, View A, View B, int M, int K, int N, int acc) {
+static void gemm(float *C, size_t ldc, View A, View B, int M, int K, int N, int acc, Tri tri) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
         if (!acc)
@@ -574,7 +588,7 @@ static void gemm(float *C, size_t ldc, View A, View B, int M, int K, int N, int 
         return;
     }
     if (nthreads == 1) {
-        gemm_block(C, ldc, A, B, K, 0, M, 0, N, acc, (float *)mem, (float *)mem + na);
+        gemm_block(C, ldc, A, B, K, 0, M, 0, N, acc, (float *)mem, (float *)mem + na, tri);
         free(mem);
         return;
     }
@@ -591,7 +605,7 @@ static void gemm(float *C, size_t ldc, View A, View B, int M, int K, int N, int 
         int m0 = split(M, MR, bi, tm), m1 = split(M, MR, bi + 1, tm);
         int n0 = split(N, NR, bj, tn), n1 = split(N, NR, bj + 1, tn);
         float *Ap = (float *)mem + (size_t)tid * (na + nb), *Bp = Ap + na;
-        if (m0 < m1 && n0 < n1) gemm_block(C, ldc, A, B, K, m0, m1, n0, n1, acc, Ap, Bp);
+        if (m0 < m1 && n0 < n1) gemm_block(C, ldc, A, B, K, m0, m1, n0, n1, acc, Ap, Bp, tri);
     }
     free(mem);
 }
@@ -600,27 +614,27 @@ static void gemm(float *C, size_t ldc, View A, View B, int M, int K, int N, int 
 
 void matmul_nt(float *out, const float *a, const float *b, int M, int K, int N, int acc) {
     View A = {a, (size_t)K, 1, NULL}, B = {b, 1, (size_t)K, NULL};
-    gemm(out, (size_t)N, A, B, M, K, N, acc);
+    gemm(out, (size_t)N, A, B, M, K, N, acc, NO_TRI);
 }
 
 void matmul_nn(float *out, const float *a, const float *b, int M, int K, int N, int acc) {
     View A = {a, (size_t)K, 1, NULL}, B = {b, (size_t)N, 1, NULL};
-    gemm(out, (size_t)N, A, B, M, K, N, acc);
+    gemm(out, (size_t)N, A, B, M, K, N, acc, NO_TRI);
 }
 
 void matmul_tn(float *out, const float *a, const float *b, int M, int K, int N, int acc) {
     View A = {a, 1, (size_t)M, NULL}, B = {b, (size_t)N, 1, NULL};
-    gemm(out, (size_t)N, A, B, M, K, N, acc);
+    gemm(out, (size_t)N, A, B, M, K, N, acc, NO_TRI);
 }
 
 void matmul_nt_bf16(float *out, const float *a, const uint16_t *b, int M, int K, int N, int acc) {
     View A = {a, (size_t)K, 1, NULL}, B = {NULL, 1, (size_t)K, b};
-    gemm(out, (size_t)N, A, B, M, K, N, acc);
+    gemm(out, (size_t)N, A, B, M, K, N, acc, NO_TRI);
 }
 
 void matmul_nn_bf16(float *out, const float *a, const uint16_t *b, int M, int K, int N, int acc) {
     View A = {a, (size_t)K, 1, NULL}, B = {NULL, (size_t)N, 1, b};
-    gemm(out, (size_t)N, A, B, M, K, N, acc);
+    gemm(out, (size_t)N, A, B, M, K, N, acc, NO_TRI);
 }
 
 /* The general form: out[i*ldo + j] (+)= sum_k a[i*a_rs + k*a_cs] b[k*b_rs + j*b_cs],
@@ -630,7 +644,13 @@ void matmul_nn_bf16(float *out, const float *a, const uint16_t *b, int M, int K,
 void matmul_strided(float *out, size_t ldo, const float *a, size_t a_rs, size_t a_cs, const float *b, size_t b_rs,
                     size_t b_cs, int M, int K, int N, int acc) {
     View A = {a, a_rs, a_cs, NULL}, B = {b, b_rs, b_cs, NULL};
-    gemm(out, ldo, A, B, M, K, N, acc);
+    gemm(out, ldo, A, B, M, K, N, acc, NO_TRI);
+}
+
+void matmul_strided_tri(float *out, size_t ldo, const float *a, size_t a_rs, size_t a_cs, const float *b,
+                        size_t b_rs, size_t b_cs, int M, int K, int N, int acc, Tri tri) {
+    View A = {a, a_rs, a_cs, NULL}, B = {b, b_rs, b_cs, NULL};
+    gemm(out, ldo, A, B, M, K, N, acc, tri);
 }
 
 void matmul_strided_ref(float *out, size_t ldo, const float *a, size_t a_rs, size_t a_cs, const float *b,

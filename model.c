@@ -728,6 +728,16 @@ static void block_range(int *lo, int *hi, int i0, int i1, int len, int T, AttnMo
     *hi = b;
 }
 
+/* The causal mask as the products' triangle (matmul_strided_tri): in a block
+ * of query rows from i0 and keys from lo, key lo + c is allowed to query
+ * i0 + r only if c <= r + (i0 - lo), so S's tiles above that line are never
+ * needed and P's and dS's entries there are zero.  The bidirectional pass has
+ * no triangle. */
+static Tri causal_tri(AttnMode mode, TriKind kind, int diag) {
+    Tri t = {mode == ATTN_CAUSAL ? kind : TRI_NONE, diag};
+    return t;
+}
+
 /* One rows x T block buffer per thread, allocated by the calling thread; NULL
  * when memory is short. */
 static float *block_buffers(int rows, int T) { return malloc((size_t)max_threads() * rows * T * sizeof(float)); }
@@ -765,9 +775,10 @@ static void forward_blocks(float *out, float *att, float *scratch, int threads, 
                     int i1 = i0 + QB < T ? i0 + QB : T, lo, hi;
                     float *P = A ? A + (size_t)i0 * T : local;           /* row i of the block at P + (i-i0)*T */
                     block_range(&lo, &hi, i0, i1, lengths[b], T, mode, window);
+                    Tri out_lower = causal_tri(mode, TRI_OUT_LOWER, i0 - lo), a_lower = causal_tri(mode, TRI_A_LOWER, i0 - lo);
                     if (lo < hi)                                         /* S = Q K^T, allowed keys */
-                        matmul_strided(P + lo, T, Q + (size_t)i0 * qd, qd, 1, K + (size_t)lo * kvd, 1, kvd, i1 - i0,
-                                       hd, hi - lo, 0);
+                        matmul_strided_tri(P + lo, T, Q + (size_t)i0 * qd, qd, 1, K + (size_t)lo * kvd, 1, kvd,
+                                           i1 - i0, hd, hi - lo, 0, out_lower);
                     for (int i = i0; i < i1; i++) {
                         float *p = P + (size_t)(i - i0) * T;
                         int a, e;
@@ -780,8 +791,8 @@ static void forward_blocks(float *out, float *att, float *scratch, int threads, 
                         scale_by(p + a, e - a, (float)(1.0 / sum));
                     }
                     if (lo < hi)                                         /* O = P V */
-                        matmul_strided(O + (size_t)i0 * qd, qd, P + lo, T, 1, Vm + (size_t)lo * kvd, kvd, 1, i1 - i0,
-                                       hi - lo, hd, 0);
+                        matmul_strided_tri(O + (size_t)i0 * qd, qd, P + lo, T, 1, Vm + (size_t)lo * kvd, kvd, 1,
+                                           i1 - i0, hi - lo, hd, 0, a_lower);
                     else
                         for (int i = i0; i < i1; i++) memset(O + (size_t)i * qd, 0, hd * sizeof(float));
                 }
@@ -835,22 +846,31 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
                         int i1 = i0 + QB < T ? i0 + QB : T, m = i1 - i0, lo, hi;
                         block_range(&lo, &hi, i0, i1, lengths[b], T, mode, window);
                         if (lo >= hi) continue;
-                        int n = hi - lo;
+                        int n = hi - lo, d0 = i0 - lo;
                         const float *P = att + (((size_t)b * H + h) * T + i0) * T + lo;
                         float *dS = local + lo;
-                        matmul_strided(dS, T, dO + (size_t)i0 * qd, qd, 1, Vm + (size_t)lo * kvd, 1, kvd, m, hd, n,
-                                       0);                               /* dP = dO V^T */
-                        for (int i = 0; i < m; i++) {
+                        matmul_strided_tri(dS, T, dO + (size_t)i0 * qd, qd, 1, Vm + (size_t)lo * kvd, 1, kvd, m, hd,
+                                           n, 0, causal_tri(mode, TRI_OUT_LOWER, d0)); /* dP = dO V^T */
+                        for (int i = 0; i < m; i++) {            /* dS over the row's keys, 0 elsewhere */
                             const float *p = P + (size_t)i * T;
-                            float *d = dS + (size_t)i * T, dot = (float)dot3_d(p, d, NULL, n);
-                            for (int j = 0; j < n; j++) d[j] = p[j] * (d[j] - dot) * scale;
+                            float *d = dS + (size_t)i * T;
+                            int a, e;
+                            attn_range(&a, &e, i0 + i, lengths[b], T, mode, window);
+                            a = a - lo < 0 ? 0 : a - lo;
+                            e = e - lo > n ? n : e - lo;
+                            if (a >= e) a = e = 0;
+                            float dot = (float)dot3_d(p + a, d + a, NULL, e - a);
+                            memset(d, 0, (size_t)a * sizeof(float));
+                            for (int j = a; j < e; j++) d[j] = p[j] * (d[j] - dot) * scale;
+                            memset(d + e, 0, (size_t)(n - e) * sizeof(float));
                         }
-                        matmul_strided(dQ + (size_t)i0 * qd, qd, dS, T, 1, K + (size_t)lo * kvd, kvd, 1, m, n, hd,
-                                       1);                               /* dQ += dS K */
-                        matmul_strided(dK + (size_t)lo * kvd, kvd, dS, 1, T, Q + (size_t)i0 * qd, qd, 1, n, m, hd,
-                                       1);                               /* dK += dS^T Q */
-                        matmul_strided(dV + (size_t)lo * kvd, kvd, P, 1, T, dO + (size_t)i0 * qd, qd, 1, n, m, hd,
-                                       1);                               /* dV += P^T dO */
+                        Tri a_lower = causal_tri(mode, TRI_A_LOWER, d0), a_upper = causal_tri(mode, TRI_A_UPPER, d0);
+                        matmul_strided_tri(dQ + (size_t)i0 * qd, qd, dS, T, 1, K + (size_t)lo * kvd, kvd, 1, m, n, hd,
+                                           1, a_lower);                  /* dQ += dS K */
+                        matmul_strided_tri(dK + (size_t)lo * kvd, kvd, dS, 1, T, Q + (size_t)i0 * qd, qd, 1, n, m, hd,
+                                           1, a_upper);                  /* dK += dS^T Q */
+                        matmul_strided_tri(dV + (size_t)lo * kvd, kvd, P, 1, T, dO + (size_t)i0 * qd, qd, 1, n, m, hd,
+                                           1, a_upper);                  /* dV += P^T dO */
                     }
                 }
             }

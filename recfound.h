@@ -322,6 +322,24 @@ void matmul_strided(float *out, size_t ldo, const float *a, size_t a_rs, size_t 
                     size_t b_cs, int M, int K, int N, int acc);
 void matmul_strided_ref(float *out, size_t ldo, const float *a, size_t a_rs, size_t a_cs, const float *b,
                         size_t b_rs, size_t b_cs, int M, int K, int N, int acc);
+/* matmul_strided for attention under a causal mask, where parts of a product
+ * are known to be zero or are not wanted.  With d = diag:
+ *   TRI_OUT_LOWER  only out(i, j) with j <= i + d is wanted (S = Q K^T): tiles
+ *                  wholly above that line are skipped and left as they were;
+ *   TRI_A_LOWER    the caller promises a(i, k) = 0 for k > i + d (O = P V):
+ *                  row i's sum stops there;
+ *   TRI_A_UPPER    the caller promises a(i, k) = 0 for k < i - d (dK = dS^T Q):
+ *                  row i's sum starts there.
+ * What it computes is what matmul_strided computes: the terms it skips are
+ * exact zeros.  The cut is made per micro-tile, so a tile on the line still
+ * sums (or writes) its whole width. */
+typedef enum { TRI_NONE, TRI_OUT_LOWER, TRI_A_LOWER, TRI_A_UPPER } TriKind;
+typedef struct {
+    TriKind kind;
+    int diag;
+} Tri;
+void matmul_strided_tri(float *out, size_t ldo, const float *a, size_t a_rs, size_t a_cs, const float *b,
+                        size_t b_rs, size_t b_cs, int M, int K, int N, int acc, Tri tri);
 /* `recfound bench-matmul`: GFLOP/s of the fast products on the training shapes. */
 int bench_matmul_main(int argc, char **argv);
 

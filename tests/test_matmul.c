@@ -243,6 +243,72 @@ START_TEST(test_strided_exact) {
 }
 END_TEST
 
+/* matmul_strided_tri, the causal attention's products: exact data, so each
+ * element it computes equals a float64 loop to the bit.
+ *   TRI_A_LOWER / TRI_A_UPPER: A holds zeros where the caller promises them
+ *   (k > i + d, or k < i - d), the products are whole; skipping one term too
+ *   many would show.
+ *   TRI_OUT_LOWER: every wanted element (j <= i + d) is the product, every
+ *   other one is either the product or its old value, and element (0, N-1),
+ *   in a tile wholly above the line for every kernel's tile size, kept its
+ *   old value.
+ * Shapes of a training step's attention blocks (64 x 32 x 256 and its
+ * transposes), edge tiles, and K over two K blocks; A row-major and
+ * transposed; 1 and 2 threads (the split into rectangles keeps the line). */
+START_TEST(test_strided_triangle) {
+    static const int sh[][3] = {{64, 32, 256}, {64, 256, 32}, {256, 64, 32}, {70, 300, 45}, {13, 31, 33}};
+    static const int diags[] = {0, 64, -5, 200, 21};
+    static const TriKind kinds[] = {TRI_OUT_LOWER, TRI_A_LOWER, TRI_A_UPPER};
+    static const char *kind_names[] = {"out_lower", "a_lower", "a_upper"};
+    for (size_t c = 0; c < sizeof sh / sizeof sh[0]; c++)
+        for (size_t dk = 0; dk < sizeof diags / sizeof diags[0]; dk++)
+            for (int kd = 0; kd < 3; kd++)
+                for (int ta = 0; ta < 2; ta++)
+                    for (int threads = 1; threads <= 2; threads++) {
+                        int M = sh[c][0], K = sh[c][1], N = sh[c][2], d = diags[dk], acc = (int)(c + dk) % 2;
+                        TriKind kind = kinds[kd];
+                        size_t lda = ta ? (size_t)M : (size_t)K, a_rs = ta ? 1 : lda, a_cs = ta ? lda : 1;
+                        size_t na = (size_t)M * K, no = (size_t)M * N;
+                        float *a = malloc(na * sizeof(float)), *b = malloc((size_t)K * N * sizeof(float));
+                        float *old = malloc(no * sizeof(float)), *got = malloc(no * sizeof(float));
+                        float *want = malloc(no * sizeof(float));
+                        rng_state = 900 + c * 64 + dk * 16 + kd * 4 + ta * 2 + threads;
+                        for (int i = 0; i < M; i++)
+                            for (int k = 0; k < K; k++) {
+                                int zero = (kind == TRI_A_LOWER && k > i + d) || (kind == TRI_A_UPPER && k < i - d);
+                                float x = quarter();
+                                a[i * a_rs + k * a_cs] = zero ? 0.0f : x;
+                            }
+                        for (size_t i = 0; i < (size_t)K * N; i++) b[i] = quarter();
+                        for (size_t i = 0; i < no; i++) old[i] = got[i] = quarter();
+                        for (int i = 0; i < M; i++)
+                            for (int j = 0; j < N; j++) {
+                                double sum = acc ? old[(size_t)i * N + j] : 0;
+                                for (int k = 0; k < K; k++) sum += (double)a[i * a_rs + k * a_cs] * b[(size_t)k * N + j];
+                                want[(size_t)i * N + j] = (float)sum;
+                            }
+                        Tri tri = {kind, d};
+                        omp_set_num_threads(threads);
+                        matmul_strided_tri(got, (size_t)N, a, a_rs, a_cs, b, (size_t)N, 1, M, K, N, acc, tri);
+                        omp_set_num_threads(2);
+                        for (int i = 0; i < M; i++)
+                            for (int j = 0; j < N; j++) {
+                                size_t at = (size_t)i * N + j;
+                                int wanted = kind != TRI_OUT_LOWER || j <= i + d;
+                                ck_assert_msg(got[at] == want[at] || (!wanted && got[at] == old[at]),
+                                              "tri %s M=%d K=%d N=%d d=%d ta=%d threads=%d acc=%d: (%d, %d) is %g, "
+                                              "want %g%s", kind_names[kd], M, K, N, d, ta, threads, acc, i, j,
+                                              got[at], want[at], wanted ? "" : " or the old value");
+                            }
+                        /* its tile starts at column (N-1)/32*32 or later, its rows end by 11 */
+                        if (kind == TRI_OUT_LOWER && (N - 1) / 32 * 32 > 11 + d && want[N - 1] != old[N - 1])
+                            ck_assert_msg(got[N - 1] == old[N - 1], "tri out_lower M=%d K=%d N=%d d=%d: (0, %d) above "
+                                          "the line was computed", M, K, N, d, N - 1);
+                        free(a), free(b), free(old), free(got), free(want);
+                    }
+}
+END_TEST
+
 /* A weight kept in bf16 (matmul_nt_bf16 / matmul_nn_bf16): bit for bit the
  * fast float product on the widened matrix, on 1 and 2 threads, over edge
  * tiles and several K blocks; and close to the float64 twin. */
@@ -303,6 +369,7 @@ Suite *matmul_suite(void) {
     tcase_add_loop_test(tc, test_fast_large, 0, 3);
     tcase_add_test(tc, test_deterministic);
     tcase_add_test(tc, test_strided_exact);
+    tcase_add_test(tc, test_strided_triangle);
     tcase_add_test(tc, test_bf16_weights);
     suite_add_tcase(s, tc);
     return s;

@@ -263,49 +263,56 @@ START_TEST(test_strided_triangle) {
     for (size_t c = 0; c < sizeof sh / sizeof sh[0]; c++)
         for (size_t dk = 0; dk < sizeof diags / sizeof diags[0]; dk++)
             for (int kd = 0; kd < 3; kd++)
-                for (int ta = 0; ta < 2; ta++)
+                for (int ta = 0; ta < 2; ta++) {
+                    int M = sh[c][0], K = sh[c][1], N = sh[c][2], d = diags[dk], acc = (int)(c + dk) % 2;
+                    TriKind kind = kinds[kd];
+                    size_t lda = ta ? (size_t)M : (size_t)K, a_rs = ta ? 1 : lda, a_cs = ta ? lda : 1;
+                    size_t na = (size_t)M * K, no = (size_t)M * N;
+                    float *a = malloc(na * sizeof(float)), *b = malloc((size_t)K * N * sizeof(float));
+                    float *old = malloc(no * sizeof(float)), *got = malloc(no * sizeof(float));
+                    float *want = malloc(no * sizeof(float));
+                    double *row = malloc((size_t)N * sizeof(double));
+                    rng_state = 900 + c * 64 + dk * 16 + kd * 4 + ta * 2;
+                    for (int i = 0; i < M; i++)
+                        for (int k = 0; k < K; k++) {
+                            int zero = (kind == TRI_A_LOWER && k > i + d) || (kind == TRI_A_UPPER && k < i - d);
+                            float x = quarter();
+                            a[i * a_rs + k * a_cs] = zero ? 0.0f : x;
+                        }
+                    for (size_t i = 0; i < (size_t)K * N; i++) b[i] = quarter();
+                    for (size_t i = 0; i < no; i++) old[i] = quarter();
+                    for (int i = 0; i < M; i++) {  /* exact in double, in any order */
+                        for (int j = 0; j < N; j++) row[j] = acc ? old[(size_t)i * N + j] : 0;
+                        for (int k = 0; k < K; k++) {
+                            double x = a[i * a_rs + k * a_cs];
+                            if (x != 0)
+                                for (int j = 0; j < N; j++) row[j] += x * b[(size_t)k * N + j];
+                        }
+                        for (int j = 0; j < N; j++) want[(size_t)i * N + j] = (float)row[j];
+                    }
                     for (int threads = 1; threads <= 2; threads++) {
-                        int M = sh[c][0], K = sh[c][1], N = sh[c][2], d = diags[dk], acc = (int)(c + dk) % 2;
-                        TriKind kind = kinds[kd];
-                        size_t lda = ta ? (size_t)M : (size_t)K, a_rs = ta ? 1 : lda, a_cs = ta ? lda : 1;
-                        size_t na = (size_t)M * K, no = (size_t)M * N;
-                        float *a = malloc(na * sizeof(float)), *b = malloc((size_t)K * N * sizeof(float));
-                        float *old = malloc(no * sizeof(float)), *got = malloc(no * sizeof(float));
-                        float *want = malloc(no * sizeof(float));
-                        rng_state = 900 + c * 64 + dk * 16 + kd * 4 + ta * 2 + threads;
-                        for (int i = 0; i < M; i++)
-                            for (int k = 0; k < K; k++) {
-                                int zero = (kind == TRI_A_LOWER && k > i + d) || (kind == TRI_A_UPPER && k < i - d);
-                                float x = quarter();
-                                a[i * a_rs + k * a_cs] = zero ? 0.0f : x;
-                            }
-                        for (size_t i = 0; i < (size_t)K * N; i++) b[i] = quarter();
-                        for (size_t i = 0; i < no; i++) old[i] = got[i] = quarter();
-                        for (int i = 0; i < M; i++)
-                            for (int j = 0; j < N; j++) {
-                                double sum = acc ? old[(size_t)i * N + j] : 0;
-                                for (int k = 0; k < K; k++) sum += (double)a[i * a_rs + k * a_cs] * b[(size_t)k * N + j];
-                                want[(size_t)i * N + j] = (float)sum;
-                            }
                         Tri tri = {kind, d};
+                        memcpy(got, old, no * sizeof(float));
                         omp_set_num_threads(threads);
                         matmul_strided_tri(got, (size_t)N, a, a_rs, a_cs, b, (size_t)N, 1, M, K, N, acc, tri);
                         omp_set_num_threads(2);
-                        for (int i = 0; i < M; i++)
-                            for (int j = 0; j < N; j++) {
+                        int bad = -1, wanted = 1;  /* the first wrong element (one assertion per product) */
+                        for (int i = 0; i < M && bad < 0; i++)
+                            for (int j = 0; j < N && bad < 0; j++) {
                                 size_t at = (size_t)i * N + j;
-                                int wanted = kind != TRI_OUT_LOWER || j <= i + d;
-                                ck_assert_msg(got[at] == want[at] || (!wanted && got[at] == old[at]),
-                                              "tri %s M=%d K=%d N=%d d=%d ta=%d threads=%d acc=%d: (%d, %d) is %g, "
-                                              "want %g%s", kind_names[kd], M, K, N, d, ta, threads, acc, i, j,
-                                              got[at], want[at], wanted ? "" : " or the old value");
+                                wanted = kind != TRI_OUT_LOWER || j <= i + d;
+                                if (!(got[at] == want[at] || (!wanted && got[at] == old[at]))) bad = (int)at;
                             }
+                        ck_assert_msg(bad < 0, "tri %s M=%d K=%d N=%d d=%d ta=%d threads=%d acc=%d: (%d, %d) is %g, "
+                                      "want %g%s", kind_names[kd], M, K, N, d, ta, threads, acc, bad / N, bad % N,
+                                      bad < 0 ? 0 : got[bad], bad < 0 ? 0 : want[bad], wanted ? "" : " or the old value");
                         /* its tile starts at column (N-1)/32*32 or later, its rows end by 11 */
                         if (kind == TRI_OUT_LOWER && (N - 1) / 32 * 32 > 11 + d && want[N - 1] != old[N - 1])
-                            ck_assert_msg(got[N - 1] == old[N - 1], "tri out_lower M=%d K=%d N=%d d=%d: (0, %d) above "
-                                          "the line was computed", M, K, N, d, N - 1);
-                        free(a), free(b), free(old), free(got), free(want);
+                            ck_assert_msg(got[N - 1] == old[N - 1], "tri out_lower M=%d K=%d N=%d d=%d: (0, %d) "
+                                          "above the line was computed", M, K, N, d, N - 1);
                     }
+                    free(a), free(b), free(old), free(got), free(want), free(row);
+                }
 }
 END_TEST
 

@@ -778,7 +778,8 @@ static void forward_blocks(float *out, float *att, float *scratch, int threads, 
                     int i1 = i0 + QB < T ? i0 + QB : T, lo, hi;
                     float *P = A ? A + (size_t)i0 * T : local;           /* row i of the block at P + (i-i0)*T */
                     block_range(&lo, &hi, i0, i1, lengths[b], T, mode, window);
-                    Tri out_lower = causal_tri(mode, TRI_OUT_LOWER, i0 - lo), a_lower = causal_tri(mode, TRI_A_LOWER, i0 - lo);
+                    Tri out_lower = causal_tri(mode, TRI_OUT_LOWER, i0 - lo);
+                    Tri a_lower = causal_tri(mode, TRI_A_LOWER, i0 - lo);
                     if (lo < hi)                                         /* S = Q K^T, allowed keys */
                         matmul_strided_tri(P + lo, T, Q + (size_t)i0 * qd, qd, 1, K + (size_t)lo * kvd, 1, kvd,
                                            i1 - i0, hd, hi - lo, 0, out_lower);

@@ -303,9 +303,10 @@ START_TEST(test_strided_triangle) {
                                 wanted = kind != TRI_OUT_LOWER || j <= i + d;
                                 if (!(got[at] == want[at] || (!wanted && got[at] == old[at]))) bad = (int)at;
                             }
+                        float got_bad = bad < 0 ? 0 : got[bad], want_bad = bad < 0 ? 0 : want[bad];
                         ck_assert_msg(bad < 0, "tri %s M=%d K=%d N=%d d=%d ta=%d threads=%d acc=%d: (%d, %d) is %g, "
                                       "want %g%s", kind_names[kd], M, K, N, d, ta, threads, acc, bad / N, bad % N,
-                                      bad < 0 ? 0 : got[bad], bad < 0 ? 0 : want[bad], wanted ? "" : " or the old value");
+                                      got_bad, want_bad, wanted ? "" : " or the old value");
                         /* its tile starts at column (N-1)/32*32 or later, its rows end by 11 */
                         if (kind == TRI_OUT_LOWER && (N - 1) / 32 * 32 > 11 + d && want[N - 1] != old[N - 1])
                             ck_assert_msg(got[N - 1] == old[N - 1], "tri out_lower M=%d K=%d N=%d d=%d: (0, %d) "

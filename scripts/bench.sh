@@ -30,15 +30,19 @@ value() {
 max() { awk -v a="$1" -v c="${2:-0}" 'BEGIN { print (c > a ? c : a) }'; }
 # The C command (array C_CMD) and the PyTorch command (T_CMD) run in turns, REPEAT
 # times each, so that both meet the same minutes of a machine whose speed drifts;
-# BEST_C and BEST_T are the best KEY of each.
+# BEST_C and BEST_T are the best KEY of each, RUNS_C and RUNS_T every run's, in order.
 pair() {
-  local key=$1
-  BEST_C=0; BEST_T=0
+  local key=$1 v
+  BEST_C=0; BEST_T=0; RUNS_C=""; RUNS_T=""
   for _ in $(seq "$REPEAT"); do
-    BEST_C=$(max "$BEST_C" "$(value "$key" "${C_CMD[@]}")")
-    if [ $have_torch = 1 ]; then BEST_T=$(max "$BEST_T" "$(value "$key" "${T_CMD[@]}")"); fi
+    v=$(value "$key" "${C_CMD[@]}"); RUNS_C="$RUNS_C ${v:-?}"; BEST_C=$(max "$BEST_C" "$v")
+    if [ $have_torch = 1 ]; then
+      v=$(value "$key" "${T_CMD[@]}"); RUNS_T="$RUNS_T ${v:-?}"; BEST_T=$(max "$BEST_T" "$v")
+    fi
   done
 }
+# The runs behind the best figures: the spread shows how much the machine drifted.
+runs() { echo "each run: C$RUNS_C${RUNS_T:+   PyTorch$RUNS_T}"; }
 ratio() { awk -v c="$1" -v t="$2" 'BEGIN { if (t > 0) printf "%.2f", c / t; else printf "n/a" }'; }
 
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), threads $OMP_NUM_THREADS"
@@ -50,6 +54,7 @@ T_CMD=("${pyenv[@]}" "$PY" tests/reference/bench_torch.py --model "$tmp/small" -
        --threads "$OMP_NUM_THREADS")
 pair tokens_per_s
 ./recfound bench-train --model "$tmp/small" --batch 8 --len 256 --steps 3 | grep -E "peak_rss|phases|attention"
+runs
 echo "C        tokens/s $BEST_C"
 if [ $have_torch = 1 ]; then
   echo "PyTorch  tokens/s $BEST_T"
@@ -61,6 +66,7 @@ C_CMD=(./recfound bench-recfound --model "$tmp/small" --queries 8 --gen 8 --len 
 T_CMD=("${pyenv[@]}" "$PY" tests/reference/bench_torch_recfound.py --model "$tmp/small" --queries 8 --gen 8 --len 128
        --steps "$STEPS" --threads "$OMP_NUM_THREADS")
 pair samples_per_s
+runs
 echo "C        samples/s $BEST_C"
 if [ $have_torch = 1 ]; then
   echo "PyTorch  samples/s $BEST_T"

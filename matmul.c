@@ -460,6 +460,7 @@ static void gemm_block(float *C, size_t ldc, View A, View B, int K, int m0, int 
 #ifdef HAVE_KERNEL_DIRECT
     direct = (size_t)(m1 - m0) * K * sizeof(float) <= DIRECT_A;  /* A is float: bf16 is a B only */
 #endif
+    int first_mc = m1 - m0 < MC ? m1 - m0 : MC;  /* the first A block's rows, fetched ahead at a block's end */
     for (int jc = n0; jc < n1; jc += NC) {
         int nc = n1 - jc < NC ? n1 - jc : NC;
         for (int pc = 0; pc < K; pc += KC) {
@@ -477,7 +478,6 @@ static void gemm_block(float *C, size_t ldc, View A, View B, int K, int m0, int 
                 int full = direct ? mc / MR * MR : 0;  /* rows [ic, ic + full) are read in place */
                 if (full < mc) pack_a(Ap + (size_t)full * kc, A, ic + full, mc - full, pc, kc);
                 /* the A block packed next, over the kernel calls of this one */
-                int first_mc = m1 - m0 < MC ? m1 - m0 : MC;
                 Ahead ah = ic + MC < m1 ? ahead_of(A, ic + MC, m1 - ic - MC < MC ? m1 - ic - MC : MC, pc, kc)
                          : pc + KC < K  ? ahead_of(A, m0, first_mc, pc + KC, next_kc)
                          : jc + NC < n1 ? ahead_of(A, m0, first_mc, 0, first_kc)
@@ -641,16 +641,15 @@ void matmul_nn_bf16(float *out, const float *a, const uint16_t *b, int M, int K,
  * any strides (a transpose is a swap of a matrix's two strides).  Attention
  * uses it to read one head's columns straight out of [B*T, heads*hd] rows and
  * to write into a block of a larger matrix. */
-void matmul_strided(float *out, size_t ldo, const float *a, size_t a_rs, size_t a_cs, const float *b, size_t b_rs,
-                    size_t b_cs, int M, int K, int N, int acc) {
-    View A = {a, a_rs, a_cs, NULL}, B = {b, b_rs, b_cs, NULL};
-    gemm(out, ldo, A, B, M, K, N, acc, NO_TRI);
-}
-
 void matmul_strided_tri(float *out, size_t ldo, const float *a, size_t a_rs, size_t a_cs, const float *b,
                         size_t b_rs, size_t b_cs, int M, int K, int N, int acc, Tri tri) {
     View A = {a, a_rs, a_cs, NULL}, B = {b, b_rs, b_cs, NULL};
     gemm(out, ldo, A, B, M, K, N, acc, tri);
+}
+
+void matmul_strided(float *out, size_t ldo, const float *a, size_t a_rs, size_t a_cs, const float *b, size_t b_rs,
+                    size_t b_cs, int M, int K, int N, int acc) {
+    matmul_strided_tri(out, ldo, a, a_rs, a_cs, b, b_rs, b_cs, M, K, N, acc, NO_TRI);
 }
 
 void matmul_strided_ref(float *out, size_t ldo, const float *a, size_t a_rs, size_t a_cs, const float *b,

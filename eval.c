@@ -980,6 +980,7 @@ int generate_main(int argc, char **argv) {
     if (task_s && (task < 0 || TASKS[task].kind != KIND_GEN))
         return rf_error("generate: --task %s is not a generative task", task_s);
     if (adapter && task < 0) return rf_error("generate: --adapter needs --task (the routing depends on it)");
+    if (max_new != -1 && check_range("--max-new", max_new, 0, 0, INFINITY)) return -1;  /* -1: the default */
     if (max_new < 0) max_new = task >= 0 ? gen_max_new(task) : 256;
     if (max_len < 2) return rf_error("generate: --max-len must be at least 2");
     Loaded L;
@@ -1386,8 +1387,11 @@ int eval_main(int argc, char **argv) {
     if (strcmp(fmt, "train") && strcmp(fmt, "code")) return rf_error("eval: --emb-format must be train or code");
     ec.code_fmt = !strcmp(fmt, "code");
     ec.qfmt = ec.code_fmt ? EMB_FMT_CODE_TEST : EMB_FMT_TRAIN;
-    if (ec.every < 1 || ec.negatives < 1 || ec.negatives > 60 || ec.batch < 1 || ec.max_len < 8 || ec.limit < 0)
-        return rf_error("eval: want --every >= 1, 1 <= --negatives <= 60, --batch >= 1, --max-len >= 8, --limit >= 0");
+    if (check_range("--every", ec.every, 1, 0, INFINITY) || check_range("--negatives", ec.negatives, 1, 0, 60) ||
+        check_range("--batch", ec.batch, 1, 0, INFINITY) || check_range("--max-len", ec.max_len, 8, 0, INFINITY) ||
+        check_range("--limit", ec.limit, 0, 0, INFINITY) ||
+        (ec.max_new != -1 && check_range("--max-new", ec.max_new, 0, 0, INFINITY)))  /* -1: the default */
+        return -1;
     if (tasks) {
         const char *s = tasks;
         while (*s) {

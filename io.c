@@ -2097,8 +2097,8 @@ int need_flag(const char *cmd, const char *name, const char *value) {
 
 int check_range(const char *name, double v, double lo, int lo_open, double hi) {
     if ((lo_open ? v > lo : v >= lo) && v <= hi) return 0;  /* NaN fails both */
-    if (isinf(hi)) return rf_error("%s must be %s %g, got %g", name, lo_open ? ">" : ">=", lo, v);
-    return rf_error("%s must be in %s%g, %g], got %g", name, lo_open ? "(" : "[", lo, hi, v);
+    if (isinf(hi)) return rf_error("%s must be %s %g, got %.10g", name, lo_open ? ">" : ">=", lo, v);
+    return rf_error("%s must be in %s%g, %g], got %.10g", name, lo_open ? "(" : "[", lo, hi, v);
 }
 
 int parse_flags(int argc, char **argv, const Flag *f, int n, const char *usage) {

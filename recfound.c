@@ -20,6 +20,7 @@
 #include <string.h>
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -367,10 +368,11 @@ static int cmd_pretrain(int argc, char **argv) {
     if (!idp == !data) return rf_error("give one of --ids or --data");
     if (strcmp(optim, "sgd") && strcmp(optim, "adamw"))
         return rf_error("--optimizer must be sgd or adamw, got '%s'", optim);
-    if (steps < 0 || micro < 1 || warmup < 0 || batch < 1 || max_len < 2)
-        return rf_error("--steps, --warmup >= 0; --micro, --batch >= 1; --max-len >= 2");
-    if (check_range("--lr", lr, 0, 0, INFINITY) || check_range("--weight-decay", wd, 0, 0, INFINITY) ||
-        check_range("--clip", clip, 0, 0, INFINITY) || check_range("--epochs", (double)epochs, 0, 0, INFINITY))
+    if (check_range("--steps", steps, 0, 0, INFINITY) || check_range("--warmup", warmup, 0, 0, INFINITY) ||
+        check_range("--micro", micro, 1, 0, INFINITY) || check_range("--batch", batch, 1, 0, INFINITY) ||
+        check_range("--max-len", max_len, 2, 0, INFINITY) || check_range("--lr", lr, 0, 0, INFINITY) ||
+        check_range("--weight-decay", wd, 0, 0, INFINITY) || check_range("--clip", clip, 0, 0, INFINITY) ||
+        check_range("--epochs", (double)epochs, 0, 0, INFINITY))
         return -1;
     Model m;
     IdFile f = {0}, view = {0};
@@ -1005,6 +1007,21 @@ static int parse_experts(const char *s, TmoleConfig *c) {
     return 0;
 }
 
+/* "64" or "64,32" -> the router's hidden widths (their range: tmole_config_check). */
+static int parse_router_hidden(const char *s, TmoleConfig *c) {
+    const char *p = s;
+    while (*p) {
+        char *end;
+        long w = strtol(p, &end, 10);
+        if (end == p || (*end && *end != ',') || c->n_hidden == TMOLE_MAX_HIDDEN || w < INT_MIN || w > INT_MAX)
+            return rf_error("--router-hidden must be up to %d widths separated by commas (e.g. 64,64), got '%s'",
+                            TMOLE_MAX_HIDDEN, s);
+        c->hidden[c->n_hidden++] = (int)w;
+        p = *end ? end + 1 : end;
+    }
+    return 0;
+}
+
 /* A branch asked for samples (--emb-batch or --gen-batch > 0) whose tasks have
  * no training record in DATA trains nothing: said once, before the run. */
 static void warn_empty_branches(const Trainer *tr, const char *data) {
@@ -1131,9 +1148,11 @@ static int cmd_train(int argc, char **argv) {
     if (!resume && dist_lead() &&
         rf_new_output(tr->out, "choose another --out, or remove it first (train --resume RUN continues a run)"))
         goto free_args;
-    if (tr->emb_batch < 0 || tr->gen_batch < 0 || tr->micro < 1 || tr->max_len < 8 || tr->steps < 0 || rank < 1)
-        { rf_error("batch sizes must be >= 0, --micro >= 1, --max-len >= 8, --rank >= 1"); goto free_args; }
-    if (check_range("--lr", tr->lr, 0, 0, INFINITY) || check_range("--warmup", tr->warmup_ratio, 0, 0, 1) ||
+    if (check_range("--emb-batch", tr->emb_batch, 0, 0, INFINITY) ||
+        check_range("--gen-batch", tr->gen_batch, 0, 0, INFINITY) ||
+        check_range("--micro", tr->micro, 1, 0, INFINITY) || check_range("--max-len", tr->max_len, 8, 0, INFINITY) ||
+        check_range("--steps", tr->steps, 0, 0, INFINITY) || check_range("--rank", rank, 1, 0, INFINITY) ||
+        check_range("--lr", tr->lr, 0, 0, INFINITY) || check_range("--warmup", tr->warmup_ratio, 0, 0, 1) ||
         check_range("--clip", tr->clip, 0, 0, INFINITY) || check_range("--weight-decay", tr->wd, 0, 0, INFINITY) ||
         check_range("--temperature", tr->tau, 0, 1, INFINITY) ||
         check_range("--lambda-gen", tr->lambda_gen, 0, 0, INFINITY) || check_range("--alpha", alpha, 0, 1, INFINITY) ||
@@ -1158,14 +1177,9 @@ static int cmd_train(int argc, char **argv) {
     tc.alpha = (float)alpha;
     tc.dropout = (float)dropout;
     tc.task_dim = (int)task_dim;
-    if (hidden && !no_tmole_flag) {
-        char *p = (char *)hidden;
-        while (*p && tc.n_hidden < TMOLE_MAX_HIDDEN) {
-            tc.hidden[tc.n_hidden++] = (int)strtol(p, &p, 10);
-            if (*p == ',') p++;
-        }
-    }
+    if (hidden && !no_tmole_flag && parse_router_hidden(hidden, &tc)) goto free_args;
 
+    if (tmole_config_check(&tc)) goto free_args;  /* before a model that may take minutes to load */
     char path[4096];
     if (model_load_frozen(&tr->m, model, "train")) goto free_args;
     if (!tokp) { snprintf(path, sizeof path, "%s/tokenizer.json", model); tokp = path; }
@@ -1466,8 +1480,9 @@ static int cmd_loss(int argc, char **argv) {
     int r = parse_flags(argc, argv, f, sizeof f / sizeof f[0], "--model DIR [--adapter DIR] --data DIR [--split eval]");
     if (r) return r > 0 ? 0 : -1;
     if (need_flag("loss", "--model", model) || need_flag("loss", "--data", data)) return -1;
-    if (samples < 1 || tr->max_len < 8) return rf_error("--samples >= 1 and --max-len >= 8");
-    if (check_range("--temperature", tr->tau, 0, 1, INFINITY)) return -1;
+    if (check_range("--samples", samples, 1, 0, INFINITY) || check_range("--max-len", tr->max_len, 8, 0, INFINITY) ||
+        check_range("--temperature", tr->tau, 0, 1, INFINITY))
+        return -1;
     char path[4096];
     int rc = -1;
     double loss[N_TASKS];
@@ -1541,7 +1556,9 @@ static int cmd_bench_train(int argc, char **argv) {
                 {"--steps", 'i', &steps, "timed steps after one warm-up step (default 5)"}};
     int r = parse_flags(argc, argv, f, 4, "[--model DIR] [--batch B] [--len T] [--steps N]");
     if (r) return r > 0 ? 0 : -1;
-    if (B < 1 || T < 2 || steps < 1) return rf_error("--batch >= 1, --len >= 2, --steps >= 1");
+    if (check_range("--batch", B, 1, 0, INFINITY) || check_range("--len", T, 2, 0, INFINITY) ||
+        check_range("--steps", steps, 1, 0, INFINITY))
+        return -1;
     Model m;
     if (bench_model(&m, mdir)) return -1;
     int *ids = malloc((size_t)B * T * sizeof(int)), *lengths = malloc(B * sizeof(int));
@@ -1611,7 +1628,9 @@ static int cmd_bench_recfound(int argc, char **argv) {
                 {"--steps", 'i', &steps, "timed steps after one warm-up step (default 5)"}};
     int r = parse_flags(argc, argv, f, 5, "[--model DIR] [--queries Q] [--gen G] [--len L] [--steps N]");
     if (r) return r > 0 ? 0 : -1;
-    if (Q < 1 || G < 1 || L < 8 || steps < 1) return rf_error("--queries, --gen, --steps >= 1, --len >= 8");
+    if (check_range("--queries", Q, 1, 0, INFINITY) || check_range("--gen", G, 1, 0, INFINITY) ||
+        check_range("--len", L, 8, 0, INFINITY) || check_range("--steps", steps, 1, 0, INFINITY))
+        return -1;
     Model m;
     if (bench_model(&m, mdir)) return -1;
     TmoleConfig tc;
@@ -1690,8 +1709,10 @@ static int cmd_bench_infer(int argc, char **argv) {
                 {"--reps", 'i', &reps, "timed repetitions after a warm-up (default 5)"}};
     int r = parse_flags(argc, argv, f, 6, "[--model DIR] [--prompt P] [--new N] [--batch B] [--len T] [--reps R]");
     if (r) return r > 0 ? 0 : -1;
-    if (prompt < 1 || new_tokens < 1 || batch < 1 || len < 2 || reps < 1)
-        return rf_error("every size must be >= 1 (--len >= 2)");
+    if (check_range("--prompt", prompt, 1, 0, INFINITY) || check_range("--new", new_tokens, 1, 0, INFINITY) ||
+        check_range("--batch", batch, 1, 0, INFINITY) || check_range("--len", len, 2, 0, INFINITY) ||
+        check_range("--reps", reps, 1, 0, INFINITY))
+        return -1;
     Model m;
     if (bench_model(&m, mdir)) return -1;
     int V = m.cfg.vocab_size, C = m.cfg.hidden_size;

@@ -522,6 +522,9 @@ struct Tmole {
     size_t task_emb;            /* offset of task_embedding.weight [14, E] */
 };
 
+/* The checks of a configuration that need no model (expert split, rank,
+ * router sizes, dropout): 0, or one error line.  tmole_alloc runs them too. */
+int tmole_config_check(const TmoleConfig *c);
 int tmole_alloc(Tmole *t, const TmoleConfig *c, const Config *model);
 void tmole_free(Tmole *t);
 /* The authors' initialisation: A kaiming-uniform (U(-1/sqrt(in), 1/sqrt(in))),

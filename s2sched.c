@@ -633,8 +633,9 @@ int sched_main(int argc, char **argv) {
     if (!strcmp(remainder_s, "drop")) remainder = REM_DROP;
     else if (!strcmp(remainder_s, "largest") || !strcmp(remainder_s, "largest-remainder")) remainder = REM_LARGEST;
     else return rf_error("sched: --remainder: '%s' (drop or largest)", remainder_s);
-    if (window < 2 || warmup < -1 || batch < 0)
-        return rf_error("sched: --window must be >= 2, --warmup and --batch >= 0");
+    if (check_range("--window", window, 2, 0, INFINITY) || check_range("--batch", batch, 0, 0, INFINITY) ||
+        (warmup != -1 && check_range("--warmup", warmup, 0, 0, INFINITY)))  /* -1: the default */
+        return -1;
     if (check_range("--tau", tau, 0, 1, INFINITY)) return -1;
     if (!losses) return rf_error("sched: --losses FILE.csv is required (see recfound sched --help)");
     if (batch > 1000000000L) return rf_error("sched: --batch %ld is too large", batch);

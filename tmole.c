@@ -59,9 +59,7 @@ static size_t add_param(Tmole *t, const char *name, int rows, int cols) {
     return param_table_add(t->spec, &t->n_params, &t->total, name, rows, cols);
 }
 
-int tmole_alloc(Tmole *t, const TmoleConfig *c, const Config *mc) {
-    memset(t, 0, sizeof *t);
-    t->cfg = *c;
+int tmole_config_check(const TmoleConfig *c) {
     int N = tmole_n_experts(c);
     if (N < 1 || N > TMOLE_MAX_EXPERTS || c->n_emb < 0 || c->n_shared < 0 || c->n_gen < 0)
         return rf_error("TMoLE: expert split %d/%d/%d must give 1 to %d experts", c->n_emb, c->n_shared, c->n_gen,
@@ -76,6 +74,18 @@ int tmole_alloc(Tmole *t, const TmoleConfig *c, const Config *mc) {
     if (c->n_hidden < 0 || c->n_hidden > TMOLE_MAX_HIDDEN)
         return rf_error("TMoLE: at most %d router hidden layers", TMOLE_MAX_HIDDEN);
     if (!(c->dropout >= 0 && c->dropout < 1)) return rf_error("TMoLE: dropout must be in [0, 1)");
+    for (int h = 0; c->router && h < c->n_hidden; h++)
+        if (c->hidden[h] < 1 || c->hidden[h] > TMOLE_MAX_WIDTH)
+            return rf_error("TMoLE: router hidden layer %d has width %d (1 to %d)", h, c->hidden[h],
+                            TMOLE_MAX_WIDTH);
+    return 0;
+}
+
+int tmole_alloc(Tmole *t, const TmoleConfig *c, const Config *mc) {
+    memset(t, 0, sizeof *t);
+    t->cfg = *c;
+    if (tmole_config_check(c)) return -1;
+    int N = tmole_n_experts(c);
     t->n_layers = mc->n_layers;
     t->n_sites = mc->n_layers * N_PROJ;
     t->site = calloc(t->n_sites, sizeof *t->site);
@@ -102,9 +112,7 @@ int tmole_alloc(Tmole *t, const TmoleConfig *c, const Config *mc) {
             if (!c->router) continue;
             int width = c->task_dim;
             for (int h = 0; h <= c->n_hidden; h++) {
-                int rows = h < c->n_hidden ? c->hidden[h] : N;
-                if (rows < 1 || rows > TMOLE_MAX_WIDTH)
-                    return rf_error("TMoLE: router hidden layer %d has width %d (1 to %d)", h, rows, TMOLE_MAX_WIDTH);
+                int rows = h < c->n_hidden ? c->hidden[h] : N;  /* 1 to TMOLE_MAX_WIDTH (tmole_config_check) */
                 if (h < c->n_hidden)
                     snprintf(name, sizeof name, "%s.%d.self_attn.%s.lora_route.hidden.%d.weight", pre, l, PROJ_NAMES[p], h);
                 else

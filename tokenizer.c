@@ -1821,6 +1821,9 @@ static int cmd_train(int argc, char **argv) {
     if (r) return r > 0 ? 0 : -1;
     if ((!corpus == !data) || !out || !vocab)
         return rf_error("tokenizer train: --vocab, --out and one of --corpus or --data are required");
+    if (vocab < 260 || vocab > 1000000)  /* tok_train's range, checked before any text is read */
+        return rf_error("tokenizer train: --vocab must be in [260, 1000000] (3 special and 256 byte tokens come "
+                        "first), got %ld", vocab);
     if (rf_new_output(out, NULL) || rf_can_make_folder_of(out)) return -1;
     Corpus c = {0};
     Tokenizer t;

@@ -173,13 +173,35 @@ START_TEST(test_help_and_usage_errors) {
     expect_error("score --model", "needs a value");
     expect_error("score --frobnicate 1", "unknown option");
     expect_error("score --ids x", "--model");
-    expect_error("eval --model m --data d --limit -3", "--limit >= 0");
+    expect_error("eval --model m --data d --limit -3", "--limit must be >= 0, got -3");
     /* numeric options out of range: one line naming the option, before anything is loaded */
     expect_error("train --model m --data d --out /tmp/rf-never-trained --temperature 0", "--temperature must be > 0");
     expect_error("train --model m --data d --out /tmp/rf-never-trained --warmup 5", "--warmup must be in [0, 1]");
     expect_error("train --model m --data d --out /tmp/rf-never-trained --lr -1", "--lr must be >= 0");
     expect_error("pretrain --model m --ids i --out /tmp/rf-never-trained --clip -1", "--clip must be >= 0");
     expect_error("loss --model m --data d --temperature -0.5", "--temperature must be > 0");
+    /* whole-number options too: the option and the value given */
+    expect_error("train --model m --data d --out /tmp/rf-never-trained --steps -2", "--steps must be >= 0, got -2");
+    expect_error("train --model m --data d --out /tmp/rf-never-trained --rank 0", "--rank must be >= 1, got 0");
+    expect_error("pretrain --model m --ids i --out /tmp/rf-never-trained --micro 0", "--micro must be >= 1, got 0");
+    expect_error("eval --model m --data d --negatives 61", "--negatives must be in [1, 60], got 61");
+    expect_error("loss --model m --data d --samples 0", "--samples must be >= 1, got 0");
+    expect_error("sched --losses l.csv --window 1", "--window must be >= 2, got 1");
+    expect_error("sched --losses l.csv --warmup -4", "--warmup must be >= 0, got -4");
+    expect_error("bench-train --len 1", "--len must be >= 2, got 1");
+    expect_error("bench-recfound --gen 0", "--gen must be >= 1, got 0");
+    expect_error("bench-infer --reps 0", "--reps must be >= 1, got 0");
+    expect_error("generate --model m --prompt hi --max-new -3", "--max-new must be >= 0, got -3");
+    expect_error("eval --model m --data d --max-new -3", "--max-new must be >= 0, got -3");
+    expect_error("tokenizer train --data d --vocab 100 --out /tmp/rf-never-trained",
+                 "--vocab must be in [260, 1000000]");
+    /* TMoLE's settings are checked before the model is read (m does not exist) */
+    expect_error("train --model m --data d --out /tmp/rf-never-trained --experts 0,0,0", "expert split 0/0/0");
+    expect_error("train --model m --data d --out /tmp/rf-never-trained --experts 2,0,0", "leaves a pass without");
+    expect_error("train --model m --data d --out /tmp/rf-never-trained --router-hidden 8,0",
+                 "hidden layer 1 has width 0");
+    expect_error("train --model m --data d --out /tmp/rf-never-trained --router-hidden 1,2,3,4,5", "up to 4 widths");
+    expect_error("train --model m --data d --out /tmp/rf-never-trained --router-hidden 8,x", "got '8,x'");
     ck_assert_int_ne(access("/tmp/rf-never-trained", F_OK), 0);
     expect_error("init --preset huge --out /tmp/never", "unknown preset");
     expect_error("pretrain --model tests/fixtures/gqa_tied/model --ids tests/fixtures/gqa_tied/ids.txt "

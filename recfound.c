@@ -1494,6 +1494,14 @@ static int cmd_loss(int argc, char **argv) {
     if (pick_validation(tr, samples, (uint64_t)seed)) goto out;
     if (task_losses(tr, &tr->val, tr->val_pick, tr->n_val, loss)) goto out;
     if (!dist_lead()) return 0;  /* over MPI, rank 0 prints */
+    char unfit[256] = "";
+    for (int t = 0; t < N_TASKS; t++)
+        if (tr->n_val[t] && isnan(loss[t]))
+            snprintf(unfit + strlen(unfit), sizeof unfit - strlen(unfit), "%s%s", unfit[0] ? ", " : "",
+                     TASKS[t].short_name);
+    if (unfit[0])
+        fprintf(stderr, "loss: warning: no sample of %s fits --max-len %ld (or, for an embedding task, has a "
+                        "negative): their loss is nan\n", unfit, tr->max_len);
     printf("task,kind,samples,loss\n");  /* nan: no sample of the task fits --max-len */
     for (int t = 0; t < N_TASKS; t++)
         if (tr->n_val[t]) printf("%s,%s,%d,%.9g\n", TASKS[t].short_name, TASKS[t].kind == KIND_EMB ? "E" : "G", tr->n_val[t], loss[t]);

@@ -500,6 +500,14 @@ START_TEST(test_train_pipeline) {
     ck_assert_msg(g1 < g0 - 0.05, "generative held-out loss %.4f -> %.4f did not fall", g0, g1);
     free(l0);
     free(l1);
+    /* QR's answers do not fit 8 tokens: its loss is nan, and stderr says so in one line */
+    snprintf(args, sizeof args, "loss --model %s/pre --tokenizer %s/tok.json --data %s/w --samples 4 --max-len 8", d, d, d);
+    ck_assert_int_eq(run(args, &l0, &err), 0);
+    ck_assert_msg(strstr(l0, "QR,G,4,nan") != NULL, "want QR unmeasured:\n%s", l0);
+    ck_assert_msg(count_lines(err) == 1 && strstr(err, "no sample of ") && strstr(err, "QR") &&
+                      strstr(err, "fits --max-len 8"), "want one warning naming QR, got:\n%s", err);
+    free(l0);
+    free(err);
     snprintf(args, sizeof args, "rm -rf %s", d);
     ck_assert_int_eq(system(args), 0);
 }

@@ -982,7 +982,7 @@ int generate_main(int argc, char **argv) {
     if (adapter && task < 0) return rf_error("generate: --adapter needs --task (the routing depends on it)");
     if (max_new != -1 && check_range("--max-new", max_new, 0, 0, INFINITY)) return -1;  /* -1: the default */
     if (max_new < 0) max_new = task >= 0 ? gen_max_new(task) : 256;
-    if (max_len < 2) return rf_error("generate: --max-len must be at least 2");
+    if (check_range("--max-len", max_len, 2, 0, RF_MAX_LEN)) return -1;
     Loaded L;
     if (loaded_open(&L, "generate", model, adapter, tokp)) return -1;
     FoldedModel fm;
@@ -1388,7 +1388,7 @@ int eval_main(int argc, char **argv) {
     ec.code_fmt = !strcmp(fmt, "code");
     ec.qfmt = ec.code_fmt ? EMB_FMT_CODE_TEST : EMB_FMT_TRAIN;
     if (check_range("--every", ec.every, 1, 0, INFINITY) || check_range("--negatives", ec.negatives, 1, 0, 60) ||
-        check_range("--batch", ec.batch, 1, 0, INFINITY) || check_range("--max-len", ec.max_len, 8, 0, INFINITY) ||
+        check_range("--batch", ec.batch, 1, 0, INFINITY) || check_range("--max-len", ec.max_len, 8, 0, RF_MAX_LEN) ||
         check_range("--limit", ec.limit, 0, 0, INFINITY) ||
         (ec.max_new != -1 && check_range("--max-new", ec.max_new, 0, 0, INFINITY)))  /* -1: the default */
         return -1;

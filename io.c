@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -2097,8 +2098,8 @@ int need_flag(const char *cmd, const char *name, const char *value) {
 
 int check_range(const char *name, double v, double lo, int lo_open, double hi) {
     if ((lo_open ? v > lo : v >= lo) && v <= hi) return 0;  /* NaN fails both */
-    if (isinf(hi)) return rf_error("%s must be %s %g, got %.10g", name, lo_open ? ">" : ">=", lo, v);
-    return rf_error("%s must be in %s%g, %g], got %.10g", name, lo_open ? "(" : "[", lo, hi, v);
+    if (isinf(hi)) return rf_error("%s must be %s %.10g, got %.10g", name, lo_open ? ">" : ">=", lo, v);
+    return rf_error("%s must be in %s%.10g, %.10g], got %.10g", name, lo_open ? "(" : "[", lo, hi, v);
 }
 
 int parse_flags(int argc, char **argv, const Flag *f, int n, const char *usage) {
@@ -2124,6 +2125,10 @@ int parse_flags(int argc, char **argv, const Flag *f, int n, const char *usage) 
             errno = 0;
             long x = strtol(v, &end, 10);
             if (!*v || *end || errno) return rf_error("%s: %s must be a whole number, got '%s'", argv[0], f[k].name, v);
+            /* every count, size and seed fits an int, which the code may narrow it to */
+            if (x > INT_MAX || x < -INT_MAX)
+                return rf_error("%s: %s must be a whole number from -%d to %d, got '%s'", argv[0], f[k].name, INT_MAX,
+                                INT_MAX, v);
             *(long *)f[k].target = x;
         } else {
             double x = strtod(v, &end);

@@ -370,7 +370,7 @@ static int cmd_pretrain(int argc, char **argv) {
         return rf_error("--optimizer must be sgd or adamw, got '%s'", optim);
     if (check_range("--steps", steps, 0, 0, INFINITY) || check_range("--warmup", warmup, 0, 0, INFINITY) ||
         check_range("--micro", micro, 1, 0, INFINITY) || check_range("--batch", batch, 1, 0, INFINITY) ||
-        check_range("--max-len", max_len, 2, 0, INFINITY) || check_range("--lr", lr, 0, 0, INFINITY) ||
+        check_range("--max-len", max_len, 2, 0, RF_MAX_LEN) || check_range("--lr", lr, 0, 0, INFINITY) ||
         check_range("--weight-decay", wd, 0, 0, INFINITY) || check_range("--clip", clip, 0, 0, INFINITY) ||
         check_range("--epochs", (double)epochs, 0, 0, INFINITY))
         return -1;
@@ -1150,7 +1150,7 @@ static int cmd_train(int argc, char **argv) {
         goto free_args;
     if (check_range("--emb-batch", tr->emb_batch, 0, 0, INFINITY) ||
         check_range("--gen-batch", tr->gen_batch, 0, 0, INFINITY) ||
-        check_range("--micro", tr->micro, 1, 0, INFINITY) || check_range("--max-len", tr->max_len, 8, 0, INFINITY) ||
+        check_range("--micro", tr->micro, 1, 0, INFINITY) || check_range("--max-len", tr->max_len, 8, 0, RF_MAX_LEN) ||
         check_range("--steps", tr->steps, 0, 0, INFINITY) || check_range("--rank", rank, 1, 0, INFINITY) ||
         check_range("--lr", tr->lr, 0, 0, INFINITY) || check_range("--warmup", tr->warmup_ratio, 0, 0, 1) ||
         check_range("--clip", tr->clip, 0, 0, INFINITY) || check_range("--weight-decay", tr->wd, 0, 0, INFINITY) ||
@@ -1480,7 +1480,7 @@ static int cmd_loss(int argc, char **argv) {
     int r = parse_flags(argc, argv, f, sizeof f / sizeof f[0], "--model DIR [--adapter DIR] --data DIR [--split eval]");
     if (r) return r > 0 ? 0 : -1;
     if (need_flag("loss", "--model", model) || need_flag("loss", "--data", data)) return -1;
-    if (check_range("--samples", samples, 1, 0, INFINITY) || check_range("--max-len", tr->max_len, 8, 0, INFINITY) ||
+    if (check_range("--samples", samples, 1, 0, INFINITY) || check_range("--max-len", tr->max_len, 8, 0, RF_MAX_LEN) ||
         check_range("--temperature", tr->tau, 0, 1, INFINITY))
         return -1;
     char path[4096];

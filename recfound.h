@@ -58,7 +58,7 @@ double rf_now(void);
 
 /* The sub-commands' options: a typed table where each flag writes straight
  * into a variable that holds its default.  type 's' string (const char *),
- * 'i' whole number (long), 'f' number (double), 'b' switch (int set to 1).
+ * 'i' whole number (long, within ±INT_MAX), 'f' number (double), 'b' switch (int set to 1).
  * argv[0] is the sub-command.  Returns 0, 1 after printing --help (usage is
  * the line after "recfound CMD"), or -1 with rf_error set. */
 typedef struct {
@@ -73,6 +73,9 @@ int need_flag(const char *cmd, const char *name, const char *value);
 /* A numeric option's range: 0, or one line naming it ("--lr must be >= 0, got
  * -1"); lo_open makes the lower end exclusive, hi = INFINITY means no upper end. */
 int check_range(const char *name, double v, double lo, int lo_open, double hi);
+/* The largest --max-len any command takes (tokens per sequence): far above any
+ * model's positions, and small enough for every buffer size computed from it. */
+#define RF_MAX_LEN (1 << 20)
 
 /* Read a whole file into a NUL-terminated buffer (caller frees). */
 int rf_read_file(const char *path, char **out, size_t *len);

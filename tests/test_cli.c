@@ -192,6 +192,11 @@ START_TEST(test_help_and_usage_errors) {
     expect_error("bench-recfound --gen 0", "--gen must be >= 1, got 0");
     expect_error("bench-infer --reps 0", "--reps must be >= 1, got 0");
     expect_error("generate --model m --prompt hi --max-new -3", "--max-new must be >= 0, got -3");
+    /* whole numbers past an int (4294967297 would wrap to 1), and lengths no buffer can hold */
+    expect_error("train --model m --data d --out /tmp/rf-never-trained --micro 4294967297",
+                 "--micro must be a whole number from -2147483647 to 2147483647");
+    expect_error("loss --model m --data d --max-len 2000000", "--max-len must be in [8, 1048576], got 2000000");
+    expect_error("generate --model m --prompt hi --max-len 1", "--max-len must be in [2, 1048576], got 1");
     expect_error("eval --model m --data d --max-new -3", "--max-new must be >= 0, got -3");
     expect_error("tokenizer train --data d --vocab 100 --out /tmp/rf-never-trained",
                  "--vocab must be in [260, 1000000]");

@@ -140,6 +140,21 @@ START_TEST(test_ave_f1) {
     ck_assert_double_eq_tol(r.recall, 0.75, 1e-12);
     ck_assert_double_eq_tol(r.score, 0.5, 1e-5);
     ck_assert_int_eq(r.invalid, 1);
+    /* One prediction that matches two gold triples (color/red/title exactly,
+     * color/"dark red"/title by substrings).  correct: it is used once, so
+     * hits 1 of 1 predicted and 2 gold: P = 1, R = 1/2, F1 = 2/3.  code: both
+     * pairs hit, 2 counted: P = 2/2, R = 2/2, F1 = 1 (up to the 1e-6 terms). */
+    const char *ans2[] = {"[{\"attribute\": \"color\", \"value\": \"red\", \"source\": \"title\"}, "
+                          "{\"attribute\": \"color\", \"value\": \"dark red\", \"source\": \"title\"}]"};
+    const char *out2[] = {"[{\"attribute\": \"color\", \"value\": \"red\", \"source\": \"title\"}]"};
+    metric_ave(&r, out2, ans2, 1, AVE_PREC_CORRECT);
+    ck_assert_double_eq_tol(r.precision, 1.0, 1e-12);
+    ck_assert_double_eq_tol(r.recall, 0.5, 1e-12);
+    ck_assert_double_eq_tol(r.score, 2.0 / 3, 1e-12);
+    metric_ave(&r, out2, ans2, 1, AVE_PREC_CODE);
+    ck_assert_double_eq_tol(r.precision, 1.0, 1e-5);
+    ck_assert_double_eq_tol(r.recall, 1.0, 1e-12);
+    ck_assert_double_eq_tol(r.score, 1.0, 1e-5);
 }
 END_TEST
 

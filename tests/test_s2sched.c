@@ -475,8 +475,14 @@ START_TEST(test_counts) {
     ck_assert_int_eq(n[0], 2);
     ck_assert_int_eq(n[1], 1);
     ck_assert_int_eq(n[2], 1);
-    /* B = 3 with ω = 1/3: exactly 1 each even under drop (rounding slack) */
+    /* B = 3 with ω = 1/3: exactly 1 each under drop */
     ck_assert_int_eq(sched_count_samples(n, u, NULL, 3, 3, REM_DROP), 3);
+    /* ω = (0.29, 0.71), B = 100: 100 x 0.29 is 28.999999999999996 in double, so
+     * without the rounding slack ⌊⌋ would give 28 and drop a sample */
+    double v[2] = {0.29, 0.71};
+    ck_assert_int_eq(sched_count_samples(n, v, NULL, 2, 100, REM_DROP), 100);
+    ck_assert_int_eq(n[0], 29);
+    ck_assert_int_eq(n[1], 71);
     /* availability caps: B = 10 -> 5, 3, 2; task 0 has only 2 */
     long avail[3] = {2, 100, 100};
     ck_assert_int_eq(sched_count_samples(n, w, avail, 3, 10, REM_DROP), 7);

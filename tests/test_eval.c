@@ -54,6 +54,11 @@ START_TEST(test_letter_macro_f1) {
     metric_letter_f1(&r, o2, a2, 1);
     ck_assert_int_eq(r.invalid, 1);
     ck_assert_double_eq_tol(r.score, 0.0, 1e-12);
+    /* "F" is past E: invalid, replaced by B (gold A), so classes A and B, both F1 0 */
+    const char *o3[] = {"F"};
+    metric_letter_f1(&r, o3, a2, 1);
+    ck_assert_int_eq(r.invalid, 1);
+    ck_assert_double_eq_tol(r.score, 0.0, 1e-12);
 }
 END_TEST
 
@@ -66,6 +71,11 @@ START_TEST(test_recall1) {
     metric_recall1(&r, out, ans, N_OF(out));
     ck_assert_double_eq_tol(r.score, 2.0 / 6, 1e-12);
     ck_assert_int_eq(r.invalid, 3);
+    /* the gold must be that one letter too: "A" against "AB" is wrong, not invalid */
+    const char *o2[] = {"A"}, *a2[] = {"AB"};
+    metric_recall1(&r, o2, a2, 1);
+    ck_assert_double_eq_tol(r.score, 0.0, 1e-12);
+    ck_assert_int_eq(r.invalid, 0);
 }
 END_TEST
 
@@ -167,6 +177,8 @@ START_TEST(test_token_f1) {
     ck_assert_double_eq_tol(token_f1("", ""), 1.0, 1e-12);
     ck_assert_double_eq_tol(token_f1("", "x"), 0.0, 1e-12);
     ck_assert_double_eq_tol(token_f1("a b c", "d e"), 0.0, 1e-12);
+    /* "an" is an article too: {apple} against {apple} */
+    ck_assert_double_eq_tol(token_f1("An apple", "apple"), 1.0, 1e-12);
     const char *out[] = {"The cat sat on the mat.", "a b c"}, *ans[] = {"A cat sat on a red mat", "d e"};
     MetricResult r;
     metric_token_f1(&r, out, ans, 2);

@@ -289,7 +289,13 @@ START_TEST(test_formats) {
     check_gen("Q\n", "A: very positive", "<s><|user|>\nQ\n\n<|assistant|>\n", "A: very positive</s>");
     /* Python's strip() also removes \v \f \x1c and U+00A0, U+3000 */
     check_gen("p", "\x0b\x0c\x1c\xc2\xa0 B \xe3\x80\x80\r\n", "<s><|user|>\np\n<|assistant|>\n", "B</s>");
-    /* ...but not a non-space character that ends in a continuation byte (U+00E9) */
+    /* and U+0085, U+1680, U+2028, U+205F, U+202F, U+2029, U+200A (Python 3:
+     * ' \u0085\u1680\u2028 B \u205f\u202f\u2029\u200a'.strip() == 'B') */
+    check_gen("p", " \xc2\x85\xe1\x9a\x80\xe2\x80\xa8 B \xe2\x81\x9f\xe2\x80\xaf\xe2\x80\xa9\xe2\x80\x8a",
+              "<s><|user|>\np\n<|assistant|>\n", "B</s>");
+    /* ...but not U+200B, which str.isspace() calls no space */
+    check_gen("p", "\xe2\x80\x8b B \xe2\x80\x8b", "<s><|user|>\np\n<|assistant|>\n", "\xe2\x80\x8b B \xe2\x80\x8b</s>");
+    /* ...nor a non-space character that ends in a continuation byte (U+00E9) */
     check_gen("p", " caf\xc3\xa9 ", "<s><|user|>\np\n<|assistant|>\n", "caf\xc3\xa9</s>");
     /* embedding: instruction stripped of "\t\n :" */
     check_emb("Represent this user query to find a matching item: ", "red mug", EMB_FMT_TRAIN,

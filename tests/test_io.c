@@ -113,6 +113,10 @@ START_TEST(test_json_escapes) {
     ck_assert_int_eq(json_parse(&j, "\"\\udbff\\udfff\"", 14, "max"), 0);
     ck_assert(j.len == 4 && !memcmp(j.string, "\xF4\x8F\xBF\xBF", 4));
     json_free(&j);
+    /* the edges of the 2- and 3-byte forms: U+07FF = DF BF, U+0800 = E0 A0 80 */
+    ck_assert_int_eq(json_parse(&j, "\"\\u07ff\\u0800\"", 14, "edges"), 0);
+    ck_assert(j.len == 5 && !memcmp(j.string, "\xDF\xBF\xE0\xA0\x80", 5));
+    json_free(&j);
 }
 END_TEST
 
@@ -198,6 +202,8 @@ START_TEST(test_json_errors) {
         {"\"\xC3\x28\"", "line 1, column 2", "invalid UTF-8"},
         {"\"\xED\xA0\x80\"", "line 1, column 2", "invalid UTF-8"},  /* encoded surrogate */
         {"\"\xC0\xAF\"", "line 1, column 2", "invalid UTF-8"},      /* overlong '/' */
+        {"\"\xE0\x80\xAF\"", "line 1, column 2", "invalid UTF-8"},  /* overlong '/' in 3 bytes */
+        {"\"\xF0\x8F\xBF\xBF\"", "line 1, column 2", "invalid UTF-8"}, /* overlong U+FFFF in 4 bytes */
         {"\"\xF4\x90\x80\x80\"", "line 1, column 2", "invalid UTF-8"}, /* > U+10FFFF */
         {"tru", "line 1, column 1", "expected a value"},
         {"nul", "line 1, column 1", "expected a value"},

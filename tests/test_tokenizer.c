@@ -297,6 +297,36 @@ START_TEST(test_tiny_metaspace) {
 }
 END_TEST
 
+/* The decoder steps the tiny tokenizer above does not use: a Metaspace decoder,
+ * a lower-case byte token (HF parses "<0x6a>" as hex too) and Strip from the
+ * end.  Vocabulary: <unk> 0, "▁a" 1, "b▁" 2, "<0x6a>" 3, "▁" 4.  Decoding
+ * 1 2 3 4 step by step, as the Rust decoders do:
+ *   Metaspace (prepend "first"): "a" (every ▁ of the first token dropped),
+ *     "b ", "<0x6a>", " ";  ByteFallback: "<0x6a>" -> "j";
+ *   Fuse: "ab j ";  Strip(" ", start 0, stop 1): "ab j".
+ * With prepend "never" the first token keeps its space: " ab j". */
+START_TEST(test_tiny_decoders) {
+    const char *fmt =
+        "{\"added_tokens\": [{\"id\": 0, \"content\": \"<unk>\", \"special\": true}], \"normalizer\": null,"
+        " \"pre_tokenizer\": null, \"post_processor\": null,"
+        " \"decoder\": {\"type\": \"Sequence\", \"decoders\": [{\"type\": \"Metaspace\", \"replacement\": \"\\u2581\","
+        " \"prepend_scheme\": \"%s\", \"split\": false}, {\"type\": \"ByteFallback\"}, {\"type\": \"Fuse\"},"
+        " {\"type\": \"Strip\", \"content\": \" \", \"start\": 0, \"stop\": 1}]},"
+        " \"model\": {\"type\": \"BPE\", \"unk_token\": \"<unk>\", \"fuse_unk\": false, \"byte_fallback\": true,"
+        " \"vocab\": {\"<unk>\": 0, \"\\u2581a\": 1, \"b\\u2581\": 2, \"<0x6a>\": 3, \"\\u2581\": 4}, \"merges\": []}}";
+    char json[2048];
+    Tokenizer t;
+    snprintf(json, sizeof json, fmt, "first");
+    load_text(&t, json);
+    assert_decoded(&t, IDS(1, 2, 3, 4), "ab j", 4);
+    tok_free(&t);
+    snprintf(json, sizeof json, fmt, "never");
+    load_text(&t, json);
+    assert_decoded(&t, IDS(1, 2, 3, 4), " ab j", 5);
+    tok_free(&t);
+}
+END_TEST
+
 START_TEST(test_save_load_tiny) {
     Tokenizer t, u;
     load_tiny(&t, TINY_MERGES_STR, TINY_NORM);
@@ -604,6 +634,7 @@ Suite *tokenizer_suite(void) {
     TCase *tiny = tcase_create("by_hand");
     tcase_add_test(tiny, test_tiny_by_hand);
     tcase_add_test(tiny, test_tiny_metaspace);
+    tcase_add_test(tiny, test_tiny_decoders);
     tcase_add_test(tiny, test_save_load_tiny);
     tcase_add_test(tiny, test_bad_input);
     suite_add_tcase(s, tiny);

@@ -1328,7 +1328,8 @@ static int cmd_train(int argc, char **argv) {
             tc.n_emb, tc.n_shared, tc.n_gen, tc.rank, tr->steps, tr->emb_batch, tr->gen_batch,
             tr->use_sched ? variant : "off", ranks);
 
-    long warmup = (long)(tr->warmup_ratio * tr->steps + 0.5);
+    /* ⌈ratio × steps⌉ learning-rate warmup steps, as Hugging Face's Trainer (the authors' code) counts them */
+    long warmup = sched_warmup_steps(tr->warmup_ratio, tr->steps);
     double t_start = rf_now();
     for (long step = start; step < tr->steps; step++) {
         double t0 = rf_now();

@@ -901,7 +901,7 @@ START_TEST(test_resume_bit_identical) {
     tiny_world(d);
     const char *opts = "--model %s/base --tokenizer %s/tok.json --data %s/w --steps 7 --emb-batch 4 --gen-batch 6 "
                        "--max-len 128 --rank 4 --alpha 16 --task-dim 16 --lr 3e-3 --sched-val 3 --sched-remainder largest "
-                       "--sched-warmup 0.3 --warmup 0.3 --save-every 3 --out %s/%s";
+                       "--sched-warmup 0.3 --warmup 0.3 --lambda-gen 0.5 --save-every 3 --out %s/%s";
     char fmt[1200];
     snprintf(fmt, sizeof fmt, "train %s", opts);
     snprintf(args, sizeof args, fmt, d, d, d, d, "whole");
@@ -911,6 +911,22 @@ START_TEST(test_resume_bit_identical) {
     char whole[600], cut[600];
     snprintf(whole, sizeof whole, "%s/whole", d);
     char *ref = losses_without_time(whole);
+    /* lr warmup: ⌈0.3 × 7⌉ = 3 steps from 0, then linear decay to 0 at step 7:
+     * 0, 1e-3, 2e-3, 3e-3 (4/4), 2.25e-3 (3/4), 1.5e-3, 7.5e-4;  and the loss
+     * column is L_emb + λ L_gen with λ = 0.5 */
+    const double want_lr[7] = {0, 1e-3, 2e-3, 3e-3, 2.25e-3, 1.5e-3, 7.5e-4};
+    const char *row = strchr(ref, '\n');
+    for (int i = 0; i < 7; i++) {
+        ck_assert_msg(row && row[1], "losses.csv has %d rows, want 7", i);
+        char *p;
+        double v[5];
+        strtol(row + 1, &p, 10);
+        for (int c = 0; c < 5; c++) v[c] = strtod(p + 1, &p);  /* lr, loss, loss_emb, loss_gen, grad_norm */
+        ck_assert_msg(fabs(v[0] - want_lr[i]) <= 1e-9, "step %d: lr %g, want %g", i + 1, v[0], want_lr[i]);
+        ck_assert_msg(fabs(v[1] - (v[2] + 0.5 * v[3])) <= 1e-5 * fabs(v[1]), "step %d: loss %g is not %g + 0.5 x %g",
+                      i + 1, v[1], v[2], v[3]);
+        row = strchr(row + 1, '\n');
+    }
     int stops[3] = {1, 3, 5};
     for (int k = 0; k < 3; k++) {
         char name[16];

@@ -522,6 +522,12 @@ START_TEST(test_adamw_hand) {
     float gg[2] = {3.0f, 4.0f};
     ck_assert_double_eq_tol(clip_grad_norm(gg, 2, 1.0), 5.0, 1e-9);
     ck_assert_float_eq_tol(gg[0], 0.6f, 1e-6f);
+    /* a norm just above the limit is scaled too (5 -> 4.5: x 0.9); one at or below it is left alone */
+    float gh[2] = {3.0f, 4.0f};
+    ck_assert_double_eq_tol(clip_grad_norm(gh, 2, 4.5), 5.0, 1e-9);
+    ck_assert_float_eq_tol(gh[1], 3.6f, 1e-6f);
+    ck_assert_double_eq_tol(clip_grad_norm(gh, 2, 4.5), 4.5, 1e-5);  /* 4.5 less the 1e-6 guard */
+    ck_assert_float_eq_tol(gh[1], 3.6f, 1e-6f);
     ck_assert_float_eq(lr_schedule(1.0f, 0, 10, 110), 0.0f);
     ck_assert_float_eq_tol(lr_schedule(1.0f, 5, 10, 110), 0.5f, 1e-7f);
     ck_assert_float_eq_tol(lr_schedule(1.0f, 60, 10, 110), 0.5f, 1e-7f);

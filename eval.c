@@ -1006,22 +1006,13 @@ int generate_main(int argc, char **argv) {
 
 /* ---------------------------------------------------------------- eval */
 
+/* eval's settings: the embedding protocols' (e: limit, every, ... and the
+ * model as embedder) and the rest. */
 typedef struct {
+    EmbEval e;
     const Loaded *L;
-    long limit, max_len, batch, every, negatives, seed, max_new;
-    EmbFormat qfmt;   /* query format: EMB_FMT_TRAIN, or the authors' test format */
-    int code_fmt;     /* candidates without instruction, as the authors' script */
-    int sel[N_TASKS];
+    long max_len, batch, max_new;
 } EvalCfg;
-
-/* Embedding results of one task under both protocols. */
-typedef struct {
-    double code;              /* MRR (U2I, Q2I) or NDCG (I2I), no cutoff, the authors' pools */
-    long code_n, code_skipped;
-    double mrr20, ndcg20;     /* full-corpus retrieval */
-    long full_n, corpus;
-    long dropped;             /* texts sample_emb could not fit */
-} EmbResult;
 
 /* Growing list of (instruction, text) pairs to embed. */
 typedef struct { const char **instr, **text; int n, cap; } TextList;
@@ -1043,16 +1034,23 @@ static int tl_add(TextList *l, const char *instr, const char *text) {
 
 static void tl_free(TextList *l) { free(l->instr); free(l->text); memset(l, 0, sizeof *l); }
 
-/* `what` names the texts on the progress line ("queries", "candidates"). */
-static float *tl_embed(const EvalCfg *ec, const TextList *l, int task, EmbFormat fmt, long *dropped, const char *what) {
-    int C = ec->L->m.cfg.hidden_size;
-    float *e = malloc(((size_t)l->n * C + 1) * sizeof(float));
-    if (!e) { rf_error("out of memory for %d embeddings", l->n); return NULL; }
+/* eval's embedder (EmbedFn): the model's embedding pass; `what` names the
+ * texts on the progress line ("queries", "candidates"). */
+static int model_embedder(void *ctx, float *out, const char *const *instr, const char *const *text, int n, int task,
+                          EmbFormat fmt, long *dropped, const char *what) {
+    const EvalCfg *ec = ctx;
     char label[64];
     snprintf(label, sizeof label, "eval: %s %s", TASKS[task].short_name, what);
-    if (embed_texts(e, &ec->L->m, ec->L->has_tm ? &ec->L->tm : NULL, &ec->L->tok, l->instr, l->text, l->n, task, fmt,
-                    (int)ec->max_len, (int)ec->batch, dropped, label)) { free(e); return NULL; }
-    return e;
+    return embed_texts(out, &ec->L->m, ec->L->has_tm ? &ec->L->tm : NULL, &ec->L->tok, instr, text, n, task, fmt,
+                       (int)ec->max_len, (int)ec->batch, dropped, label);
+}
+
+/* The vectors of a list of texts (e->dim floats each), or NULL with rf_error set. */
+static float *tl_embed(const EmbEval *e, const TextList *l, int task, EmbFormat fmt, long *dropped, const char *what) {
+    float *v = malloc(((size_t)l->n * e->dim + 1) * sizeof(float));
+    if (!v) { rf_error("out of memory for %d embeddings", l->n); return NULL; }
+    if (e->embed(e->ctx, v, l->instr, l->text, l->n, task, fmt, dropped, what)) { free(v); return NULL; }
+    return v;
 }
 
 static float dotf(const float *a, const float *b, int n) {
@@ -1079,8 +1077,8 @@ static int same_source(const Record *a, const Record *b) {
  * in the authors' script; records with fewer candidates are skipped.  U2I,
  * Q2I: MRR of the first positive among it and the drawn negatives.  I2I: NDCG
  * of all positives against the first 5 negatives of the first drawn record. */
-static int emb_code_protocol(const EvalCfg *ec, const Pool *i2i, const Dataset *d, EmbResult *res) {
-    int C = ec->L->m.cfg.hidden_size, K = (int)ec->negatives, rc = 0;
+int emb_code_protocol(const EmbEval *ec, const Pool *i2i, const Dataset *d, EmbResult *res) {
+    int C = ec->dim, K = (int)ec->negatives, rc = 0;
     size_t nu = d->pool[TASK_U2I].n, nq = d->pool[TASK_Q2I].n, nall = i2i->n + nu + nq, np = 0;
     const Record **all = malloc((nall + 1) * sizeof *all), **pick = malloc((nall + 1) * sizeof *pick);
     int *slot = malloc((nall + 1) * sizeof *slot);
@@ -1188,8 +1186,8 @@ static int cmp_cand(const void *a, const void *b) {
  * negative text of the task's records (a text is one candidate, embedded with
  * the instruction of its first occurrence); each query ranks all of it, and
  * its positives are the relevant ones.  MRR@20 and NDCG@20 (binary gains). */
-static int emb_full_protocol(const EvalCfg *ec, int t, const Pool *p, EmbResult *res) {
-    int C = ec->L->m.cfg.hidden_size, rc = 0;
+int emb_full_protocol(const EmbEval *ec, int t, const Pool *p, EmbResult *res) {
+    int C = ec->dim, rc = 0;
     size_t nr = p->n;
     if (ec->limit > 0 && nr > (size_t)ec->limit) nr = (size_t)ec->limit;
     size_t nc = 0;
@@ -1277,9 +1275,9 @@ static int eval_generative(const EvalCfg *ec, const Dataset *d, const char *out_
     for (int ti = 0; ti < 10 && !rc; ti++) {
         int t = TABLE2[ti];
         const Pool *p = &d->pool[t];
-        if (!ec->sel[t] || !p->n) continue;
+        if (!ec->e.sel[t] || !p->n) continue;
         long n = (long)p->n, truncated = 0, dropped = 0;
-        if (ec->limit > 0 && n > ec->limit) n = ec->limit;
+        if (ec->e.limit > 0 && n > ec->e.limit) n = ec->e.limit;
         int max_new = ec->max_new >= 0 ? (int)ec->max_new : gen_max_new(t);
         FoldedModel fm;
         KvDecoder *dec = NULL;
@@ -1353,7 +1351,8 @@ int eval_main(int argc, char **argv) {
     const char *out = NULL, *outputs = NULL, *protocol = "both", *prec = "correct", *fmt = "train";
     EvalCfg ec;
     memset(&ec, 0, sizeof ec);
-    ec.limit = 0; ec.max_len = 4096; ec.batch = 16; ec.every = 10; ec.negatives = 19; ec.seed = 42; ec.max_new = -1;
+    ec.e.limit = 0; ec.max_len = 4096; ec.batch = 16; ec.e.every = 10; ec.e.negatives = 19; ec.e.seed = 42;
+    ec.max_new = -1;
     Flag o[] = {{"--model", 's', &model, "backbone folder"},
                {"--adapter", 's', &adapter, "TMoLE adapter folder (default: the backbone alone)"},
                {"--tokenizer", 's', &tokp, "tokenizer.json (default MODEL/tokenizer.json)"},
@@ -1363,13 +1362,13 @@ int eval_main(int argc, char **argv) {
                {"--out", 's', &out, "scores as JSON; outputs.jsonl is written beside it"},
                {"--outputs", 's', &outputs, "where to write the generations (default: beside --out, or ./outputs.jsonl)"},
                {"--protocol", 's', &protocol, "embedding protocol: code | full | both (default both)"},
-               {"--limit", 'i', &ec.limit, "records per task at most (default 0 = all)"},
+               {"--limit", 'i', &ec.e.limit, "records per task at most (default 0 = all)"},
                {"--max-new", 'i', &ec.max_new, "new tokens at most (default: the authors' per-task limit)"},
                {"--max-len", 'i', &ec.max_len, "tokens per prompt + answer / per embedded text (default 4096)"},
                {"--batch", 'i', &ec.batch, "texts per embedding forward (default 16)"},
-               {"--every", 'i', &ec.every, "authors' pools: keep every N-th test record (default 10)"},
-               {"--negatives", 'i', &ec.negatives, "authors' pools: negatives drawn per query (default 19)"},
-               {"--seed", 'i', &ec.seed, "seed of the negative draws (default 42)"},
+               {"--every", 'i', &ec.e.every, "authors' pools: keep every N-th test record (default 10)"},
+               {"--negatives", 'i', &ec.e.negatives, "authors' pools: negatives drawn per query (default 19)"},
+               {"--seed", 'i', &ec.e.seed, "seed of the negative draws (default 42)"},
                {"--emb-format", 's', &fmt, "train (default): every text as in training | code: the authors' test format"},
                {"--ave-precision", 's', &prec, "correct (default) | code: the authors' inflated AVE precision"}};
     int r = parse_flags(argc, argv, o, sizeof o / sizeof o[0],
@@ -1385,11 +1384,11 @@ int eval_main(int argc, char **argv) {
     int ave_mode = !strcmp(prec, "code") ? AVE_PREC_CODE : !strcmp(prec, "correct") ? AVE_PREC_CORRECT : -1;
     if (ave_mode < 0) return rf_error("eval: --ave-precision must be correct or code, got '%s'", prec);
     if (strcmp(fmt, "train") && strcmp(fmt, "code")) return rf_error("eval: --emb-format must be train or code");
-    ec.code_fmt = !strcmp(fmt, "code");
-    ec.qfmt = ec.code_fmt ? EMB_FMT_CODE_TEST : EMB_FMT_TRAIN;
-    if (check_range("--every", ec.every, 1, 0, INFINITY) || check_range("--negatives", ec.negatives, 1, 0, 60) ||
+    ec.e.code_fmt = !strcmp(fmt, "code");
+    ec.e.qfmt = ec.e.code_fmt ? EMB_FMT_CODE_TEST : EMB_FMT_TRAIN;
+    if (check_range("--every", ec.e.every, 1, 0, INFINITY) || check_range("--negatives", ec.e.negatives, 1, 0, 60) ||
         check_range("--batch", ec.batch, 1, 0, INFINITY) || check_range("--max-len", ec.max_len, 8, 0, RF_MAX_LEN) ||
-        check_range("--limit", ec.limit, 0, 0, INFINITY) ||
+        check_range("--limit", ec.e.limit, 0, 0, INFINITY) ||
         (ec.max_new != -1 && check_range("--max-new", ec.max_new, 0, 0, INFINITY)))  /* -1: the default */
         return -1;
     if (tasks) {
@@ -1400,20 +1399,21 @@ int eval_main(int argc, char **argv) {
             snprintf(name, sizeof name, "%.*s", (int)(n < 63 ? n : 63), s);
             int t = task_arg(name);
             if (t < 0) return rf_error("eval: --tasks: unknown task '%s'", name);
-            ec.sel[t] = 1;
+            ec.e.sel[t] = 1;
             s += n + (s[n] == ',');
         }
     } else {
-        for (int t = 0; t < N_TASKS; t++) ec.sel[t] = 1;
+        for (int t = 0; t < N_TASKS; t++) ec.e.sel[t] = 1;
     }
     int any_gen = 0, any_emb = 0;
     for (int t = 0; t < N_TASKS; t++) {
-        any_gen |= ec.sel[t] && TASKS[t].kind == KIND_GEN;
-        any_emb |= ec.sel[t] && TASKS[t].kind == KIND_EMB;
+        any_gen |= ec.e.sel[t] && TASKS[t].kind == KIND_GEN;
+        any_emb |= ec.e.sel[t] && TASKS[t].kind == KIND_EMB;
     }
     Loaded L;
     if (loaded_open(&L, "eval", model, adapter, tokp)) return -1;
     ec.L = &L;
+    ec.e.embed = model_embedder, ec.e.ctx = &ec, ec.e.dim = L.m.cfg.hidden_size;
     Dataset gd, ed, items;
     memset(&gd, 0, sizeof gd); memset(&ed, 0, sizeof ed); memset(&items, 0, sizeof items);
     MetricResult gres[N_TASKS];
@@ -1439,10 +1439,10 @@ int eval_main(int argc, char **argv) {
             have_items = 1;
         }
         const Pool *i2i = have_items ? &items.pool[TASK_I2I] : &ed.pool[TASK_I2I];
-        if (!rc && do_code) rc = emb_code_protocol(&ec, i2i, &ed, eres);
+        if (!rc && do_code) rc = emb_code_protocol(&ec.e, i2i, &ed, eres);
         for (int i = 0; i < 3 && !rc && do_full; i++) {
             int t = TABLE3[i];
-            if (ec.sel[t]) rc = emb_full_protocol(&ec, t, t == TASK_I2I ? i2i : &ed.pool[t], &eres[t]);
+            if (ec.e.sel[t]) rc = emb_full_protocol(&ec.e, t, t == TASK_I2I ? i2i : &ed.pool[t], &eres[t]);
         }
     }
     if (!rc) {
@@ -1452,9 +1452,9 @@ int eval_main(int argc, char **argv) {
             printf("\n");
         }
         if (any_emb) {
-            print_table3(stdout, eres, ec.sel, do_code, do_full);
+            print_table3(stdout, eres, ec.e.sel, do_code, do_full);
             printf("I2I records from %s; queries in the %s format\n",
-                   have_items ? "item_embedding_test.json" : "the jsonl", ec.code_fmt ? "authors' test" : "training");
+                   have_items ? "item_embedding_test.json" : "the jsonl", ec.e.code_fmt ? "authors' test" : "training");
             long dropped = 0;
             for (int t = 0; t < N_TASKS; t++) dropped += eres[t].dropped;
             if (dropped) printf("%ld texts left no token to pool within --max-len (zero embeddings)\n", dropped);
@@ -1471,7 +1471,7 @@ int eval_main(int argc, char **argv) {
         first = 1;
         for (int t = 0; t < N_TASKS; t++) {
             const EmbResult *e = &eres[t];
-            if (TASKS[t].kind != KIND_EMB || !ec.sel[t]) continue;
+            if (TASKS[t].kind != KIND_EMB || !ec.e.sel[t]) continue;
             buf_printf(&b, "%s\"%s\": {\"task\": \"%s\", \"paper\": %.3f", first ? "\n  " : ",\n  ", TASKS[t].short_name,
                        TASKS[t].name, paper_value(t));
             if (do_code) buf_printf(&b, ", \"code\": {\"metric\": \"%s\", \"score\": %.6f, \"n\": %ld, \"skipped\": %ld}",

@@ -938,6 +938,39 @@ int embed_texts(float *emb, const Model *m, const Tmole *tm, const Tokenizer *to
                 const char *const *text, int n, int task, EmbFormat fmt, int max_len, int batch,
                 long *dropped, const char *progress);
 
+/* Table 3's embedding protocols, on vectors from any source: `eval` embeds with
+ * the model; the tests give each text a vector written by hand.  embed() fills
+ * out[n*dim] with the vectors of n (instruction, text) pairs of a task, in a
+ * format (queries: qfmt; candidates: EMB_FMT_TRAIN), counting texts it had to
+ * drop in *dropped; `what` names them for progress ("queries"). */
+typedef int (*EmbedFn)(void *ctx, float *out, const char *const *instr, const char *const *text, int n, int task,
+                       EmbFormat fmt, long *dropped, const char *what);
+typedef struct {
+    EmbedFn embed;
+    void *ctx;
+    int dim;
+    long limit;        /* records per task at most (0: all) */
+    long every;        /* the authors' pools: every N-th test record */
+    long negatives;    /* the authors' pools: negatives drawn per query */
+    long seed;         /* of those draws */
+    EmbFormat qfmt;    /* query format: EMB_FMT_TRAIN, or the authors' test format */
+    int code_fmt;      /* candidates without instruction, as the authors' script */
+    int sel[N_TASKS];  /* tasks to evaluate */
+} EmbEval;
+/* The results of one task under both protocols. */
+typedef struct {
+    double code;              /* MRR (U2I, Q2I) or NDCG (I2I), no cutoff, the authors' pools */
+    long code_n, code_skipped;
+    double mrr20, ndcg20;     /* full-corpus retrieval */
+    long full_n, corpus;
+    long dropped;             /* texts the embedder dropped */
+} EmbResult;
+/* The authors' pools (official-code.md §8) over the I2I records i2i and the
+ * U2I and Q2I test records of d, for every selected task; and full-corpus
+ * retrieval @20 of task t over the records p.  0, or -1 with rf_error set. */
+int emb_code_protocol(const EmbEval *e, const Pool *i2i, const Dataset *d, EmbResult *res);
+int emb_full_protocol(const EmbEval *e, int t, const Pool *p, EmbResult *res);
+
 /* `recfound eval | metrics | generate` (argv[0] = the sub-command). */
 int eval_main(int argc, char **argv);
 int metrics_main(int argc, char **argv);

@@ -212,6 +212,129 @@ START_TEST(test_mrr_ndcg) {
 }
 END_TEST
 
+/* ------------------------------------------------- Table 3's protocols */
+
+/* A hand-made embedder: the text "x y" is the vector (x, y).  Every query
+ * below is "1 0", so a candidate's score is its x. */
+static int xy_embedder(void *ctx, float *out, const char *const *instr, const char *const *text, int n, int task,
+                       EmbFormat fmt, long *dropped, const char *what) {
+    (void)ctx, (void)instr, (void)task, (void)fmt, (void)dropped, (void)what;
+    for (int i = 0; i < n; i++) {
+        char *end;
+        out[2 * i] = strtof(text[i], &end);
+        out[2 * i + 1] = strtof(end, NULL);
+    }
+    return 0;
+}
+
+static void push_rec(Pool *p, const char *json, long line) {
+    Record r;
+    int bad;
+    ck_assert_msg(record_parse(&r, json, strlen(json), "test", &bad) == 0, "%s", rf_last_error());
+    r.line = line;
+    ck_assert_int_eq(pool_push(p, &r), 0);
+}
+
+#define EMB_REC(task, src, pos, neg)                                                              \
+    "{\"query\": [\"q\", \"1 0\"], \"pos\": [[\"p\", " pos "]], \"neg\": [[\"n\", " neg "]], " \
+    "\"task\": \"" task "\", \"source\": \"" src "\"}"
+
+/* The records, by hand (x of each text):
+ *   I2I (item_embedding_test.json), all of source A, each with the same six
+ *   negatives 0.7 0.1 0.3 0.05 0.95 0.99 (only the first five count):
+ *     I1 positives 0.9 0.5;  I2 positive 0.2;  I3 positive 0.98
+ *   U2I / Q2I (the jsonl; line in brackets):
+ *     U1 [1] A: pos 0.6, neg 0.8     Q1 [2] A: pos 0.5, neg 0.4
+ *     U2 [3] A: pos 0.3, neg 0.2     U3 [4] B: pos 0.9, neg 0.1
+ *     U4 [5] A: pos 0.05, neg 0.8 (the same text as U1's)
+ *
+ * The authors' pools, every record, 3 negatives: a record draws 3 of the
+ * kept records of its task and source (itself included), so the 3 records of
+ * U2I/A and of I2I/A each draw all of theirs (the order does not matter here),
+ * and U3 (alone in B) and Q1 (alone) are skipped.
+ *   U2I: negatives 0.8 0.2 0.8: U1 0.6 ranks 3rd, U2 0.3 3rd, U4 0.05 4th:
+ *        MRR (1/3 + 1/3 + 1/4) / 3 = 11/36;  3 scored, 1 skipped
+ *   I2I: negatives 0.7 0.1 0.3 0.05 0.95 (the drawn record's first five):
+ *        I1: 0.95 0.9* 0.7 0.5* ...: NDCG (1/log2 3 + 1/log2 5) / (1 + 1/log2 3)
+ *        I2: 0.95 0.7 0.3 0.2*:      NDCG 1/log2 5
+ *        I3: 0.98* first:            NDCG 1
+ * Every second record, in the order I1 I2 I3 U1 Q1 U2 U3 U4 (I2I, then the
+ * jsonl by line): I1 I3 Q1 U3 are kept; each has fewer than 3 kept records of
+ * its task and source, so all four are skipped.
+ *
+ * Full corpus, U2I: the distinct candidate texts 0.9 0.8 0.6 0.3 0.2 0.1 0.05
+ * (7: U4's negative is U1's).  U1's positive ranks 3rd, U2's 4th, U3's 1st,
+ * U4's 7th: MRR@20 (1/3 + 1/4 + 1 + 1/7) / 4, NDCG@20 (1/log2 4 + 1/log2 5 +
+ * 1 + 1/log2 8) / 4.  I2I: 0.99 0.98 0.95 0.9 0.7 0.5 0.3 0.2 0.1 0.05 (10):
+ * I1's positives rank 4th and 6th, I2's 8th, I3's 2nd. */
+START_TEST(test_emb_protocols) {
+    Pool i2i = {0};
+    Dataset d;
+    memset(&d, 0, sizeof d);
+    const char *negs = "[\"0.7 0\", \"0.1 0\", \"0.3 0\", \"0.05 0\", \"0.95 0\", \"0.99 0\"]";
+    char json[1024];
+    const char *i2i_pos[3] = {"[\"0.9 0\", \"0.5 0\"]", "[\"0.2 0\"]", "[\"0.98 0\"]"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(json, sizeof json,
+                 "{\"query\": [\"q\", \"1 0\"], \"pos\": [[\"p\", %s]], \"neg\": [[\"n\", %s]], "
+                 "\"task\": \"Emb_item\", \"source\": \"A\"}", i2i_pos[i], negs);
+        push_rec(&i2i, json, i + 1);
+    }
+    push_rec(&d.pool[TASK_U2I], EMB_REC("Emb_user", "A", "\"0.6 0\"", "\"0.8 0\""), 1);
+    push_rec(&d.pool[TASK_Q2I], EMB_REC("Emb_query", "A", "\"0.5 0\"", "\"0.4 0\""), 2);
+    push_rec(&d.pool[TASK_U2I], EMB_REC("Emb_user", "A", "\"0.3 0\"", "\"0.2 0\""), 3);
+    push_rec(&d.pool[TASK_U2I], EMB_REC("Emb_user", "B", "\"0.9 0\"", "\"0.1 0\""), 4);
+    push_rec(&d.pool[TASK_U2I], EMB_REC("Emb_user", "A", "\"0.05 0\"", "\"0.8 0\""), 5);
+
+    EmbEval e;
+    memset(&e, 0, sizeof e);
+    e.embed = xy_embedder, e.dim = 2, e.every = 1, e.negatives = 3, e.seed = 42, e.qfmt = EMB_FMT_CODE_TEST;
+    e.code_fmt = 1;
+    e.sel[TASK_U2I] = e.sel[TASK_Q2I] = e.sel[TASK_I2I] = 1;
+    EmbResult res[N_TASKS];
+    memset(res, 0, sizeof res);
+    ck_assert_int_eq(emb_code_protocol(&e, &i2i, &d, res), 0);
+    double l3 = 1 / log2(3.0), l5 = 1 / log2(5.0);
+    ck_assert_double_eq_tol(res[TASK_U2I].code, 11.0 / 36, 1e-6);
+    ck_assert_int_eq(res[TASK_U2I].code_n, 3);
+    ck_assert_int_eq(res[TASK_U2I].code_skipped, 1);
+    ck_assert_int_eq(res[TASK_Q2I].code_n, 0);
+    ck_assert_int_eq(res[TASK_Q2I].code_skipped, 1);
+    ck_assert_double_eq_tol(res[TASK_I2I].code, ((l3 + l5) / (1 + l3) + l5 + 1) / 3, 1e-6);
+    ck_assert_int_eq(res[TASK_I2I].code_n, 3);
+    /* U2I alone: the same (the draws do not depend on the tasks chosen) */
+    e.sel[TASK_Q2I] = e.sel[TASK_I2I] = 0;
+    memset(res, 0, sizeof res);
+    ck_assert_int_eq(emb_code_protocol(&e, &i2i, &d, res), 0);
+    ck_assert_double_eq_tol(res[TASK_U2I].code, 11.0 / 36, 1e-6);
+    ck_assert_int_eq(res[TASK_I2I].code_n + res[TASK_I2I].code_skipped, 0);
+    /* every second record */
+    e.every = 2;
+    e.sel[TASK_Q2I] = e.sel[TASK_I2I] = 1;
+    memset(res, 0, sizeof res);
+    ck_assert_int_eq(emb_code_protocol(&e, &i2i, &d, res), 0);
+    ck_assert_int_eq(res[TASK_I2I].code_skipped, 2);
+    ck_assert_int_eq(res[TASK_Q2I].code_skipped, 1);
+    ck_assert_int_eq(res[TASK_U2I].code_skipped, 1);
+    ck_assert_int_eq(res[TASK_U2I].code_n + res[TASK_Q2I].code_n + res[TASK_I2I].code_n, 0);
+
+    memset(res, 0, sizeof res);
+    ck_assert_int_eq(emb_full_protocol(&e, TASK_U2I, &d.pool[TASK_U2I], &res[TASK_U2I]), 0);
+    ck_assert_int_eq(res[TASK_U2I].corpus, 7);
+    ck_assert_int_eq(res[TASK_U2I].full_n, 4);
+    ck_assert_double_eq_tol(res[TASK_U2I].mrr20, (1.0 / 3 + 1.0 / 4 + 1 + 1.0 / 7) / 4, 1e-6);
+    ck_assert_double_eq_tol(res[TASK_U2I].ndcg20, (0.5 + l5 + 1 + 1.0 / 3) / 4, 1e-6);
+    ck_assert_int_eq(emb_full_protocol(&e, TASK_I2I, &i2i, &res[TASK_I2I]), 0);
+    ck_assert_int_eq(res[TASK_I2I].corpus, 10);
+    ck_assert_double_eq_tol(res[TASK_I2I].mrr20, (1.0 / 4 + 1.0 / 8 + 1.0 / 2) / 3, 1e-6);
+    ck_assert_double_eq_tol(res[TASK_I2I].ndcg20,
+                            ((l5 + 1 / log2(7.0)) / (1 + l3) + 1 / log2(9.0) + l3) / 3, 1e-6);
+    for (size_t i = 0; i < i2i.n; i++) record_free(&i2i.recs[i]);
+    free(i2i.recs);
+    dataset_free(&d);
+}
+END_TEST
+
 START_TEST(test_pool_sample) {
     size_t a[19], b[19];
     Rng r1, r2;
@@ -630,6 +753,7 @@ Suite *eval_suite(void) {
     TCase *tr = tcase_create("ranking");
     tcase_add_test(tr, test_mrr_ndcg);
     tcase_add_test(tr, test_pool_sample);
+    tcase_add_test(tr, test_emb_protocols);
     suite_add_tcase(s, tr);
     TCase *td = tcase_create("decoder");
     tcase_add_test(td, test_cache_vs_full);

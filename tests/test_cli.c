@@ -518,6 +518,77 @@ START_TEST(test_train_pipeline) {
 }
 END_TEST
 
+/* The embedding loss of `loss` is InfoNCE of each query against every
+ * positive and every hard negative of the batch (official-code.md §4), at
+ * temperature 0.02: here it is composed by hand from embed_texts' vectors of
+ * the U2I eval records (each has one positive and one negative, and --samples
+ * takes them all, so nothing is drawn) and must match.
+ *   s_ik = q_i . p_k / 0.02 over the Q positives and the Q negatives,
+ *   L = (1/Q) sum_i [ log sum_k exp s_ik - s_ii ]. */
+START_TEST(test_loss_infonce_by_hand) {
+    char d[] = "/tmp/rfinfonceXXXXXX", args[1024], path[600], *out, *err;
+    ck_assert(mkdtemp(d) != NULL);
+    tiny_world(d);
+    snprintf(args, sizeof args, "loss --model %s/base --tokenizer %s/tok.json --data %s/w --samples 100000", d, d, d);
+    ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
+    const char *line = strstr(out, "\nU2I,E,");
+    ck_assert_msg(line != NULL, "no U2I line:\n%s", out);
+    int q_used = 0;
+    double got = NAN;
+    ck_assert_int_eq(sscanf(line, "\nU2I,E,%d,%lf", &q_used, &got), 2);
+    free(out);
+    free(err);
+
+    Model m;
+    Tokenizer tok;
+    Dataset ds;
+    memset(&ds, 0, sizeof ds);
+    snprintf(path, sizeof path, "%s/base", d);
+    ck_assert(model_load(&m, path) == 0);
+    snprintf(path, sizeof path, "%s/tok.json", d);
+    ck_assert(tok_load(&tok, path) == 0);
+    snprintf(path, sizeof path, "%s/w", d);
+    ck_assert(dataset_load_split(&ds, path, "eval", 0) == 0);
+    const Pool *p = &ds.pool[TASK_U2I];
+    int Q = (int)p->n, C = m.cfg.hidden_size;
+    ck_assert_int_eq(q_used, Q);
+    ck_assert(Q >= 3);
+    const char **instr = malloc(3 * Q * sizeof *instr), **text = malloc(3 * Q * sizeof *text);
+    for (int i = 0; i < Q; i++) {  /* queries, then positives, then negatives */
+        const Record *r = &p->recs[i];
+        ck_assert(r->n_pos == 1 && r->n_neg == 1 && !r->pos[0].is_list && !r->neg[0].is_list);
+        instr[i] = r->query.instr, text[i] = r->query.texts[0];
+        instr[Q + i] = r->pos[0].instr, text[Q + i] = r->pos[0].texts[0];
+        instr[2 * Q + i] = r->neg[0].instr, text[2 * Q + i] = r->neg[0].texts[0];
+    }
+    float *e = malloc((size_t)3 * Q * C * sizeof *e);
+    long dropped = 0;
+    ck_assert(embed_texts(e, &m, NULL, &tok, instr, text, 3 * Q, TASK_U2I, EMB_FMT_TRAIN, 256, 8, &dropped, NULL) == 0);
+    ck_assert_int_eq(dropped, 0);
+    double want = 0;
+    for (int i = 0; i < Q; i++) {
+        double s[4096], mx = -INFINITY, sum = 0;
+        ck_assert(2 * Q <= 4096);
+        for (int k = 0; k < 2 * Q; k++) {
+            double dot = 0;
+            for (int c = 0; c < C; c++) dot += (double)e[(size_t)i * C + c] * e[(size_t)(Q + k) * C + c];
+            s[k] = dot / 0.02;
+            mx = s[k] > mx ? s[k] : mx;
+        }
+        for (int k = 0; k < 2 * Q; k++) sum += exp(s[k] - mx);
+        want += mx + log(sum) - s[i];
+    }
+    want /= Q;
+    ck_assert_msg(fabs(got - want) <= 1e-4 * fabs(want), "loss printed %.9g, composed by hand %.9g", got, want);
+    free(e); free(instr); free(text);
+    dataset_free(&ds);
+    tok_free(&tok);
+    model_free(&m);
+    snprintf(args, sizeof args, "rm -rf %s", d);
+    ck_assert_int_eq(system(args), 0);
+}
+END_TEST
+
 /* The losses.csv of a run without its last column (seconds). */
 static char *losses_without_time(const char *run) {
     char path[600], *text;
@@ -1127,6 +1198,7 @@ Suite *cli_suite(void) {
     tcase_set_timeout(train, 300);
     tcase_add_test(train, test_train_pipeline);
     tcase_add_test(train, test_resume_bit_identical);
+    tcase_add_test(train, test_loss_infonce_by_hand);
     tcase_add_test(train, test_truncation_count_excludes_validation);
     tcase_add_test(train, test_dry_run_validation_rows);
     tcase_add_test(train, test_dry_run_starved_branch);

@@ -518,14 +518,15 @@ START_TEST(test_train_pipeline) {
 }
 END_TEST
 
-/* The embedding loss of `loss` is InfoNCE of each query against every
+/* `loss`, composed again by hand from the library's parts.
+ * The embedding loss is InfoNCE of each query against every
  * positive and every hard negative of the batch (official-code.md §4), at
  * temperature 0.02: here it is composed by hand from embed_texts' vectors of
  * the U2I eval records (each has one positive and one negative, and --samples
  * takes them all, so nothing is drawn) and must match.
  *   s_ik = q_i . p_k / 0.02 over the Q positives and the Q negatives,
  *   L = (1/Q) sum_i [ log sum_k exp s_ik - s_ii ]. */
-START_TEST(test_loss_infonce_by_hand) {
+START_TEST(test_loss_by_hand) {
     char d[] = "/tmp/rfinfonceXXXXXX", args[1024], path[600], *out, *err;
     ck_assert(mkdtemp(d) != NULL);
     tiny_world(d);
@@ -581,6 +582,44 @@ START_TEST(test_loss_infonce_by_hand) {
     want /= Q;
     ck_assert_msg(fabs(got - want) <= 1e-4 * fabs(want), "loss printed %.9g, composed by hand %.9g", got, want);
     free(e); free(instr); free(text);
+
+    /* A generative task's loss: the mean cross-entropy over every answer token
+     * (and </s>) of all the records together, not a mean of per-record means.
+     * Each record alone through the decoder: the CE of predicting token t + 1
+     * at position t, summed over the answer's tokens ids[start..len). */
+    const Pool *g = &ds.pool[TASK_SA];
+    ck_assert(g->n >= 2);
+    double ce_sum = 0;
+    long n_tok = 0, shortest = -1, longest = -1;
+    for (size_t i = 0; i < g->n; i++) {
+        Sample smp;
+        ck_assert_int_eq(sample_gen(&smp, &tok, &g->recs[i], 256, NULL), 1);
+        int T = smp.len;
+        float *w = calloc(T, sizeof *w), *ce = calloc(T, sizeof *ce);
+        int zero = 0;
+        Batch b = {.B = 1, .T = T, .ids = smp.ids, .lengths = &T, .tasks = &zero};
+        for (int t = 0; t + 1 < T; t++) w[t] = 1;
+        Acts *a = acts_new(&m, 1, T);
+        model_forward(&m, NULL, a, &b, ATTN_CAUSAL);
+        model_lm_loss(&m, a, &b, w, ce, NULL, 0);
+        for (int t = smp.start; t < T; t++) ce_sum += ce[t - 1], n_tok++;
+        long answer = T - smp.start;
+        if (shortest < 0 || answer < shortest) shortest = answer;
+        if (answer > longest) longest = answer;
+        acts_free(a);
+        free(w); free(ce);
+        sample_free(&smp);
+    }
+    ck_assert_msg(shortest != longest, "SA's answers all have %ld tokens: a per-record mean would agree", shortest);
+    snprintf(args, sizeof args, "loss --model %s/base --tokenizer %s/tok.json --data %s/w --samples 100000", d, d, d);
+    ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
+    line = strstr(out, "\nSA,G,");
+    ck_assert_msg(line != NULL && sscanf(line, "\nSA,G,%d,%lf", &q_used, &got) == 2, "no SA line:\n%s", out);
+    ck_assert_int_eq(q_used, (int)g->n);
+    ck_assert_msg(fabs(got - ce_sum / n_tok) <= 1e-5 * (ce_sum / n_tok), "SA: loss printed %.9g, by hand %.9g", got,
+                  ce_sum / n_tok);
+    free(out);
+    free(err);
     dataset_free(&ds);
     tok_free(&tok);
     model_free(&m);
@@ -1198,7 +1237,7 @@ Suite *cli_suite(void) {
     tcase_set_timeout(train, 300);
     tcase_add_test(train, test_train_pipeline);
     tcase_add_test(train, test_resume_bit_identical);
-    tcase_add_test(train, test_loss_infonce_by_hand);
+    tcase_add_test(train, test_loss_by_hand);
     tcase_add_test(train, test_truncation_count_excludes_validation);
     tcase_add_test(train, test_dry_run_validation_rows);
     tcase_add_test(train, test_dry_run_starved_branch);

@@ -1000,6 +1000,9 @@ static int write_plots(Trainer *tr) {
     return rc;
 }
 
+/* The most records one branch takes in a step (--emb-batch, --gen-batch). */
+#define MAX_BRANCH_BATCH 4096
+
 /* "2,2,2" -> embedding / shared / generative expert counts. */
 static int parse_experts(const char *s, TmoleConfig *c) {
     if (sscanf(s, "%d,%d,%d", &c->n_emb, &c->n_shared, &c->n_gen) != 3)
@@ -1079,7 +1082,7 @@ static int cmd_train(int argc, char **argv) {
         {"--steps", 'i', &tr->steps, "optimisation steps (default 100)"},
         {"--epochs", 'i', &epochs, "instead of --steps: passes over the generative training set"},
         {"--emb-batch", 'i', &tr->emb_batch, "embedding queries per step (default 8; each brings a positive and a hard negative)"},
-        {"--gen-batch", 'i', &tr->gen_batch, "generative samples per step (default 8)"},
+        {"--gen-batch", 'i', &tr->gen_batch, "generative samples per step (default 8, at most 4096)"},
         {"--micro", 'i', &tr->micro, "generative rows per micro-batch (gradient accumulation; default 8)"},
         {"--max-len", 'i', &tr->max_len, "tokens per sample at most (default 256)"},
         {"--lr", 'f', &tr->lr, "peak learning rate (default 1e-3), linear warmup then linear decay"},
@@ -1148,8 +1151,8 @@ static int cmd_train(int argc, char **argv) {
     if (!resume && dist_lead() &&
         rf_new_output(tr->out, "choose another --out, or remove it first (train --resume RUN continues a run)"))
         goto free_args;
-    if (check_range("--emb-batch", tr->emb_batch, 0, 0, INFINITY) ||
-        check_range("--gen-batch", tr->gen_batch, 0, 0, INFINITY) ||
+    if (check_range("--emb-batch", tr->emb_batch, 0, 0, MAX_BRANCH_BATCH) ||
+        check_range("--gen-batch", tr->gen_batch, 0, 0, MAX_BRANCH_BATCH) ||
         check_range("--micro", tr->micro, 1, 0, INFINITY) || check_range("--max-len", tr->max_len, 8, 0, RF_MAX_LEN) ||
         check_range("--steps", tr->steps, 0, 0, INFINITY) || check_range("--rank", rank, 1, 0, INFINITY) ||
         check_range("--lr", tr->lr, 0, 0, INFINITY) || check_range("--warmup", tr->warmup_ratio, 0, 0, 1) ||
@@ -1361,10 +1364,10 @@ static int cmd_train(int argc, char **argv) {
             }
         }
         /* draw the records of this step's two batches */
-        Record *emb_recs[4096], *gen_recs[4096];
+        Record *emb_recs[MAX_BRANCH_BATCH], *gen_recs[MAX_BRANCH_BATCH];  /* the counts sum to at most the batch */
         int ne = 0, ng = 0;
         for (int t = 0; t < N_TASKS; t++)
-            for (int i = 0; i < counts[t] && ne < 4096 && ng < 4096; i++) {
+            for (int i = 0; i < counts[t] && ne < MAX_BRANCH_BATCH && ng < MAX_BRANCH_BATCH; i++) {
                 Record *rec = &tr->train.pool[t].recs[pool_iter_next(&tr->it[t])];
                 if (TASKS[t].kind == KIND_EMB) emb_recs[ne++] = rec;
                 else gen_recs[ng++] = rec;

@@ -183,6 +183,8 @@ START_TEST(test_help_and_usage_errors) {
     /* whole-number options too: the option and the value given */
     expect_error("train --model m --data d --out /tmp/rf-never-trained --steps -2", "--steps must be >= 0, got -2");
     expect_error("train --model m --data d --out /tmp/rf-never-trained --rank 0", "--rank must be >= 1, got 0");
+    expect_error("train --model m --data d --out /tmp/rf-never-trained --gen-batch 5000",
+                 "--gen-batch must be in [0, 4096], got 5000");
     expect_error("pretrain --model m --ids i --out /tmp/rf-never-trained --micro 0", "--micro must be >= 1, got 0");
     expect_error("eval --model m --data d --negatives 61", "--negatives must be in [1, 60], got 61");
     expect_error("loss --model m --data d --samples 0", "--samples must be >= 1, got 0");

@@ -1081,7 +1081,7 @@ static int cmd_train(int argc, char **argv) {
         {"--out", 's', &tr->out, "run folder (new or empty): step-0, step-K, final, losses.csv, sched.csv, plots"},
         {"--steps", 'i', &tr->steps, "optimisation steps (default 100)"},
         {"--epochs", 'i', &epochs, "instead of --steps: passes over the generative training set"},
-        {"--emb-batch", 'i', &tr->emb_batch, "embedding queries per step (default 8; each brings a positive and a hard negative)"},
+        {"--emb-batch", 'i', &tr->emb_batch, "embedding queries per step (default 8, at most 4096; each brings a positive and a hard negative)"},
         {"--gen-batch", 'i', &tr->gen_batch, "generative samples per step (default 8, at most 4096)"},
         {"--micro", 'i', &tr->micro, "generative rows per micro-batch (gradient accumulation; default 8)"},
         {"--max-len", 'i', &tr->max_len, "tokens per sample at most (default 256)"},

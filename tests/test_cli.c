@@ -1039,6 +1039,15 @@ START_TEST(test_resume_bit_identical) {
                       i + 1, v[1], v[2], v[3]);
         row = strchr(row + 1, '\n');
     }
+    /* sched.csv: S2Sched's rows start after its warmup of ⌈0.3 x 7⌉ = 3 steps (steps 3..6, counted from 0) */
+    snprintf(args, sizeof args, "%s/sched.csv", whole);
+    char *sched;
+    size_t sched_len;
+    ck_assert(rf_read_file(args, &sched, &sched_len) == 0);
+    const char *first = strchr(sched, '\n');
+    ck_assert_msg(first && !strncmp(first + 1, "3,", 2), "sched.csv should start at step 3:\n%s", sched);
+    ck_assert_msg(strstr(sched, "\n6,") && !strstr(sched, "\n7,"), "sched.csv should end at step 6:\n%s", sched);
+    free(sched);
     int stops[3] = {1, 3, 5};
     for (int k = 0; k < 3; k++) {
         char name[16];
@@ -1119,6 +1128,37 @@ START_TEST(test_stop_signal_saves) {
                   "%s", err);
     free(err);
     rm_tree(d);
+}
+END_TEST
+
+/* Without S2Sched every task of a branch gets an equal share of its batch,
+ * the leftover going one sample each to the first tasks (largest remainder):
+ * --emb-batch 2 over U2I, Q2I, I2I draws 1 + 1 + 0, not 0 each as flooring
+ * 2/3 would; --gen-batch 3 over the ten generative tasks draws 3. */
+START_TEST(test_uniform_counts_without_s2sched) {
+    char d[] = "/tmp/rfuniformXXXXXX", args[2048], path[700], *out, *err;
+    ck_assert(mkdtemp(d) != NULL);
+    tiny_world(d);
+    snprintf(args, sizeof args, "train --model %s/base --tokenizer %s/tok.json --data %s/w --steps 4 --emb-batch 2 "
+             "--gen-batch 3 --max-len 256 --rank 2 --task-dim 8 --no-s2sched --out %s/run", d, d, d, d);
+    ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
+    free(out); free(err);
+    snprintf(path, sizeof path, "%s/run/losses.csv", d);
+    char *csv;
+    size_t n;
+    ck_assert(rf_read_file(path, &csv, &n) == 0);
+    int rows = 0;
+    for (const char *l = strchr(csv, '\n'); l && l[1]; l = strchr(l + 1, '\n'), rows++) {
+        const char *c = l + 1;
+        for (int k = 0; k < 6; k++) c = strchr(c, ',') + 1;  /* step,lr,loss,loss_emb,loss_gen,grad_norm, */
+        long emb = strtol(c, (char **)&c, 10), gen = strtol(c + 1, NULL, 10);
+        ck_assert_msg(emb == 2 && gen == 3, "row %d: %ld embedding queries and %ld generative samples, want 2 and 3:\n%s",
+                      rows + 1, emb, gen, csv);
+    }
+    ck_assert_int_eq(rows, 4);
+    free(csv);
+    snprintf(args, sizeof args, "rm -rf %s", d);
+    ck_assert_int_eq(system(args), 0);
 }
 END_TEST
 
@@ -1240,6 +1280,7 @@ Suite *cli_suite(void) {
     tcase_add_test(train, test_train_pipeline);
     tcase_add_test(train, test_resume_bit_identical);
     tcase_add_test(train, test_loss_by_hand);
+    tcase_add_test(train, test_uniform_counts_without_s2sched);
     tcase_add_test(train, test_truncation_count_excludes_validation);
     tcase_add_test(train, test_dry_run_validation_rows);
     tcase_add_test(train, test_dry_run_starved_branch);

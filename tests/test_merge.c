@@ -462,6 +462,25 @@ START_TEST(test_cmd_ties) {
 }
 END_TEST
 
+/* Without --density: the default 0.8 (the authors' top 80%).
+ * a.weight keeps floor(3.2) = 3 of each tau (test_ties_canonical_conflict's):
+ *   tau1 -> [0.5, -0.25, 0, -1];  tau2 -> [-0.75, -0.5, 0.25, 0] (0.25 twice:
+ *   the lower index stays);  tau3 -> [0.5, 0.25, 0, -0.5]
+ *   signs of the sums [0.25, -0.5, 0.25, -1.5]: +, -, +, -
+ *   means [1/2, -0.75/2, 0.25, -1.5/2] -> out [1.5, -1.375, 0.75, 1.25]
+ * b.bias keeps floor(2.4) = 2: [1, 0.5, 0], [0.5, -0.25, 0], [-0.25, 0.25, 0];
+ *   sums [1.25, 0.5, 0] -> means [0.75, 0.375, 0] */
+START_TEST(test_cmd_default_density) {
+    write_good_set();
+    ck_assert_msg(run_merge("dflt", NULL, NULL, NULL, NULL) == 0, "%s", rf_last_error());
+    float a[4], b[3];
+    read_out("dflt/adapter_model.safetensors", a, b);
+    const float wa[4] = {1.5f, -1.375f, 0.75f, 1.25f}, wb[3] = {0.75f, 0.375f, 0};
+    assert_allclose(a, wa, 4, 0, 0, "a.weight, default density");
+    assert_allclose(b, wb, 3, 0, 0, "b.bias, default density");
+}
+END_TEST
+
 START_TEST(test_cmd_other_methods) {
     write_good_set();
     float a[4], b[3];
@@ -603,6 +622,7 @@ Suite *merge_suite(void) {
     tcase_add_checked_fixture(cmd, tmp_setup, tmp_teardown);
     tcase_set_timeout(cmd, 30);
     tcase_add_test(cmd, test_cmd_ties);
+    tcase_add_test(cmd, test_cmd_default_density);
     tcase_add_test(cmd, test_cmd_other_methods);
     tcase_add_test(cmd, test_cmd_shape_mismatch);
     tcase_add_test(cmd, test_cmd_missing_and_extra);

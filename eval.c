@@ -1077,8 +1077,8 @@ static int same_source(const Record *a, const Record *b) {
  * in the authors' script; records with fewer candidates are skipped.  U2I,
  * Q2I: MRR of the first positive among it and the drawn negatives.  I2I: NDCG
  * of all positives against the first 5 negatives of the first drawn record. */
-int emb_code_protocol(const EmbEval *ec, const Pool *i2i, const Dataset *d, EmbResult *res) {
-    int C = ec->dim, K = (int)ec->negatives, rc = 0;
+int emb_code_protocol(const EmbEval *e, const Pool *i2i, const Dataset *d, EmbResult *res) {
+    int C = e->dim, K = (int)e->negatives, rc = 0;
     size_t nu = d->pool[TASK_U2I].n, nq = d->pool[TASK_Q2I].n, nall = i2i->n + nu + nq, np = 0;
     const Record **all = malloc((nall + 1) * sizeof *all), **pick = malloc((nall + 1) * sizeof *pick);
     int *slot = malloc((nall + 1) * sizeof *slot);
@@ -1098,21 +1098,21 @@ int emb_code_protocol(const EmbEval *ec, const Pool *i2i, const Dataset *d, EmbR
     for (size_t i = 0; i < nu; i++) all[k++] = &d->pool[TASK_U2I].recs[i];
     for (size_t i = 0; i < nq; i++) all[k++] = &d->pool[TASK_Q2I].recs[i];
     qsort(all + mid, nu + nq, sizeof *all, cmp_line);
-    for (size_t i = 0; i < nall; i += (size_t)ec->every) pick[np++] = all[i];
+    for (size_t i = 0; i < nall; i += (size_t)e->every) pick[np++] = all[i];
     /* what to embed: queries and positives of the scored records, first negatives of every kept one */
     for (size_t i = 0; i < np; i++) {
         const Record *r = pick[i];
         int t = r->task, lim = t == TASK_I2I ? 5 : 1;
         slot[i] = -1;
-        if (!ec->sel[t]) continue;
-        int cand_instr = !ec->code_fmt;
+        if (!e->sel[t]) continue;
+        int cand_instr = !e->code_fmt;
         if (r->n_neg > 0) {
             neg_off[i] = neg[t].n;
             neg_cnt[i] = r->neg[0].n_texts < lim ? r->neg[0].n_texts : lim;
             for (int j = 0; j < neg_cnt[i] && !rc; j++)
                 rc = tl_add(&neg[t], cand_instr ? r->neg[0].instr : "", r->neg[0].texts[j]);
         }
-        if (r->n_pos > 0 && (ec->limit <= 0 || scored[t] < ec->limit)) {
+        if (r->n_pos > 0 && (e->limit <= 0 || scored[t] < e->limit)) {
             slot[i] = q[t].n;
             scored[t]++;
             rc = rc ? rc : tl_add(&q[t], r->query.instr, r->query.texts[0]);
@@ -1127,13 +1127,13 @@ int emb_code_protocol(const EmbEval *ec, const Pool *i2i, const Dataset *d, EmbR
         if (!q[t].n) continue;
         fprintf(stderr, "eval: %s embeddings (authors' pools): %d queries, %d positives, %d negatives\n",
                 TASKS[t].short_name, q[t].n, pos[t].n, neg[t].n);
-        if (!(eq[t] = tl_embed(ec, &q[t], t, ec->qfmt, &res[t].dropped, "queries")) ||
-            !(ep[t] = tl_embed(ec, &pos[t], t, EMB_FMT_TRAIN, &res[t].dropped, "positives")) ||
-            !(en[t] = tl_embed(ec, &neg[t], t, EMB_FMT_TRAIN, &res[t].dropped, "negatives"))) { rc = -1; goto done; }
+        if (!(eq[t] = tl_embed(e, &q[t], t, e->qfmt, &res[t].dropped, "queries")) ||
+            !(ep[t] = tl_embed(e, &pos[t], t, EMB_FMT_TRAIN, &res[t].dropped, "positives")) ||
+            !(en[t] = tl_embed(e, &neg[t], t, EMB_FMT_TRAIN, &res[t].dropped, "negatives"))) { rc = -1; goto done; }
     }
     /* one random stream over every kept record, whatever the selected tasks */
     Rng rng;
-    rng_seed(&rng, (uint64_t)ec->seed);
+    rng_seed(&rng, (uint64_t)e->seed);
     double sum[N_TASKS] = {0};
     float sc[64];
     int rel[64];
@@ -1186,10 +1186,10 @@ static int cmp_cand(const void *a, const void *b) {
  * negative text of the task's records (a text is one candidate, embedded with
  * the instruction of its first occurrence); each query ranks all of it, and
  * its positives are the relevant ones.  MRR@20 and NDCG@20 (binary gains). */
-int emb_full_protocol(const EmbEval *ec, int t, const Pool *p, EmbResult *res) {
-    int C = ec->dim, rc = 0;
+int emb_full_protocol(const EmbEval *e, int t, const Pool *p, EmbResult *res) {
+    int C = e->dim, rc = 0;
     size_t nr = p->n;
-    if (ec->limit > 0 && nr > (size_t)ec->limit) nr = (size_t)ec->limit;
+    if (e->limit > 0 && nr > (size_t)e->limit) nr = (size_t)e->limit;
     size_t nc = 0;
     for (size_t i = 0; i < nr; i++) {
         const Record *r = &p->recs[i];
@@ -1198,7 +1198,7 @@ int emb_full_protocol(const EmbEval *ec, int t, const Pool *p, EmbResult *res) {
     }
     Cand *c = malloc((nc + 1) * sizeof *c);
     int *uid = malloc((nc + 1) * sizeof *uid), *rel = malloc((nc + 1) * sizeof *rel);
-    float *sc = malloc((nc + 1) * sizeof *sc), *eq = NULL, *ec_ = NULL;
+    float *sc = malloc((nc + 1) * sizeof *sc), *eq = NULL, *ecand = NULL;
     TextList q = {0}, corpus = {0};
     if (!c || !uid || !rel || !sc) { rc = rf_error("out of memory"); goto done; }
     size_t k = 0;
@@ -1206,7 +1206,7 @@ int emb_full_protocol(const EmbEval *ec, int t, const Pool *p, EmbResult *res) {
         const Record *r = &p->recs[i];
         for (int j = 0; j < r->n_pos + r->n_neg; j++) {
             const Passage *ps = j < r->n_pos ? &r->pos[j] : &r->neg[j - r->n_pos];
-            for (int x = 0; x < ps->n_texts; x++, k++) c[k] = (Cand){ps->texts[x], ec->code_fmt ? "" : ps->instr, (int)k};
+            for (int x = 0; x < ps->n_texts; x++, k++) c[k] = (Cand){ps->texts[x], e->code_fmt ? "" : ps->instr, (int)k};
         }
     }
     qsort(c, nc, sizeof *c, cmp_cand);
@@ -1225,8 +1225,8 @@ int emb_full_protocol(const EmbEval *ec, int t, const Pool *p, EmbResult *res) {
         rc = tl_add(&q, p->recs[i].query.instr, p->recs[i].query.texts[0]);
     if (rc) goto done;
     fprintf(stderr, "eval: %s embeddings (full corpus): %d queries, %d candidates\n", TASKS[t].short_name, q.n, corpus.n);
-    if (!(eq = tl_embed(ec, &q, t, ec->qfmt, &res->dropped, "queries")) ||
-        !(ec_ = tl_embed(ec, &corpus, t, EMB_FMT_TRAIN, &res->dropped, "candidates"))) { rc = -1; goto done; }
+    if (!(eq = tl_embed(e, &q, t, e->qfmt, &res->dropped, "queries")) ||
+        !(ecand = tl_embed(e, &corpus, t, EMB_FMT_TRAIN, &res->dropped, "candidates"))) { rc = -1; goto done; }
     double mrr = 0, ndcg = 0;
     k = 0;
     for (size_t i = 0; i < nr; i++) {
@@ -1237,7 +1237,7 @@ int emb_full_protocol(const EmbEval *ec, int t, const Pool *p, EmbResult *res) {
             for (int x = 0; x < ps->n_texts; x++, k++)
                 if (j < r->n_pos) rel[uid[k]] = 1;
         }
-        linear(sc, eq + i * C, ec_, NULL, 1, C, nu, 0);
+        linear(sc, eq + i * C, ecand, NULL, 1, C, nu, 0);
         mrr += rank_mrr(sc, rel, nu, 20);
         ndcg += rank_ndcg(sc, rel, nu, 20);
     }
@@ -1246,7 +1246,7 @@ int emb_full_protocol(const EmbEval *ec, int t, const Pool *p, EmbResult *res) {
     res->full_n = (long)nr;
     res->corpus = nu;
 done:
-    free(c); free(uid); free(rel); free(sc); free(eq); free(ec_);
+    free(c); free(uid); free(rel); free(sc); free(eq); free(ecand);
     tl_free(&q);
     tl_free(&corpus);
     return rc;

@@ -1081,7 +1081,8 @@ static int cmd_train(int argc, char **argv) {
         {"--out", 's', &tr->out, "run folder (new or empty): step-0, step-K, final, losses.csv, sched.csv, plots"},
         {"--steps", 'i', &tr->steps, "optimisation steps (default 100)"},
         {"--epochs", 'i', &epochs, "instead of --steps: passes over the generative training set"},
-        {"--emb-batch", 'i', &tr->emb_batch, "embedding queries per step (default 8, at most 4096; each brings a positive and a hard negative)"},
+        {"--emb-batch", 'i', &tr->emb_batch,
+         "embedding queries per step (default 8, at most 4096; each brings a positive and a hard negative)"},
         {"--gen-batch", 'i', &tr->gen_batch, "generative samples per step (default 8, at most 4096)"},
         {"--micro", 'i', &tr->micro, "generative rows per micro-batch (gradient accumulation; default 8)"},
         {"--max-len", 'i', &tr->max_len, "tokens per sample at most (default 256)"},
@@ -1504,8 +1505,8 @@ static int cmd_loss(int argc, char **argv) {
             snprintf(unfit + strlen(unfit), sizeof unfit - strlen(unfit), "%s%s", unfit[0] ? ", " : "",
                      TASKS[t].short_name);
     if (unfit[0])
-        fprintf(stderr, "loss: warning: no sample of %s fits --max-len %ld (or, for an embedding task, has a "
-                        "negative): their loss is nan\n", unfit, tr->max_len);
+        fprintf(stderr, "loss: warning: %s: no sample fits --max-len %ld (an embedding task also needs records "
+                        "with a negative): their loss is nan\n", unfit, tr->max_len);
     printf("task,kind,samples,loss\n");  /* nan: no sample of the task fits --max-len */
     for (int t = 0; t < N_TASKS; t++)
         if (tr->n_val[t]) printf("%s,%s,%d,%.9g\n", TASKS[t].short_name, TASKS[t].kind == KIND_EMB ? "E" : "G", tr->n_val[t], loss[t]);

@@ -77,11 +77,13 @@ static int idfile_read(IdFile *f, const char *path, int vocab, int min_len) {
                 idfile_free(f);
                 return -1;
             }
-            if (v < 0 || v >= vocab) {
+            if (v < 0 || v >= vocab) {  /* named as written: strtol clamps what is past a long */
+                rf_error("%s: line %d: token id %.*s is outside the vocabulary [0, %d)", path, line,
+                         (int)(end - s < 24 ? end - s : 24), s, vocab);
                 free(row);
                 free(text);
                 idfile_free(f);
-                return rf_error("%s: line %d: token id %ld is outside the vocabulary [0, %d)", path, line, v, vocab);
+                return -1;
             }
             if (n == c) {
                 int *r2 = realloc(row, (c *= 2) * sizeof(int));

@@ -312,10 +312,12 @@ START_TEST(test_bad_input) {
     expect_error(args, "shape");
     /* ids: out of the vocabulary, not a number, too short */
     snprintf(cmd, sizeof cmd, "printf '5 6 7\\n5 999999 7\\n' > %s/big.txt && printf '5 x 7\\n' > %s/nan.txt && "
-             "printf '5\\n' > %s/one.txt", dir, dir, dir);
+             "printf '5\\n' > %s/one.txt && printf '5 99999999999999999999 7\\n' > %s/huge.txt", dir, dir, dir, dir);
     ck_assert_int_eq(system(cmd), 0);
     snprintf(args, sizeof args, "score --model %s/model --ids %s/big.txt", fx, dir);
-    expect_error(args, "line 2");
+    expect_error(args, "line 2: token id 999999 is outside the vocabulary");
+    snprintf(args, sizeof args, "score --model %s/model --ids %s/huge.txt", fx, dir);  /* past a long: as written */
+    expect_error(args, "token id 99999999999999999999 is outside");
     snprintf(args, sizeof args, "score --model %s/model --ids %s/nan.txt", fx, dir);
     expect_error(args, "not a token id");
     snprintf(args, sizeof args, "score --model %s/model --ids %s/one.txt", fx, dir);

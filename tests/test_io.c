@@ -764,6 +764,18 @@ START_TEST(test_config_errors) {
     expect_error_has("zero", "x.json", "hidden_size", NULL);
     c = ok, c.rms_norm_eps = 0;
     ck_assert_int_eq(config_validate(&c, "x.json"), -1);
+    expect_error_has("eps", "x.json", "rms_norm_eps 0 must be positive", NULL);
+    c = ok, c.rope_theta = 0;
+    ck_assert_int_eq(config_validate(&c, "x.json"), -1);
+    expect_error_has("theta", "x.json", "rope_theta 0 must be positive", NULL);
+    c = ok, c.sliding_window = -1;
+    ck_assert_int_eq(config_validate(&c, "x.json"), -1);
+    expect_error_has("window", "x.json", "sliding_window -1 is negative", NULL);
+    c = ok, snprintf(c.model_type, sizeof c.model_type, "llama"), c.sliding_window = 8;
+    ck_assert_int_eq(config_validate(&c, "x.json"), -1);
+    expect_error_has("llama window", "x.json", "on a llama model", NULL);
+    c.sliding_window = 0;  /* the same llama without a window is fine */
+    ck_assert_int_eq(config_validate(&c, "x.json"), 0);
     c = ok, c.eos_token_id = ok.vocab_size;
     ck_assert_int_eq(config_validate(&c, "x.json"), -1);
 }

@@ -362,6 +362,12 @@ START_TEST(test_bad_input) {
                "line 2", "UTF-8"); /* an encoded surrogate */
     expect_bad(GOOD_GEN "{\"text\": [\"p\", \" \\n \"], \"task\": \"Sentiment_Analysis\"}\n", BAD_EMPTY, "line 2",
                "empty answer");
+    expect_bad(GOOD_GEN "{\"text\": [\"\\t\", \"a\"], \"task\": \"Sentiment_Analysis\"}\n", BAD_EMPTY, "line 2",
+               "empty prompt");
+    expect_bad(GOOD_GEN "{\"text\": [\"p\"], \"task\": \"Sentiment_Analysis\"}\n", BAD_FIELD, "line 2",
+               "[prompt, answer, ...]");  /* no answer */
+    expect_bad(GOOD_GEN "{\"text\": [\"p\", \"a\"], \"task\": \"Sentiment_Analysis\", \"id\": 1e999}\n", BAD_FIELD,
+               "line 2", "\"id\" is a number out of range");
     expect_bad(GOOD_GEN "{\"text\": [\"p\", \"a\"], \"task\": \"Sentiment_Analysis\", \"id\": [1]}\n", BAD_FIELD,
                "line 2", "\"id\"");
     expect_bad(GOOD_GEN "{\"text\": [\"p\", \"a\"], \"task\": \"Sentiment_Analysis\", \"source\": 1}\n", BAD_FIELD,

@@ -891,6 +891,14 @@ static int outset_read(OutputSet *s, const char *path) {
 /* The answer to one user prompt: the training prompt of official-code.md §3
  * ("<s><|user|>\n{user}\n<|assistant|>\n"), greedy, decoded without </s>.
  * A prompt too long for the cache loses its oldest tokens after <s>. */
+int fit_prompt(int *ids, int n, int cap, int *max_new) {
+    int keep = cap - *max_new;
+    if (keep < 2) { keep = n < cap - 1 ? n : cap - 1; *max_new = cap - keep; }
+    if (n <= keep) return n;
+    memmove(ids + 1, ids + 1 + (n - keep), (size_t)(keep - 1) * sizeof(int));
+    return keep;
+}
+
 static int gen_answer(KvDecoder *d, const Tokenizer *tok, int eos, const char *user, int max_new, char **answer,
                       long *truncated, long *dropped) {
     RfBuf prompt = {0}, unused = {0};
@@ -901,13 +909,9 @@ static int gen_answer(KvDecoder *d, const Tokenizer *tok, int eos, const char *u
     int rc = prompt.data ? tok_encode(tok, prompt.data, prompt.len, 0, &ids, &n) : rf_error("out of memory");
     buf_free(&prompt);
     if (rc) return -1;
-    int keep = d->cap - max_new;
-    if (keep < 2) { keep = n < d->cap - 1 ? n : d->cap - 1; max_new = d->cap - keep; }
-    if (n > keep) {
-        memmove(ids + 1, ids + 1 + (n - keep), (size_t)(keep - 1) * sizeof(int));
-        n = keep;
-        if (truncated) (*truncated)++;
-    }
+    int fit = fit_prompt(ids, n, d->cap, &max_new);
+    if (fit < n && truncated) (*truncated)++;
+    n = fit;
     kv_reset(d);
     rc = generate_greedy(d, ids, n, max_new, eos, &gen, &n_gen);
     free(ids);

@@ -925,6 +925,12 @@ int kv_forward(KvDecoder *d, const int *ids, int n, float *out, int all);
 /* The residual stream after decoder layer `layer` (1..L; Hugging Face's
  * hidden_states[layer]) of ids[0..n), fed as kv_forward does: hid[n*C]. */
 int kv_hidden(KvDecoder *d, const int *ids, int n, int layer, float *hid);
+/* A prompt of n ids cut to leave room for *max_new new tokens in a cache of cap
+ * positions: ids[0] (<s>) stays and the oldest tokens after it go, as training
+ * cuts its prompts; when not even two prompt tokens would be left, *max_new
+ * shrinks instead.  Returns the prompt's new length.
+ *   Example: ids 1 10 11 12 13 14, cap 5, max_new 2 -> 1 13 14 (3). */
+int fit_prompt(int *ids, int n, int cap, int *max_new);
 /* Greedy continuation of prompt[0..n) until eos or max_new tokens: gen[0..*n_gen)
  * (eos excluded; caller frees *gen). */
 int generate_greedy(KvDecoder *d, const int *prompt, int n, int max_new, int eos, int **gen, int *n_gen);

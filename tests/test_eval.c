@@ -335,6 +335,22 @@ START_TEST(test_emb_protocols) {
 }
 END_TEST
 
+/* A generation prompt cut to fit the cache: <s> stays, the oldest go. */
+START_TEST(test_fit_prompt) {
+    int ids[6] = {1, 10, 11, 12, 13, 14}, max_new = 2;
+    ck_assert_int_eq(fit_prompt(ids, 6, 5, &max_new), 3);  /* 5 - 2 = 3 prompt tokens: <s> 13 14 */
+    ck_assert(ids[0] == 1 && ids[1] == 13 && ids[2] == 14 && max_new == 2);
+    int jds[4] = {1, 10, 11, 12};
+    max_new = 2;
+    ck_assert_int_eq(fit_prompt(jds, 4, 8, &max_new), 4);  /* room enough: unchanged */
+    ck_assert(jds[3] == 12 && max_new == 2);
+    int kds[4] = {1, 10, 11, 12};
+    max_new = 9;
+    ck_assert_int_eq(fit_prompt(kds, 4, 5, &max_new), 4);  /* max_new above the cache: the prompt stays, 1 new */
+    ck_assert_int_eq(max_new, 1);
+}
+END_TEST
+
 START_TEST(test_pool_sample) {
     size_t a[19], b[19];
     Rng r1, r2;
@@ -753,6 +769,7 @@ Suite *eval_suite(void) {
     TCase *tr = tcase_create("ranking");
     tcase_add_test(tr, test_mrr_ndcg);
     tcase_add_test(tr, test_pool_sample);
+    tcase_add_test(tr, test_fit_prompt);
     tcase_add_test(tr, test_emb_protocols);
     suite_add_tcase(s, tr);
     TCase *td = tcase_create("decoder");

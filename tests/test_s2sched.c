@@ -409,6 +409,21 @@ START_TEST(test_guard_nan_inf) {
      * Σ = (-4/3)(0.1) + 0 + (5/3)(-0.1) = -0.3; Σ(x-x̄)² = 16/9 + 1/9 + 25/9 = 42/9 */
     ck_assert_double_eq_tol(s.group[KIND_EMB].alpha[1], -0.3 * 9 / 42, 1e-12);
     sched_free(&s);
+
+    /* a first loss of 0 cannot normalise the others: skipped, and L_i(0) is
+     * the first positive one.  U2I: 0, 2, 1.8, 1.6 -> points (1, 1), (2, 0.9),
+     * (3, 0.8): slope -0.1.  Q2I: 1, 0.9, 0.8, 0.7: slope -0.1 too. */
+    ck_assert_int_eq(sched_init(&s, &c, tasks, 2), 0);
+    double u0[] = {0.0, 2.0, 1.8, 1.6}, q0[] = {1.0, 0.9, 0.8, 0.7};
+    for (int t = 0; t < 4; t++) {
+        all_nan(loss);
+        loss[TASK_U2I] = u0[t], loss[TASK_Q2I] = q0[t];
+        ck_assert_int_eq(sched_update(&s, loss), 0);
+    }
+    ck_assert_int_eq(s.total.bad_loss, 1);
+    ck_assert_double_eq_tol(s.group[KIND_EMB].alpha[0], -0.1, 1e-12);
+    ck_assert_double_eq_tol(s.group[KIND_EMB].alpha[1], -0.1, 1e-12);
+    sched_free(&s);
 }
 END_TEST
 

@@ -1007,7 +1007,8 @@ static int write_plots(Trainer *tr) {
 
 /* "2,2,2" -> embedding / shared / generative expert counts. */
 static int parse_experts(const char *s, TmoleConfig *c) {
-    if (sscanf(s, "%d,%d,%d", &c->n_emb, &c->n_shared, &c->n_gen) != 3)
+    int end = -1;
+    if (sscanf(s, "%d,%d,%d%n", &c->n_emb, &c->n_shared, &c->n_gen, &end) != 3 || s[end])
         return rf_error("--experts must look like E,S,G (e.g. 2,2,2), got '%s'", s);
     return 0;
 }
@@ -1295,6 +1296,12 @@ static int cmd_train(int argc, char **argv) {
             if (rf_read_file(spath, &text, &len)) goto out;
             buf_append(&tr->sched_csv, text, len);
             free(text);
+        }
+        if (start >= tr->steps && !strcmp(name, "final")) {  /* every rank read the same checkpoint */
+            if (lead) fprintf(stderr, "train: %s is finished (%s, step %ld of %ld): nothing to do\n", tr->out, name,
+                              start, tr->steps);
+            rc = 0;
+            goto out;
         }
         if (lead) fprintf(stderr, "train: resuming %s from %s (step %ld of %ld)\n", tr->out, name, start, tr->steps);
     } else if (lead) {

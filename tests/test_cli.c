@@ -205,6 +205,7 @@ START_TEST(test_help_and_usage_errors) {
     /* TMoLE's settings are checked before the model is read (m does not exist) */
     expect_error("train --model m --data d --out /tmp/rf-never-trained --experts 0,0,0", "expert split 0/0/0");
     expect_error("train --model m --data d --out /tmp/rf-never-trained --experts 2,0,0", "leaves a pass without");
+    expect_error("train --model m --data d --out /tmp/rf-never-trained --experts 2,2,2x", "got '2,2,2x'");
     expect_error("train --model m --data d --out /tmp/rf-never-trained --router-hidden 8,0",
                  "hidden layer 1 has width 0");
     expect_error("train --model m --data d --out /tmp/rf-never-trained --router-hidden 1,2,3,4,5", "up to 4 widths");
@@ -1082,6 +1083,15 @@ START_TEST(test_resume_bit_identical) {
         ck_assert_msg(system(args) == 0, "interrupted at %d: adapters or schedule differ", stops[k]);
     }
     free(ref);
+    /* a finished run resumed: nothing to do, and nothing of it rewritten */
+    snprintf(args, sizeof args, "cp -rp %s %s.before && sleep 1", whole, whole);
+    ck_assert_int_eq(system(args), 0);
+    snprintf(args, sizeof args, "train --resume %s", whole);
+    ck_assert_msg(run(args, &out, &err) == 0 && strstr(err, "is finished (final, step 7 of 7): nothing to do"), "%s", err);
+    free(out); free(err);
+    snprintf(args, sizeof args, "diff -r %s %s.before && test ! %s/final/trainer_state.json -nt "
+             "%s.before/final/trainer_state.json", whole, whole, whole, whole);
+    ck_assert_msg(system(args) == 0, "resuming a finished run changed it");
     snprintf(args, sizeof args, "rm -rf %s", d);
     ck_assert_int_eq(system(args), 0);
 }

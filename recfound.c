@@ -925,19 +925,37 @@ static long load_checkpoint(Trainer *tr, const char *name) {
     return step;
 }
 
-/* Keep the header and the rows of a CSV whose first field (a step) is below `limit`. */
-static int truncate_csv(const char *path, long limit) {
+/* Keep the header and the rows of a CSV whose first field (a step) is below
+ * `limit`.  `per_step`: the file has one row per step, 1, 2, ... (losses.csv);
+ * a missing row (the file cut or edited since: the run itself rewrites it
+ * whole, atomically, after every step) is named in a warning, and the run goes
+ * on, since the checkpoint holds everything it needs. */
+static int truncate_csv(const char *path, long limit, int per_step) {
     char *text;
     size_t len;
     if (rf_read_file(path, &text, &len)) return -1;
     RfBuf out = {0};
     char *line = text;
+    long expect = 1, gap_from = 0, gap_to = 0;  /* the first step missing, and the step found in its place */
     for (int first = 1; *line; first = 0) {
         char *eol = strchr(line, '\n');
         size_t n = eol ? (size_t)(eol - line + 1) : strlen(line);
-        if (first || strtol(line, NULL, 10) < limit) buf_append(&out, line, n);
+        long step = strtol(line, NULL, 10);
+        if (first || step < limit) {
+            buf_append(&out, line, n);
+            if (!first && per_step && !gap_from && step != expect) gap_from = expect, gap_to = step;
+            if (!first) expect++;
+        }
         line += n;
     }
+    if (per_step && !gap_from && expect < limit) gap_from = expect, gap_to = limit;
+    if (per_step && gap_from && gap_to < limit)
+        fprintf(stderr, "train: warning: %s has no row for step %ld (step %ld comes next); the run goes on, and the "
+                "row stays missing (the checkpoint and losses.svg are complete)\n", path, gap_from, gap_to);
+    else if (per_step && gap_from)
+        fprintf(stderr, "train: warning: %s ends before step %ld, while the checkpoint is at step %ld; the run goes "
+                "on, and the rows stay missing (the checkpoint and losses.svg are complete)\n", path, gap_from,
+                limit - 1);
     int rc = out.data ? rf_write_file_atomic(path, out.data, out.len) : 0;
     buf_free(&out);
     free(text);
@@ -1287,7 +1305,7 @@ static int cmd_train(int argc, char **argv) {
         if (latest_checkpoint(tr->out, name, sizeof name) < 0) { rf_error("%s: no checkpoint to resume from", tr->out); goto out; }
         if ((start = load_checkpoint(tr, name)) < 0) goto out;
         /* rows written after that checkpoint are redone (rank 0 keeps the CSVs) */
-        if (lead && (truncate_csv(lpath, start + 1) || (tr->use_sched && truncate_csv(spath, start)))) goto out;
+        if (lead && (truncate_csv(lpath, start + 1, 1) || (tr->use_sched && truncate_csv(spath, start, 0)))) goto out;
         char *text;
         size_t len;
         if (lead && rf_read_file(lpath, &text, &len)) goto out;

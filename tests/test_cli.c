@@ -864,6 +864,55 @@ START_TEST(test_resume_from_elsewhere) {
 }
 END_TEST
 
+/* losses.csv is rewritten whole after every step, so only a hand (or a disk)
+ * can take rows out of it; --resume then names the first missing step and
+ * goes on.  Case 1: step 1's row removed, step 2's kept; case 2: the file cut
+ * after step 1, while the checkpoint is at step 2. */
+START_TEST(test_resume_names_missing_loss_rows) {
+    char d[] = "/tmp/rfrowsXXXXXX", args[2048], path[700], *out, *err;
+    ck_assert(mkdtemp(d) != NULL);
+    tiny_world(d);
+    snprintf(args, sizeof args, "train --model %s/base --tokenizer %s/tok.json --data %s/w --out %s/run --steps 3 "
+             "--save-every 1 --stop-at 2 --emb-batch 2 --gen-batch 4 " SMALL_RUN, d, d, d, d);
+    ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
+    free(out), free(err);
+    snprintf(args, sizeof args, "cp -r %s/run %s/run2", d, d);
+    ck_assert_int_eq(system(args), 0);
+    for (int c = 0; c < 2; c++) {
+        const char *run_dir = c == 0 ? "run" : "run2";
+        char *text;
+        snprintf(path, sizeof path, "%s/%s/losses.csv", d, run_dir);
+        ck_assert(rf_read_file(path, &text, NULL) == 0);
+        char *row1 = strstr(text, "\n1,"), *row2 = strstr(text, "\n2,");
+        ck_assert_msg(row1 && row2 && row1 < row2, "%s", text);
+        if (c == 0) memmove(row1 + 1, row2 + 1, strlen(row2 + 1) + 1);  /* drop step 1 */
+        else row2[1] = 0;                                                /* cut after step 1 */
+        ck_assert(rf_write_file_atomic(path, text, strlen(text)) == 0);
+        free(text);
+        snprintf(args, sizeof args, "train --resume %s/%s", d, run_dir);
+        ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
+        const char *want = c == 0 ? "losses.csv has no row for step 1 (step 2 comes next)"
+                                  : "losses.csv ends before step 2, while the checkpoint is at step 2";
+        ck_assert_msg(strstr(err, want) && strstr(err, "resuming"), "want '%s' in:\n%s", want, err);
+        free(out), free(err);
+        snprintf(path, sizeof path, "%s/%s/final/adapter_model.safetensors", d, run_dir);
+        ck_assert_int_eq(access(path, F_OK), 0);
+        ck_assert(rf_read_file(path, &text, NULL) == 0);  /* the file is there and readable */
+        free(text);
+    }
+    /* an intact file: no warning */
+    snprintf(args, sizeof args, "train --model %s/base --tokenizer %s/tok.json --data %s/w --out %s/run3 --steps 3 "
+             "--save-every 1 --stop-at 2 --emb-batch 2 --gen-batch 4 " SMALL_RUN, d, d, d, d);
+    ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
+    free(out), free(err);
+    snprintf(args, sizeof args, "train --resume %s/run3", d);
+    ck_assert_msg(run(args, &out, &err) == 0 && strstr(err, "resuming") && !strstr(err, "no row for") &&
+                  !strstr(err, "ends before"), "%s", err);
+    free(out), free(err);
+    rm_tree(d);
+}
+END_TEST
+
 /* train's memory check reads the process's cgroup limit (a container's
  * --memory).  The test makes a cgroup of its own under this process's memory
  * group (cgroup v1 memory controller or v2 group), with a limit of half the
@@ -1295,6 +1344,7 @@ Suite *cli_suite(void) {
     tcase_add_test(train, test_progress_not_a_terminal);
     tcase_add_test(train, test_failed_checkpoint_removed);
     tcase_add_test(train, test_resume_from_elsewhere);
+    tcase_add_test(train, test_resume_names_missing_loss_rows);
     tcase_add_test(train, test_stop_signal_saves);
     tcase_add_test(train, test_train_respects_cgroup_limit);
     tcase_add_test(train, test_sigkill_keeps_checkpoints);

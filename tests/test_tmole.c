@@ -175,6 +175,164 @@ START_TEST(test_route_mask_by_hand) {
 }
 END_TEST
 
+/* Without a router every open expert counts fully, and the mask still closes
+ * the other group's experts: 2/2/2 gives (1, 1, 1, 1, 0, 0) in the embedding
+ * pass and (0, 0, 1, 1, 1, 1) in the generative one. */
+START_TEST(test_route_without_router_masks) {
+    Model m;
+    Tmole t;
+    TmoleConfig c;
+    small_config(&c);
+    c.router = 0;
+    tiny_model(&m);
+    ck_assert_int_eq(tmole_alloc(&t, &c, &m.cfg), 0);
+    const TmoleSite *s = tmole_site(&t, 0, PROJ_Q);
+    float v[6];
+    const float emb[6] = {1, 1, 1, 1, 0, 0}, gen[6] = {0, 0, 1, 1, 1, 1};
+    tmole_route(&t, s, TASK_U2I, ATTN_BIDIRECTIONAL, v);
+    assert_allclose(v, emb, 6, 0, 0, "no router, embedding pass");
+    tmole_route(&t, s, TASK_SA, ATTN_CAUSAL, v);
+    assert_allclose(v, gen, 6, 0, 0, "no router, generative pass");
+    tmole_free(&t);
+    model_free(&m);
+}
+END_TEST
+
+/* A closed expert's logit, however large, does not take part in the softmax:
+ * with router biases (1000, 1000, 1, 2, 3, 4), the generative pass gives
+ * e^(j-1) / (e^1 + e^2 + e^3 + e^4) to experts 2..5 (subtracting the largest
+ * logit over all experts, 1000, would underflow every open one to 0: 0 / 0). */
+START_TEST(test_route_ignores_closed_logits) {
+    Model m;
+    Tmole t;
+    TmoleConfig c;
+    small_config(&c);
+    tiny_model(&m);
+    ck_assert_int_eq(tmole_alloc(&t, &c, &m.cfg), 0);
+    const TmoleSite *s = tmole_site(&t, 0, PROJ_V);
+    const float bias[6] = {1000, 1000, 1, 2, 3, 4};
+    for (int j = 0; j < 6; j++) t.params[s->hb[0] + j] = bias[j];
+    float v[6];
+    tmole_route(&t, s, TASK_SR, ATTN_CAUSAL, v);
+    double z = exp(1) + exp(2) + exp(3) + exp(4);
+    ck_assert_float_eq(v[0], 0.0f);
+    ck_assert_float_eq(v[1], 0.0f);
+    for (int j = 2; j < 6; j++) ck_assert_float_eq_tol(v[j], exp(j - 1) / z, 1e-6);
+    tmole_free(&t);
+    model_free(&m);
+}
+END_TEST
+
+/* The defaults are the authors' (reference/official-code.md: 6 experts split
+ * 2/2/2 as in §5.1, r = 16, alpha = 64, dropout 0.1, a [14, 512] task
+ * embedding), and tmole_init draws each tensor from the distribution the
+ * authors' code uses:
+ *   A_j ~ U(-1/sqrt(in), 1/sqrt(in))      (kaiming-uniform with a = sqrt 5)
+ *   B_j = 0
+ *   router weight ~ N(0, 1),  router bias ~ U(-1/sqrt(512), 1/sqrt(512))
+ *   task embedding ~ N(0, 2 / (14 + 512))  (xavier-normal)
+ * Checked on the samples: every uniform value inside its bound and the largest
+ * |value| within 2% of it (24,576 A values; 48 biases: within 30%), the normal
+ * ones' standard deviation within 5% (24,576 router weights, 7,168 task
+ * embedding values) and their mean within 0.05 standard deviations. */
+static void moments(const float *x, size_t n, double *mean, double *sd, double *maxabs) {
+    double s = 0, ss = 0, mx = 0;
+    for (size_t i = 0; i < n; i++) {
+        s += x[i];
+        if (fabs(x[i]) > mx) mx = fabs(x[i]);
+    }
+    for (size_t i = 0; i < n; i++) ss += (x[i] - s / n) * (x[i] - s / n);
+    *mean = s / n, *sd = sqrt(ss / n), *maxabs = mx;
+}
+
+START_TEST(test_defaults_and_init_distributions) {
+    TmoleConfig c;
+    tmole_config_default(&c);
+    ck_assert_int_eq(c.n_emb, 2);
+    ck_assert_int_eq(c.n_shared, 2);
+    ck_assert_int_eq(c.n_gen, 2);
+    ck_assert_int_eq(c.rank, 16);
+    ck_assert_float_eq(c.alpha, 64.0f);
+    ck_assert_float_eq(c.dropout, 0.1f);
+    ck_assert_int_eq(c.task_dim, 512);
+    ck_assert_int_eq(c.router, 1);
+    ck_assert_int_eq(c.n_hidden, 0);
+    Model m;
+    Tmole t;
+    tiny_model(&m);
+    ck_assert_int_eq(tmole_alloc(&t, &c, &m.cfg), 0);
+    tmole_init(&t, 5);
+    int in = m.cfg.hidden_size, N = 6, sites = 0;
+    size_t nA = 0, nW = 0, nb = 0;
+    float *A = malloc(t.total * sizeof(float)), *W = malloc(t.total * sizeof(float)), *bias = malloc(t.total * sizeof(float));
+    for (int i = 0; i < t.n_sites; i++) {
+        const TmoleSite *s = &t.site[i];
+        if (!s->in) continue;
+        sites++;
+        ck_assert_int_eq(s->in, in);
+        for (int j = 0; j < N; j++) {
+            memcpy(A + nA, t.params + s->A[j], (size_t)c.rank * in * sizeof(float));
+            nA += (size_t)c.rank * in;
+            for (int k = 0; k < s->out * c.rank; k++) ck_assert_float_eq(t.params[s->B[j] + k], 0.0f);
+        }
+        memcpy(W + nW, t.params + s->hw[0], (size_t)N * 512 * sizeof(float));
+        nW += (size_t)N * 512;
+        memcpy(bias + nb, t.params + s->hb[0], (size_t)N * sizeof(float));
+        nb += N;
+    }
+    ck_assert_int_eq(sites, 8);  /* q, k, v, o of 2 layers */
+    double mean, sd, mx, bound = 1 / sqrt(in), bbound = 1 / sqrt(512), esd = sqrt(2.0 / (14 + 512));
+    moments(A, nA, &mean, &sd, &mx);
+    ck_assert_msg(mx <= bound && mx > 0.98 * bound, "A: largest |value| %g, bound %g", mx, bound);
+    moments(bias, nb, &mean, &sd, &mx);
+    ck_assert_msg(mx <= bbound && mx > 0.7 * bbound, "router bias: largest |value| %g, bound %g", mx, bbound);
+    moments(W, nW, &mean, &sd, &mx);
+    ck_assert_msg(fabs(sd - 1) < 0.05 && fabs(mean) < 0.05, "router weight: mean %g, sd %g, want 0, 1", mean, sd);
+    moments(t.params + t.task_emb, (size_t)14 * 512, &mean, &sd, &mx);
+    ck_assert_msg(fabs(sd / esd - 1) < 0.05 && fabs(mean) < 0.05 * esd, "task embedding: mean %g, sd %g, want 0, %g",
+                  mean, sd, esd);
+    free(A), free(W), free(bias);
+    tmole_free(&t);
+    model_free(&m);
+}
+END_TEST
+
+/* Dropout is keyed by each row's place in the whole batch (Batch.row_ids), so
+ * rows 2 and 3 of a batch of four, run as a batch of their own with row_ids
+ * {2, 3}, get the same masks and the same hidden states; with row_ids {0, 1}
+ * (what they would be without the key) they get other masks. */
+START_TEST(test_dropout_keyed_by_row_in_batch) {
+    Model m;
+    Tmole t;
+    TmoleConfig c;
+    small_config(&c);
+    c.dropout = 0.3f;
+    tiny_model(&m);
+    tiny_tmole(&t, &m, &c);
+    enum { T = 5, C = 32 };
+    int ids[4 * T], len[4] = {5, 5, 4, 5}, tasks[4] = {TASK_SA, TASK_SR, TASK_AG, TASK_PRP};
+    for (int i = 0; i < 4 * T; i++) ids[i] = 3 + (i * 7) % 50;
+    Batch whole = {.B = 4, .T = T, .ids = ids, .lengths = len, .tasks = tasks, .dropout_seed = 99};
+    Acts *a = acts_new(&m, 4, T);
+    model_forward(&m, &t, a, &whole, ATTN_CAUSAL);
+    float ref[2 * T * C];
+    memcpy(ref, acts_hidden(a) + 2 * T * C, sizeof ref);
+    int rows[2] = {2, 3}, zero_one[2] = {0, 1};
+    Batch part = {.B = 2, .T = T, .ids = ids + 2 * T, .lengths = len + 2, .tasks = tasks + 2, .dropout_seed = 99,
+                  .row_ids = rows};
+    model_forward(&m, &t, a, &part, ATTN_CAUSAL);
+    assert_allclose(acts_hidden(a), ref, 2 * T * C, 0, 0, "rows 2, 3 alone, keyed 2, 3");
+    part.row_ids = zero_one;
+    model_forward(&m, &t, a, &part, ATTN_CAUSAL);
+    int differ = 0;
+    for (int i = 0; i < 2 * T * C; i++) differ += acts_hidden(a)[i] != ref[i];
+    ck_assert_msg(differ > 0, "keyed 0, 1 gave the same hidden states: the key does not reach the dropout");
+    acts_free(a);
+    tmole_free(&t);
+    model_free(&m);
+}
+END_TEST
+
 /* B = 0 at initialisation: the adapted model is exactly the backbone. */
 START_TEST(test_init_is_identity) {
     Model m;
@@ -537,6 +695,10 @@ Suite *tmole_suite(void) {
     suite_add_tcase(s, fd);
     TCase *by_hand = tcase_create("routing_and_folding");
     tcase_add_test(by_hand, test_route_mask_by_hand);
+    tcase_add_test(by_hand, test_route_without_router_masks);
+    tcase_add_test(by_hand, test_route_ignores_closed_logits);
+    tcase_add_test(by_hand, test_defaults_and_init_distributions);
+    tcase_add_test(by_hand, test_dropout_keyed_by_row_in_batch);
     tcase_add_test(by_hand, test_init_is_identity);
     tcase_add_test(by_hand, test_fold_equals_adapters);
     tcase_add_test(by_hand, test_save_load_round_trip);

@@ -957,6 +957,93 @@ START_TEST(test_samples_and_batches) {
 }
 END_TEST
 
+/* A BPE tokenizer that merges "\n" + "r" + "e" + "d" into one token (the
+ * trained ones here never merge across a newline), for the boundary case of
+ * test_sample_edges: single characters, then "\nr", "\nre", "\nred". */
+static void newline_merging_tokenizer(Tokenizer *t) {
+    static const char *pieces[] = {"<", "s", ">", "|", "u", "e", "r", "\\n", "f", "i", "n", "d", "\u2581", "a", "m",
+                                   "g", "b", "l", "c", "o", "\\nr", "\\nre", "\\nred"};
+    char json[4096];
+    int at = snprintf(json, sizeof json, "{\"added_tokens\": [{\"id\": 0, \"content\": \"<unk>\", \"special\": true}, "
+                      "{\"id\": 1, \"content\": \"<s>\", \"special\": true}, {\"id\": 2, \"content\": \"</s>\", "
+                      "\"special\": true}], \"normalizer\": {\"type\": \"Sequence\", \"normalizers\": [{\"type\": "
+                      "\"Prepend\", \"prepend\": \"\\u2581\"}, {\"type\": \"Replace\", \"pattern\": {\"String\": \" \"}, "
+                      "\"content\": \"\\u2581\"}]}, \"pre_tokenizer\": null, \"post_processor\": null, \"decoder\": null, "
+                      "\"model\": {\"type\": \"BPE\", \"unk_token\": \"<unk>\", \"fuse_unk\": true, "
+                      "\"byte_fallback\": false, \"vocab\": {\"<unk>\": 0, \"<s>\": 1, \"</s>\": 2");
+    for (int i = 0; i < (int)(sizeof pieces / sizeof *pieces); i++)
+        at += snprintf(json + at, sizeof json - at, ", \"%s\": %d", pieces[i], 3 + i);
+    at += snprintf(json + at, sizeof json - at, "}, \"merges\": [\"\\n r\", \"\\nr e\", \"\\nre d\"]}}");
+    ck_assert((size_t)at < sizeof json);
+    Json root;
+    ck_assert_msg(json_parse(&root, json, strlen(json), "newline-merging") == 0, "%s", rf_last_error());
+    ck_assert_msg(tok_load_json(t, &root, "newline-merging") == 0, "%s", rf_last_error());
+    json_free(&root);
+}
+
+/* The edges of the cuts.  Generative: a sample needs <s>, one prompt token and
+ * its answer; with room for <s> and the answer only, it is dropped.  Embedding:
+ * a prefix that fills max_len leaves nothing to pool, so the sample is
+ * dropped; one more token keeps it with one text token.  And with a tokenizer
+ * that merges the prefix's last "\n" into the text ("\nred"), pooling starts
+ * at the longest common prefix of enc(prefix) and enc(prefix + text), and the
+ * merge is counted. */
+START_TEST(test_sample_edges) {
+    const char *corpus[2] = {"<s><|user|>\nwhich colour is the mug\n<|assistant|>\nred</s>",
+                             "<s><|user|>\nfind a mug\n<|embed|>\nred ceramic mug"};
+    Tokenizer tok;
+    ck_assert_msg(tok_train(&tok, corpus, NULL, 2, 300) == 0, "%s", rf_last_error());
+    char *turns[2] = {"which colour is the mug on the shelf", "red"};
+    Record r;
+    memset(&r, 0, sizeof r);
+    r.task = TASK_QR;
+    r.kind = KIND_GEN;
+    r.turns = turns;
+    r.n_turns = 2;
+    SampleStats st = {0};
+    Sample full, s;
+    ck_assert_int_eq(sample_gen(&full, &tok, &r, 4096, &st), 1);
+    int n_answer = full.len - full.start;
+    ck_assert_int_eq(sample_gen(&s, &tok, &r, n_answer + 1, &st), 0);  /* <s> + answer: no prompt left */
+    ck_assert_int_eq(st.dropped, 1);
+    ck_assert_int_eq(sample_gen(&s, &tok, &r, n_answer + 2, &st), 1);  /* <s>, the prompt's last token, answer */
+    ck_assert_int_eq(s.len, n_answer + 2);
+    ck_assert_int_eq(s.start, 2);
+    ck_assert_int_eq(s.ids[0], tok.bos_id);
+    ck_assert_int_eq(s.ids[1], full.ids[full.start - 1]);
+    sample_free(&s);
+    sample_free(&full);
+    /* embedding: the prefix alone fills max_len */
+    ck_assert_int_eq(sample_emb(&full, &tok, "find a mug", "blue ceramic mug", TASK_Q2I, 4096, EMB_FMT_TRAIN, &st), 1);
+    int start = full.start;
+    ck_assert_int_lt(start, full.len);
+    long dropped = st.dropped;
+    ck_assert_int_eq(sample_emb(&s, &tok, "find a mug", "blue ceramic mug", TASK_Q2I, start, EMB_FMT_TRAIN, &st), 0);
+    ck_assert_int_eq(st.dropped, dropped + 1);
+    ck_assert_int_eq(sample_emb(&s, &tok, "find a mug", "blue ceramic mug", TASK_Q2I, start + 1, EMB_FMT_TRAIN, &st), 1);
+    ck_assert_int_eq(s.start, start);
+    ck_assert_int_eq(s.len, start + 1);
+    sample_free(&s);
+    sample_free(&full);
+    tok_free(&tok);
+    /* the merge across the boundary: enc(prefix) ends with "\n", enc(prefix + "red") with "\nred" */
+    newline_merging_tokenizer(&tok);
+    const char *prefix = "<s><|user|>\nfind a mug\n<|embed|>\n";
+    int *pid, np;
+    ck_assert(tok_encode(&tok, prefix, strlen(prefix), 0, &pid, &np) == 0);
+    long merges = st.boundary_merges;
+    ck_assert_int_eq(sample_emb(&s, &tok, "find a mug", "red", TASK_Q2I, 4096, EMB_FMT_TRAIN, &st), 1);
+    ck_assert_int_eq(st.boundary_merges, merges + 1);
+    ck_assert_int_eq(s.start, np - 1);          /* everything before the prefix's last "\n" */
+    ck_assert_int_eq(s.len, np);                /* ... then the one token "\nred" */
+    for (int i = 0; i < s.start; i++) ck_assert_int_eq(s.ids[i], pid[i]);
+    ck_assert_int_eq(s.ids[s.start], tok_id(&tok, "\nred", 4));
+    free(pid);
+    sample_free(&s);
+    tok_free(&tok);
+}
+END_TEST
+
 Suite *data_suite(void) {
     Suite *s = suite_create("data");
     TCase *tc = tcase_create("tasks");
@@ -972,6 +1059,7 @@ Suite *data_suite(void) {
     suite_add_tcase(s, tc);
     tc = tcase_create("formats");
     tcase_add_test(tc, test_formats);
+    tcase_add_test(tc, test_sample_edges);
     tcase_add_test(tc, test_shuffle);
     tcase_add_test(tc, test_samples_and_batches);
     suite_add_tcase(s, tc);

@@ -84,6 +84,7 @@ fixtures:
 	$(PYTHON) tests/reference/make_fixtures.py tests/fixtures
 	$(PYTHON) tests/reference/make_tmole_fixtures.py tests/fixtures/tmole
 	$(PYTHON) tests/reference/make_gz_fixtures.py tests/fixtures/gz
+	$(PYTHON) tests/reference/make_metric_fixtures.py tests/fixtures/metrics
 	cd tests/reference && npm ci && node tokenizer_cases.mjs ../fixtures/tokenizer
 
 # The paper's Table 4 at small scale (several trainings per seed: up to an hour).

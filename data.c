@@ -106,7 +106,7 @@ static size_t utf8_check(const char *s, size_t n) {
 /* Bytes of Python whitespace (str.isspace) at s (forward) - ASCII space,
  * \t\n\v\f\r, \x1c-\x1f, and the Unicode spaces U+0085, U+00A0, U+1680,
  * U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000 - or 0. */
-static int py_space_at(const unsigned char *s, size_t n) {
+int py_space_at(const unsigned char *s, size_t n) {
     if (n == 0) return 0;
     if (s[0] == ' ' || (s[0] >= 0x09 && s[0] <= 0x0D) || (s[0] >= 0x1C && s[0] <= 0x1F)) return 1;
     if (n >= 2 && s[0] == 0xC2 && (s[1] == 0x85 || s[1] == 0xA0)) return 2;

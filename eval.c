@@ -232,30 +232,41 @@ void metric_ave(MetricResult *r, const char *const *out, const char *const *ans,
 
 /* ---------------------------------------------------------- token F1 */
 
-/* SQuAD-style normalisation into tokens: lower case, ASCII punctuation and
- * whitespace separate tokens, the articles a / an / the are dropped.  Tokens
- * are written NUL-separated into buf; returns their count. */
+/* SQuAD's normalize_answer(s).split() (the official evaluation script, v1.1
+ * and v2.0): lower-case, delete ASCII punctuation (string.punctuation: "don't"
+ * becomes "dont", "e-mail" "email"), drop the articles a / an / the, split at
+ * whitespace.  Differences, outside ASCII only: Python's lower() also maps
+ * non-ASCII capitals (here they stay), and its article regex \b(a|an|the)\b
+ * also cuts at non-ASCII symbols ("the\u2014end"); whitespace is Python's
+ * (py_space_at).  Tokens go into buf (at least strlen(s) + 1 bytes), one
+ * pointer each in tok; returns their number. */
 static int squad_tokens(const char *s, char *buf, const char **tok, int max_tok) {
-    int n = 0;
-    size_t k = 0;
-    for (size_t i = 0; s[i];) {
-        while (s[i] && (is_space((unsigned char)s[i]) || ispunct((unsigned char)s[i]))) i++;
-        if (!s[i]) break;
+    const unsigned char *u = (const unsigned char *)s;
+    size_t n = strlen(s), k = 0;
+    int count = 0;
+    for (size_t i = 0; i < n;) {
+        int sp;
+        while (i < n && (sp = py_space_at(u + i, n - i)) > 0) i += sp;
+        if (i >= n) break;
         const char *t = buf + k;
-        while (s[i] && !is_space((unsigned char)s[i]) && !ispunct((unsigned char)s[i]))
-            buf[k++] = (char)tolower((unsigned char)s[i++]);
+        while (i < n && py_space_at(u + i, n - i) == 0) {
+            if (u[i] < 128 && ispunct(u[i])) { i++; continue; }  /* deleted, not a separator */
+            buf[k++] = (char)(u[i] < 128 ? tolower(u[i]) : u[i]);
+            i++;
+        }
         buf[k++] = 0;
-        if (!strcmp(t, "a") || !strcmp(t, "an") || !strcmp(t, "the")) { k = (size_t)(t - buf); continue; }
-        if (n < max_tok) tok[n++] = t;
+        if (!t[0] || !strcmp(t, "a") || !strcmp(t, "an") || !strcmp(t, "the")) { k = (size_t)(t - buf); continue; }
+        if (count < max_tok) tok[count++] = t;
     }
-    return n;
+    return count;
 }
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
 
 /* F1 of the bags of tokens: common = |pred ∩ gold| as multisets,
  * P = common / |pred|, R = common / |gold|, F1 = 2PR / (P + R); when either
- * side has no token, 1 if both have none, else 0 (as SQuAD's script). */
+ * side has no token, 1 if both have none, else 0 (as SQuAD v2.0's
+ * compute_f1; v1.1's f1_score gives 0 when both have none). */
 double token_f1(const char *pred, const char *gold) {
     size_t lp = strlen(pred), lg = strlen(gold);
     char *bp = malloc(lp + 1), *bg = malloc(lg + 1);

@@ -713,6 +713,10 @@ void format_gen(RfBuf *prompt, RfBuf *answer, const char *user, const char *answ
 typedef enum { EMB_FMT_TRAIN = 0, EMB_FMT_CODE_TEST = 1 } EmbFormat;
 void format_emb(RfBuf *prefix, RfBuf *text, const char *instr, const char *passage, EmbFormat fmt);
 
+/* Bytes of Python whitespace (str.isspace: ASCII and the Unicode spaces) that
+ * start at s, or 0; what str.strip() and str.split() cut at. */
+int py_space_at(const unsigned char *s, size_t n);
+
 /* Seeded Fisher-Yates shuffle and a pool iterator that draws without
  * replacement and reshuffles when exhausted. */
 uint64_t rng_below(Rng *r, uint64_t n);   /* uniform in [0, n), unbiased */

@@ -59,6 +59,12 @@ START_TEST(test_letter_macro_f1) {
     metric_letter_f1(&r, o3, a2, 1);
     ck_assert_int_eq(r.invalid, 1);
     ck_assert_double_eq_tol(r.score, 0.0, 1e-12);
+    /* a letter only ever predicted is a class too (scikit-learn's labels are the
+     * union of y_true and y_pred): gold A A, outputs A D -> A: tp 1 fn 1 -> 2/3,
+     * D: fp 1 -> 0; macro F1 1/3 (2/3 if D were left out) */
+    const char *o4[] = {"A", "D"}, *a4[] = {"A", "A"};
+    metric_letter_f1(&r, o4, a4, 2);
+    ck_assert_double_eq_tol(r.score, 1.0 / 3, 1e-12);
 }
 END_TEST
 
@@ -168,6 +174,32 @@ START_TEST(test_ave_f1) {
 }
 END_TEST
 
+/* tests/fixtures/metrics/token_f1.jsonl: 620 (prediction, gold) pairs and the
+ * F1 of SQuAD's own compute_f1 (tests/reference/make_metric_fixtures.py). */
+START_TEST(test_token_f1_squad_fixture) {
+    char *text;
+    size_t len;
+    ck_assert_msg(rf_read_file("tests/fixtures/metrics/token_f1.jsonl", &text, &len) == 0, "%s", rf_last_error());
+    int cases = 0;
+    for (char *line = text; *line;) {
+        char *eol = strchr(line, '\n');
+        size_t n = eol ? (size_t)(eol - line) : strlen(line);
+        Json v;
+        ck_assert_msg(json_parse(&v, line, n, "token_f1.jsonl") == 0, "%s", rf_last_error());
+        const Json *p = json_get(&v, "pred"), *g = json_get(&v, "gold"), *f = json_get(&v, "f1");
+        ck_assert(p && g && f);
+        double got = token_f1(p->string, g->string);
+        ck_assert_msg(fabs(got - f->number) <= 1e-12, "case %d: token_f1(\"%s\", \"%s\") = %.15g, SQuAD's %.15g",
+                      cases + 1, p->string, g->string, got, f->number);
+        json_free(&v);
+        cases++;
+        line += n + (eol ? 1 : 0);
+    }
+    ck_assert_int_eq(cases, 620);
+    free(text);
+}
+END_TEST
+
 START_TEST(test_token_f1) {
     /* pred tokens (articles dropped): cat sat on mat (4); gold: cat sat on red
      * mat (5); common 4: P = 1, R = 4/5, F1 = 2 (4/5) / (9/5) = 8/9. */
@@ -179,6 +211,20 @@ START_TEST(test_token_f1) {
     ck_assert_double_eq_tol(token_f1("a b c", "d e"), 0.0, 1e-12);
     /* "an" is an article too: {apple} against {apple} */
     ck_assert_double_eq_tol(token_f1("An apple", "apple"), 1.0, 1e-12);
+    /* SQuAD's normalize_answer deletes punctuation inside a word, it does not
+     * split there: "don't" is "dont", "e-mail" "email", "3.5" "35"; so these
+     * pairs are equal (F1 1), where splitting would give {don, t, stop} against
+     * {dont, stop}: F1 2 (1/3)(1/2) / (5/6) = 0.4 */
+    ck_assert_double_eq_tol(token_f1("Don't stop", "dont stop"), 1.0, 1e-12);
+    ck_assert_double_eq_tol(token_f1("e-mail me", "email me"), 1.0, 1e-12);
+    ck_assert_double_eq_tol(token_f1("3.5 inch", "35 inch"), 1.0, 1e-12);
+    /* "the-end" is "theend", not the article and "end": {theend} against {end}: 0 */
+    ck_assert_double_eq_tol(token_f1("the-end", "end"), 0.0, 1e-12);
+    /* a token of punctuation only vanishes: {red, mug} against {red, mug} */
+    ck_assert_double_eq_tol(token_f1("red -- mug !", "red mug"), 1.0, 1e-12);
+    /* Python's split() also cuts at NBSP and U+3000: {red, mug} */
+    ck_assert_double_eq_tol(token_f1("red\xc2\xa0mug", "red mug"), 1.0, 1e-12);
+    ck_assert_double_eq_tol(token_f1("red\xe3\x80\x80mug", "mug red"), 1.0, 1e-12);
     const char *out[] = {"The cat sat on the mat.", "a b c"}, *ans[] = {"A cat sat on a red mat", "d e"};
     MetricResult r;
     metric_token_f1(&r, out, ans, 2);
@@ -378,6 +424,22 @@ START_TEST(test_pool_sample) {
     ck_assert_int_eq(pool_sample(p, 5, 5, &r1), 0);
     for (int i = 0; i < 5; i++) seen[p[i]]++;
     for (int i = 0; i < 5; i++) ck_assert_int_eq(seen[i], 1);
+    /* uniform: every one of 3 items is the first pick about a third of the
+     * time (3,000 draws: 1,000 expected, standard deviation 26; the bounds
+     * are about 4 of them), and every (first, second) order of 3 items about
+     * a sixth (3,000 draws: 500 expected, sd 20) */
+    int first[3] = {0}, order[3][3] = {{0}};
+    for (int d = 0; d < 3000; d++) {
+        size_t q[2];
+        ck_assert_int_eq(pool_sample(q, 3, 2, &r1), 0);
+        first[q[0]]++;
+        order[q[0]][q[1]]++;
+    }
+    for (int i = 0; i < 3; i++) {
+        ck_assert_msg(first[i] > 900 && first[i] < 1100, "item %d first %d times of 3000", i, first[i]);
+        for (int j = 0; j < 3; j++)
+            if (j != i) ck_assert_msg(order[i][j] > 420 && order[i][j] < 580, "(%d, %d) %d times of 3000", i, j, order[i][j]);
+    }
 }
 END_TEST
 
@@ -765,6 +827,7 @@ Suite *eval_suite(void) {
     tcase_add_test(tm, test_ave_rules);
     tcase_add_test(tm, test_ave_f1);
     tcase_add_test(tm, test_token_f1);
+    tcase_add_test(tm, test_token_f1_squad_fixture);
     suite_add_tcase(s, tm);
     TCase *tr = tcase_create("ranking");
     tcase_add_test(tr, test_mrr_ndcg);

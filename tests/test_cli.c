@@ -868,14 +868,19 @@ END_TEST
  * can take rows out of it; --resume then names the first missing step and
  * goes on.  Case 1: step 1's row removed, step 2's kept; case 2: the file cut
  * after step 1, while the checkpoint is at step 2. */
+static void run_stopped_at_2(const char *d, const char *name) {
+    char args[2048], *out, *err;
+    snprintf(args, sizeof args, "train --model %s/base --tokenizer %s/tok.json --data %s/w --out %s/%s --steps 3 "
+             "--save-every 1 --stop-at 2 --emb-batch 2 --gen-batch 4 " SMALL_RUN, d, d, d, d, name);
+    ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
+    free(out), free(err);
+}
+
 START_TEST(test_resume_names_missing_loss_rows) {
     char d[] = "/tmp/rfrowsXXXXXX", args[2048], path[700], *out, *err;
     ck_assert(mkdtemp(d) != NULL);
     tiny_world(d);
-    snprintf(args, sizeof args, "train --model %s/base --tokenizer %s/tok.json --data %s/w --out %s/run --steps 3 "
-             "--save-every 1 --stop-at 2 --emb-batch 2 --gen-batch 4 " SMALL_RUN, d, d, d, d);
-    ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
-    free(out), free(err);
+    run_stopped_at_2(d, "run");
     snprintf(args, sizeof args, "cp -r %s/run %s/run2", d, d);
     ck_assert_int_eq(system(args), 0);
     for (int c = 0; c < 2; c++) {
@@ -901,10 +906,7 @@ START_TEST(test_resume_names_missing_loss_rows) {
         free(text);
     }
     /* an intact file: no warning */
-    snprintf(args, sizeof args, "train --model %s/base --tokenizer %s/tok.json --data %s/w --out %s/run3 --steps 3 "
-             "--save-every 1 --stop-at 2 --emb-batch 2 --gen-batch 4 " SMALL_RUN, d, d, d, d);
-    ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
-    free(out), free(err);
+    run_stopped_at_2(d, "run3");
     snprintf(args, sizeof args, "train --resume %s/run3", d);
     ck_assert_msg(run(args, &out, &err) == 0 && strstr(err, "resuming") && !strstr(err, "no row for") &&
                   !strstr(err, "ends before"), "%s", err);

@@ -890,18 +890,29 @@ END_TEST
  * formats put them; a sample too long loses prompt tokens after <s>, never
  * answer tokens; one whose answer cannot fit is dropped and counted; and the
  * batch's loss weights cover exactly the answer (and </s>). */
-START_TEST(test_samples_and_batches) {
+/* A tokenizer trained on one generative and one embedding text of the formats,
+ * and a QR record of the given two turns. */
+static void mug_tokenizer(Tokenizer *tok) {
     const char *corpus[2] = {"<s><|user|>\nwhich colour is the mug\n<|assistant|>\nred</s>",
                              "<s><|user|>\nfind a mug\n<|embed|>\nred ceramic mug"};
-    Tokenizer tok;
-    ck_assert_msg(tok_train(&tok, corpus, NULL, 2, 300) == 0, "%s", rf_last_error());
-    char *turns[2] = {"which colour is the mug, the one on the left of the big shelf by the window", " red "};
+    ck_assert_msg(tok_train(tok, corpus, NULL, 2, 300) == 0, "%s", rf_last_error());
+}
+
+static Record qr_record(char **turns) {
     Record r;
     memset(&r, 0, sizeof r);
     r.task = TASK_QR;
     r.kind = KIND_GEN;
     r.turns = turns;
     r.n_turns = 2;
+    return r;
+}
+
+START_TEST(test_samples_and_batches) {
+    Tokenizer tok;
+    mug_tokenizer(&tok);
+    char *turns[2] = {"which colour is the mug, the one on the left of the big shelf by the window", " red "};
+    Record r = qr_record(turns);
     SampleStats st = {0};
     Sample full, cut, none;
     ck_assert_int_eq(sample_gen(&full, &tok, &r, 4096, &st), 1);
@@ -989,17 +1000,10 @@ static void newline_merging_tokenizer(Tokenizer *t) {
  * at the longest common prefix of enc(prefix) and enc(prefix + text), and the
  * merge is counted. */
 START_TEST(test_sample_edges) {
-    const char *corpus[2] = {"<s><|user|>\nwhich colour is the mug\n<|assistant|>\nred</s>",
-                             "<s><|user|>\nfind a mug\n<|embed|>\nred ceramic mug"};
     Tokenizer tok;
-    ck_assert_msg(tok_train(&tok, corpus, NULL, 2, 300) == 0, "%s", rf_last_error());
+    mug_tokenizer(&tok);
     char *turns[2] = {"which colour is the mug on the shelf", "red"};
-    Record r;
-    memset(&r, 0, sizeof r);
-    r.task = TASK_QR;
-    r.kind = KIND_GEN;
-    r.turns = turns;
-    r.n_turns = 2;
+    Record r = qr_record(turns);
     SampleStats st = {0};
     Sample full, s;
     ck_assert_int_eq(sample_gen(&full, &tok, &r, 4096, &st), 1);

@@ -120,7 +120,7 @@ int py_space_at(const unsigned char *s, size_t n) {
 
 /* Python's s.strip(): the range [*b, *e) of s without leading and trailing
  * whitespace.  Example: "  yes\n" -> "yes"; "\xc2\xa0no" (NBSP + no) -> "no". */
-static void py_strip(const char *s, size_t n, size_t *b, size_t *e) {
+void py_strip(const char *s, size_t n, size_t *b, size_t *e) {
     const unsigned char *u = (const unsigned char *)s;
     size_t i = 0, j = n;
     int k;

@@ -19,16 +19,10 @@
 
 /* ================================================================ metrics */
 
-static int is_space(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
-
-/* Python's s.strip() for ASCII whitespace: [*b, *e) of s. */
-static void strip_range(const char *s, size_t *b, size_t *e) {
-    size_t i = 0, j = strlen(s);
-    while (i < j && is_space((unsigned char)s[i])) i++;
-    while (j > i && is_space((unsigned char)s[j - 1])) j--;
-    *b = i;
-    *e = j;
-}
+/* Python's s.strip(): [*b, *e) of s without leading and trailing whitespace,
+ * the Unicode spaces included (NBSP, U+3000, ...), as the authors' scoring
+ * script strips its outputs. */
+static void strip_range(const char *s, size_t *b, size_t *e) { py_strip(s, strlen(s), b, e); }
 
 /* 1 when s.lower().strip() == word (word in lower case). */
 static int equals_lower_stripped(const char *s, const char *word) {

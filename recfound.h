@@ -716,6 +716,8 @@ void format_emb(RfBuf *prefix, RfBuf *text, const char *instr, const char *passa
 /* Bytes of Python whitespace (str.isspace: ASCII and the Unicode spaces) that
  * start at s, or 0; what str.strip() and str.split() cut at. */
 int py_space_at(const unsigned char *s, size_t n);
+/* Python's s.strip(): [*b, *e) is s[0..n) without leading and trailing whitespace. */
+void py_strip(const char *s, size_t n, size_t *b, size_t *e);
 
 /* Seeded Fisher-Yates shuffle and a pool iterator that draws without
  * replacement and reshuffles when exhausted. */

@@ -68,6 +68,26 @@ START_TEST(test_letter_macro_f1) {
 }
 END_TEST
 
+/* The authors' script strips with Python's str.strip(), which also removes the
+ * Unicode spaces: "yes" + NBSP is "yes", U+3000 + "B" is "B", U+2003 "C"
+ * U+2003 is the one letter "C" (each would be invalid under an ASCII strip). */
+START_TEST(test_metrics_strip_unicode_spaces) {
+    MetricResult r;
+    const char *yo[] = {"yes\xc2\xa0"}, *ya[] = {"yes"};
+    metric_binary_yes(&r, yo, ya, 1);
+    ck_assert_int_eq(r.invalid, 0);
+    ck_assert_double_eq_tol(r.score, 1.0, 1e-12);
+    const char *lo[] = {"\xe3\x80\x80" "B"}, *la[] = {"B"};
+    metric_letter_f1(&r, lo, la, 1);
+    ck_assert_int_eq(r.invalid, 0);
+    ck_assert_double_eq_tol(r.score, 1.0, 1e-12);
+    const char *so[] = {"\xe2\x80\x83" "C" "\xe2\x80\x83"}, *sa[] = {"C"};
+    metric_recall1(&r, so, sa, 1);
+    ck_assert_int_eq(r.invalid, 0);
+    ck_assert_double_eq_tol(r.score, 1.0, 1e-12);
+}
+END_TEST
+
 START_TEST(test_recall1) {
     /* "C"=C right; " A " strips to A, right; "T." two chars: invalid; "" invalid;
      * "U" outside A-T: invalid; "B" vs gold "D": wrong.  R@1 = 2/6. */
@@ -826,6 +846,7 @@ Suite *eval_suite(void) {
     tcase_add_test(tm, test_recall1);
     tcase_add_test(tm, test_ave_rules);
     tcase_add_test(tm, test_ave_f1);
+    tcase_add_test(tm, test_metrics_strip_unicode_spaces);
     tcase_add_test(tm, test_token_f1);
     tcase_add_test(tm, test_token_f1_squad_fixture);
     suite_add_tcase(s, tm);

@@ -134,13 +134,60 @@ static int json_equal(const Json *a, const Json *b) {
     return 0;
 }
 
-/* Python's str() of a scalar JSON value, for the substring test. */
+/* Python's repr() (= str()) of a float: the shortest digits that read back as
+ * x, in fixed notation with at least one decimal when 1e-4 <= |x| < 1e16
+ * ("1.0", "0.0001", "1234.5"), else in scientific notation with an exponent
+ * of two digits at least ("1e-05", "1.5e+16"); "inf", "-inf" (json.loads reads
+ * 1e999 as inf).  buf holds at least 32 bytes. */
+void py_float_repr(char *buf, size_t n, double x) {
+    if (isinf(x)) { snprintf(buf, n, "%sinf", x < 0 ? "-" : ""); return; }
+    if (isnan(x)) { snprintf(buf, n, "nan"); return; }
+    if (x == 0) { snprintf(buf, n, "%s0.0", signbit(x) ? "-" : ""); return; }
+    char e[40], d[24], out[64];
+    int prec = 1;
+    for (; prec < 17; prec++) {  /* the fewest significant digits that read back as x */
+        snprintf(e, sizeof e, "%.*e", prec - 1, x);
+        if (strtod(e, NULL) == x) break;
+    }
+    snprintf(e, sizeof e, "%.*e", prec - 1, x);
+    int nd = 0;
+    for (const char *c = e + (x < 0); *c != 'e'; c++)
+        if (*c != '.') d[nd++] = *c;
+    d[nd] = 0;
+    int exp10 = atoi(strchr(e, 'e') + 1), decpt = exp10 + 1, k = 0;  /* x = 0.d * 10^decpt */
+    if (x < 0) out[k++] = '-';
+    if (decpt > -4 && decpt <= 16) {  /* fixed */
+        if (decpt <= 0) {
+            out[k++] = '0', out[k++] = '.';
+            for (int z = 0; z < -decpt; z++) out[k++] = '0';
+            for (int i = 0; i < nd; i++) out[k++] = d[i];
+        } else {
+            for (int i = 0; i < decpt; i++) out[k++] = i < nd ? d[i] : '0';
+            out[k++] = '.';
+            if (decpt >= nd) out[k++] = '0';
+            for (int i = decpt; i < nd; i++) out[k++] = d[i];
+        }
+        out[k] = 0;
+    } else {                         /* scientific */
+        out[k++] = d[0];
+        if (nd > 1) {
+            out[k++] = '.';
+            for (int i = 1; i < nd; i++) out[k++] = d[i];
+        }
+        snprintf(out + k, sizeof out - k, "e%c%02d", exp10 < 0 ? '-' : '+', exp10 < 0 ? -exp10 : exp10);
+    }
+    snprintf(buf, n, "%s", out);
+}
+
+/* Python's str() of a scalar JSON value, for the substring test: json.loads
+ * reads a number written without fraction or exponent as an int ("7"), any
+ * other as a float ("7.0", "0.1", "1e-05"). */
 static int py_str(const Json *v, char *buf, size_t n, const char **s) {
     if (v->type == JSON_STRING) { *s = v->string; return 1; }
     if (v->type == JSON_BOOL) snprintf(buf, n, "%s", v->boolean ? "True" : "False");
-    else if (v->type == JSON_NUMBER && v->number == floor(v->number) && fabs(v->number) < 1e15)
-        snprintf(buf, n, "%.0f", v->number);
-    else if (v->type == JSON_NUMBER) snprintf(buf, n, "%.17g", v->number);
+    else if (v->type == JSON_NUMBER && v->integer && fabs(v->number) < 9007199254740992.0)
+        snprintf(buf, n, "%.0f", v->number == 0 ? 0.0 : v->number);  /* "-0" is the int 0 */
+    else if (v->type == JSON_NUMBER) py_float_repr(buf, n, v->number);
     else return 0;
     *s = buf;
     return 1;

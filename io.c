@@ -999,8 +999,9 @@ static int parse_string(JsonParser *p, char **out, size_t *out_len) {
     return 0;
 }
 
-/* number = [ '-' ] int [ frac ] [ exp ]; validated by the grammar, then strtod. */
-static int parse_number(JsonParser *p, double *out) {
+/* number = [ '-' ] int [ frac ] [ exp ]; validated by the grammar, then strtod.
+ * *integer: no frac and no exp. */
+static int parse_number(JsonParser *p, double *out, int *integer) {
     size_t start = p->pos, i = p->pos;
     const unsigned char *s = p->s;
     if (i < p->n && s[i] == '-') i++;
@@ -1024,6 +1025,7 @@ static int parse_number(JsonParser *p, double *out) {
         while (i < p->n && s[i] >= '0' && s[i] <= '9') i++;
     }
     size_t len = i - start;
+    *integer = !memchr(s + start, '.', len) && !memchr(s + start, 'e', len) && !memchr(s + start, 'E', len);
     char small[64], *tok = len < sizeof small ? small : malloc(len + 1);
     if (!tok) return jerr(p, start, "out of memory");
     memcpy(tok, s + start, len);
@@ -1122,7 +1124,7 @@ static int parse_value(JsonParser *p, Json *v, int depth) {
     }
     if (c == '-' || (c >= '0' && c <= '9')) {
         v->type = JSON_NUMBER;
-        return parse_number(p, &v->number);
+        return parse_number(p, &v->number, &v->integer);
     }
     static const char *lit[3] = {"true", "false", "null"};
     for (int i = 0; i < 3; i++) {

@@ -131,6 +131,7 @@ typedef struct Json {
     JsonType type;
     int boolean;          /* JSON_BOOL */
     double number;        /* JSON_NUMBER */
+    int integer;          /* JSON_NUMBER: written without fraction or exponent (Python's json reads an int) */
     char *string;         /* JSON_STRING: UTF-8, NUL-terminated (may hold \0: see len) */
     size_t len;           /* JSON_STRING: byte length */
     struct Json *items;   /* JSON_ARRAY / JSON_OBJECT: values, in order */
@@ -888,7 +889,9 @@ void metric_recall1(MetricResult *r, const char *const *out, const char *const *
 void metric_ave(MetricResult *r, const char *const *out, const char *const *ans, long n, int prec_mode);
 /* 1 when a predicted and a gold triple match (the authors' rule). */
 int ave_match(const Json *pred, const Json *gold);
-/* SQuAD-style token F1 of one pair, and its mean over n pairs (QR, AG, UP, IP). */
+/* Python's repr() of a float ("1.0", "0.1", "1e-05"), for ave_match's str(value). */
+void py_float_repr(char *buf, size_t n, double x);
+/* SQuAD's token F1 of one pair, and its mean over n pairs (QR, AG, UP, IP). */
 double token_f1(const char *pred, const char *gold);
 void metric_token_f1(MetricResult *r, const char *const *out, const char *const *ans, long n);
 /* The metric of the authors' code for a generative task (token F1 for free text). */

@@ -133,6 +133,29 @@ START_TEST(test_ave_rules) {
     /* numbers compare as Python's str(): 2 is a substring of "2 kg" */
     ck_assert_int_eq(match_s("{\"attribute\": \"w\", \"value\": \"2 kg\", \"source\": \"t\"}",
                              "{\"attribute\": \"w\", \"value\": 2, \"source\": \"t\"}"), 1);
+    /* json.loads reads 1.0 as a float, str "1.0", which is not in "10"; 1 is an int, "1", which is; and
+     * 0.1 is "0.1" (not 0.10000000000000001), which is in "0.1 oz" */
+    ck_assert_int_eq(match_s("{\"attribute\": \"w\", \"value\": \"10\", \"source\": \"t\"}",
+                             "{\"attribute\": \"w\", \"value\": 1.0, \"source\": \"t\"}"), 0);
+    ck_assert_int_eq(match_s("{\"attribute\": \"w\", \"value\": \"10\", \"source\": \"t\"}",
+                             "{\"attribute\": \"w\", \"value\": 1, \"source\": \"t\"}"), 1);
+    ck_assert_int_eq(match_s("{\"attribute\": \"w\", \"value\": 0.1, \"source\": \"t\"}",
+                             "{\"attribute\": \"w\", \"value\": \"0.1 oz\", \"source\": \"t\"}"), 1);
+}
+END_TEST
+
+/* py_float_repr against Python's repr(), values and strings as Python 3.11 prints them. */
+START_TEST(test_py_float_repr) {
+    const double x[] = {1.0, 0.1, 100.0, 1e15, 1e16, 1.5e16, 0.0001, 1e-05, 123.456, -0.1, -2.5e-07, 1.0 / 3,
+                        1e22, 5e-324, 1.7976931348623157e308, -0.0, 12345678901234567890.0, 9999999999999998.0};
+    const char *want[] = {"1.0", "0.1", "100.0", "1000000000000000.0", "1e+16", "1.5e+16", "0.0001", "1e-05",
+                          "123.456", "-0.1", "-2.5e-07", "0.3333333333333333", "1e+22", "5e-324",
+                          "1.7976931348623157e+308", "-0.0", "1.2345678901234567e+19", "9999999999999998.0"};
+    char b[64];
+    for (int i = 0; i < N_OF(x); i++) {
+        py_float_repr(b, sizeof b, x[i]);
+        ck_assert_msg(!strcmp(b, want[i]), "repr of %.17g: got %s, Python prints %s", x[i], b, want[i]);
+    }
 }
 END_TEST
 
@@ -845,6 +868,7 @@ Suite *eval_suite(void) {
     tcase_add_test(tm, test_letter_macro_f1);
     tcase_add_test(tm, test_recall1);
     tcase_add_test(tm, test_ave_rules);
+    tcase_add_test(tm, test_py_float_repr);
     tcase_add_test(tm, test_ave_f1);
     tcase_add_test(tm, test_metrics_strip_unicode_spaces);
     tcase_add_test(tm, test_token_f1);

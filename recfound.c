@@ -681,11 +681,11 @@ static double gen_branch(Trainer *tr, Record *const *recs, int n, int backward, 
         for (int i = 0; i < B * b.T; i++) tb.weights[i] /= (float)total;
         if (acts_ensure(&tr->acts, &tr->m, B, b.T)) { loss = NAN; goto done; }
         model_forward(&tr->m, adapters(tr), tr->acts, &b, ATTN_CAUSAL);
-        if (backward) {
+        if (backward && scale != 0) {
             for (int i = 0; i < B * b.T; i++) tb.weights[i] *= scale;
             loss += model_lm_loss(&tr->m, tr->acts, &b, tb.weights, NULL, NULL, 1) / scale;
             model_backward(&tr->m, adapters(tr), tr->acts, &b, ATTN_CAUSAL, NULL, tr->grads);
-        } else {
+        } else {  /* no backward, or lambda = 0: the loss alone, no gradient */
             loss += model_lm_loss(&tr->m, tr->acts, &b, tb.weights, NULL, NULL, 0);
         }
     }
@@ -1112,7 +1112,7 @@ static int cmd_train(int argc, char **argv) {
         {"--clip", 'f', &tr->clip, "global gradient-norm clip (default 1.0; 0 = off)"},
         {"--weight-decay", 'f', &tr->wd, "AdamW decoupled weight decay (default 0)"},
         {"--temperature", 'f', &tr->tau, "InfoNCE temperature (default 0.02)"},
-        {"--lambda-gen", 'f', &tr->lambda_gen, "weight of the generative loss (default 1)"},
+        {"--lambda-gen", 'f', &tr->lambda_gen, "weight of the generative loss, 0 to 1e6 (default 1; 0 keeps its loss, no gradient)"},
         {"--no-tmole", 'b', &no_tmole_flag, "one plain LoRA per projection instead of TMoLE (ablation)"},
         {"--experts", 's', &experts, "embedding,shared,generative experts (default 2,2,2; the authors' code runs 3,0,3)"},
         {"--rank", 'i', &rank, "LoRA rank r (default 16)"},
@@ -1180,7 +1180,7 @@ static int cmd_train(int argc, char **argv) {
         check_range("--lr", tr->lr, 0, 0, INFINITY) || check_range("--warmup", tr->warmup_ratio, 0, 0, 1) ||
         check_range("--clip", tr->clip, 0, 0, INFINITY) || check_range("--weight-decay", tr->wd, 0, 0, INFINITY) ||
         check_range("--temperature", tr->tau, 0, 1, INFINITY) ||
-        check_range("--lambda-gen", tr->lambda_gen, 0, 0, INFINITY) || check_range("--alpha", alpha, 0, 1, INFINITY) ||
+        check_range("--lambda-gen", tr->lambda_gen, 0, 0, 1e6) || check_range("--alpha", alpha, 0, 1, INFINITY) ||
         check_range("--sched-val", (double)tr->sched_val, 1, 0, INFINITY) ||
         check_range("--sched-tau", sched_tau, 0, 1, INFINITY) || check_range("--sched-warmup", sched_warm, 0, 0, 1) ||
         check_range("--save-every", (double)tr->save_every, 0, 0, INFINITY) ||

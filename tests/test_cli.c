@@ -864,6 +864,47 @@ START_TEST(test_resume_from_elsewhere) {
 }
 END_TEST
 
+/* --lambda-gen weighs the generative gradient: with 0, one step changes the
+ * adapters exactly as a step without the generative branch does (its loss is
+ * still measured and reported, and the embedding branch draws the same
+ * records), and with 1 they change otherwise.  (A weight of 0 used to end the
+ * run: the loss was divided by it.) */
+START_TEST(test_lambda_gen_weighs_the_gradient) {
+    char d[] = "/tmp/rflambdaXXXXXX", args[2048], path[2][700], *out, *err;
+    ck_assert(mkdtemp(d) != NULL);
+    tiny_world(d);
+    const char *variants[3][2] = {{"l0", "--gen-batch 6 --lambda-gen 0"}, {"e0", "--gen-batch 0"},
+                                  {"l1", "--gen-batch 6 --lambda-gen 1"}};
+    char *bytes[3];
+    size_t len[3];
+    for (int v = 0; v < 3; v++) {
+        snprintf(args, sizeof args, "train --model %s/base --tokenizer %s/tok.json --data %s/w --out %s/%s --steps 1 "
+                 "--emb-batch 4 --no-s2sched --max-len 128 --rank 4 --task-dim 16 --lr 1e-2 --warmup 0 %s",
+                 d, d, d, d, variants[v][0], variants[v][1]);
+        ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
+        free(out), free(err);
+        snprintf(path[0], sizeof path[0], "%s/%s/final/adapter_model.safetensors", d, variants[v][0]);
+        ck_assert(rf_read_file(path[0], &bytes[v], &len[v]) == 0);
+    }
+    ck_assert_msg(len[0] == len[1] && !memcmp(bytes[0], bytes[1], len[0]),
+                  "lambda 0 should train as the embedding branch alone");
+    ck_assert_msg(len[0] != len[2] || memcmp(bytes[0], bytes[2], len[0]), "lambda 1 should differ from lambda 0");
+    /* the step of lambda 0: loss = loss_emb, a finite generative loss beside it */
+    snprintf(path[1], sizeof path[1], "%s/l0/losses.csv", d);
+    char *csv;
+    ck_assert(rf_read_file(path[1], &csv, NULL) == 0);
+    const char *row = strchr(csv, '\n');
+    ck_assert(row != NULL);
+    char *p;
+    strtol(row + 1, &p, 10);
+    double lr = strtod(p + 1, &p), loss = strtod(p + 1, &p), le = strtod(p + 1, &p), lg = strtod(p + 1, &p);
+    ck_assert_msg(lr > 0 && loss == le && isfinite(lg) && lg > 0, "%s", csv);
+    free(csv);
+    for (int v = 0; v < 3; v++) free(bytes[v]);
+    rm_tree(d);
+}
+END_TEST
+
 /* losses.csv is rewritten whole after every step, so only a hand (or a disk)
  * can take rows out of it; --resume then names the first missing step and
  * goes on.  Case 1: step 1's row removed, step 2's kept; case 2: the file cut
@@ -1347,6 +1388,7 @@ Suite *cli_suite(void) {
     tcase_add_test(train, test_failed_checkpoint_removed);
     tcase_add_test(train, test_resume_from_elsewhere);
     tcase_add_test(train, test_resume_names_missing_loss_rows);
+    tcase_add_test(train, test_lambda_gen_weighs_the_gradient);
     tcase_add_test(train, test_stop_signal_saves);
     tcase_add_test(train, test_train_respects_cgroup_limit);
     tcase_add_test(train, test_sigkill_keeps_checkpoints);

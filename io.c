@@ -1722,7 +1722,9 @@ static int config_from_json(Config *c, const Json *o, const char *path) {
         cfg_int(o, path, "num_hidden_layers", 1, 0, &c->n_layers) ||
         cfg_int(o, path, "num_attention_heads", 1, 0, &c->n_heads) ||
         cfg_int(o, path, "vocab_size", 1, 0, &c->vocab_size) ||
-        cfg_int(o, path, "num_key_value_heads", 0, c->n_heads, &c->n_kv_heads))
+        /* absent: MistralConfig's 8, LlamaConfig's None; None: as many as the attention heads */
+        cfg_int(o, path, "num_key_value_heads", 0, mistral && !json_get(o, "num_key_value_heads") ? 8 : c->n_heads,
+                &c->n_kv_heads))
         return -1;
     if (c->n_heads <= 0)
         return rf_error("%s: key \"num_attention_heads\" is %d, must be positive", path, c->n_heads);
@@ -1740,7 +1742,9 @@ static int config_from_json(Config *c, const Json *o, const char *path) {
     c->tie_word_embeddings = v ? v->boolean : 0;
     /* LlamaModel has no sliding window, whatever the file says. */
     c->sliding_window = 0;
-    if (mistral && cfg_int(o, path, "sliding_window", 0, 0, &c->sliding_window)) return -1;
+    /* MistralConfig: an absent sliding_window is its default 4096; null is none */
+    if (mistral && cfg_int(o, path, "sliding_window", 0, json_get(o, "sliding_window") ? 0 : 4096, &c->sliding_window))
+        return -1;
     return 0;
 }
 

@@ -709,6 +709,34 @@ START_TEST(test_config_load) {
     ck_assert(c.bos_token_id == 0 && c.eos_token_id == 7);
     ck_assert(c.vocab_size == 1000 && c.max_position_embeddings == 256);
 
+    /* only the required keys: the defaults of transformers' MistralConfig (max_position_embeddings
+     * 4096 * 32, rms_norm_eps 1e-6, rope_theta 10000, bos 1, eos 2, untied, num_key_value_heads 8,
+     * sliding_window 4096) and LlamaConfig (2048, 1e-6, 10000, 1, 2, untied, as many kv heads as
+     * heads, no window); head_dim hidden / heads in both */
+    write_text(tpath(p, "bare_mistral.json"),
+               "{\"model_type\": \"mistral\", \"hidden_size\": 256, \"intermediate_size\": 512,"
+               " \"num_hidden_layers\": 2, \"num_attention_heads\": 16, \"vocab_size\": 100}");
+    ck_assert_int_eq(config_load(&c, p), 0);
+    ck_assert_int_eq(config_validate(&c, p), 0);
+    ck_assert(c.max_position_embeddings == 131072 && c.rms_norm_eps == 1e-6f && c.rope_theta == 10000.0f);
+    ck_assert(c.bos_token_id == 1 && c.eos_token_id == 2 && c.tie_word_embeddings == 0);
+    ck_assert(c.n_kv_heads == 8 && c.sliding_window == 4096 && c.head_dim == 16);
+    write_text(tpath(p, "bare_llama.json"),
+               "{\"model_type\": \"llama\", \"hidden_size\": 256, \"intermediate_size\": 512,"
+               " \"num_hidden_layers\": 2, \"num_attention_heads\": 16, \"vocab_size\": 100}");
+    ck_assert_int_eq(config_load(&c, p), 0);
+    ck_assert_int_eq(config_validate(&c, p), 0);
+    ck_assert(c.max_position_embeddings == 2048 && c.rms_norm_eps == 1e-6f && c.rope_theta == 10000.0f);
+    ck_assert(c.bos_token_id == 1 && c.eos_token_id == 2 && c.tie_word_embeddings == 0);
+    ck_assert(c.n_kv_heads == 16 && c.sliding_window == 0 && c.head_dim == 16);
+    /* null is None: as many kv heads as heads, no window */
+    write_text(tpath(p, "null_mistral.json"),
+               "{\"model_type\": \"mistral\", \"hidden_size\": 256, \"intermediate_size\": 512,"
+               " \"num_hidden_layers\": 2, \"num_attention_heads\": 16, \"vocab_size\": 100,"
+               " \"num_key_value_heads\": null, \"sliding_window\": null}");
+    ck_assert_int_eq(config_load(&c, p), 0);
+    ck_assert(c.n_kv_heads == 16 && c.sliding_window == 0);
+
     /* a Mistral sliding window, head_dim null */
     write_text(tpath(p, "sw.json"),
                "{\"model_type\": \"mistral\", \"hidden_size\": 64, \"intermediate_size\": 128, \"head_dim\": null,"

@@ -1024,7 +1024,8 @@ START_TEST(test_sample_edges) {
     long dropped = st.dropped;
     ck_assert_int_eq(sample_emb(&s, &tok, "find a mug", "blue ceramic mug", TASK_Q2I, start, EMB_FMT_TRAIN, &st), 0);
     ck_assert_int_eq(st.dropped, dropped + 1);
-    ck_assert_int_eq(sample_emb(&s, &tok, "find a mug", "blue ceramic mug", TASK_Q2I, start + 1, EMB_FMT_TRAIN, &st), 1);
+    ck_assert_int_eq(sample_emb(&s, &tok, "find a mug", "blue ceramic mug", TASK_Q2I, start + 1, EMB_FMT_TRAIN, &st),
+                     1);
     ck_assert_int_eq(s.start, start);
     ck_assert_int_eq(s.len, start + 1);
     sample_free(&s);

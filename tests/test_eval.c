@@ -481,7 +481,8 @@ START_TEST(test_pool_sample) {
     for (int i = 0; i < 3; i++) {
         ck_assert_msg(first[i] > 900 && first[i] < 1100, "item %d first %d times of 3000", i, first[i]);
         for (int j = 0; j < 3; j++)
-            if (j != i) ck_assert_msg(order[i][j] > 420 && order[i][j] < 580, "(%d, %d) %d times of 3000", i, j, order[i][j]);
+            if (j != i)
+                ck_assert_msg(order[i][j] > 420 && order[i][j] < 580, "(%d, %d) %d times of 3000", i, j, order[i][j]);
     }
 }
 END_TEST

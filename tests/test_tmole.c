@@ -250,7 +250,8 @@ START_TEST(test_defaults_and_init_distributions) {
     tmole_init(&t, 5);
     int in = m.cfg.hidden_size, N = 6, sites = 0;
     size_t nA = 0, nW = 0, nb = 0;
-    float *A = malloc(t.total * sizeof(float)), *W = malloc(t.total * sizeof(float)), *bias = malloc(t.total * sizeof(float));
+    float *A = malloc(t.total * sizeof(float)), *W = malloc(t.total * sizeof(float));
+    float *bias = malloc(t.total * sizeof(float));
     for (int i = 0; i < t.n_sites; i++) {
         const TmoleSite *s = &t.site[i];
         if (!s->in) continue;

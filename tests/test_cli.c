@@ -905,6 +905,34 @@ START_TEST(test_lambda_gen_weighs_the_gradient) {
 }
 END_TEST
 
+/* --clip C rescales a step's gradient to norm C when it is larger (0: never).
+ * The gradients of these 3 steps have norms of a few units, so --clip 1000
+ * never acts and trains exactly as --clip 0, while --clip 1e-3 acts at every
+ * step and trains otherwise (AdamW's first step is blind to a uniform scale,
+ * its later ones are not). */
+START_TEST(test_clip_is_applied) {
+    char d[] = "/tmp/rfclipXXXXXX", args[2048], path[700], *out, *err;
+    ck_assert(mkdtemp(d) != NULL);
+    tiny_world(d);
+    const char *clip[3] = {"0", "1000", "1e-3"};
+    char *bytes[3];
+    size_t len[3];
+    for (int v = 0; v < 3; v++) {
+        snprintf(args, sizeof args, "train --model %s/base --tokenizer %s/tok.json --data %s/w --out %s/c%d --steps 3 "
+                 "--emb-batch 4 --gen-batch 6 --no-s2sched --max-len 128 --rank 4 --task-dim 16 --lr 1e-2 --warmup 0 "
+                 "--clip %s", d, d, d, d, v, clip[v]);
+        ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
+        free(out), free(err);
+        snprintf(path, sizeof path, "%s/c%d/final/adapter_model.safetensors", d, v);
+        ck_assert(rf_read_file(path, &bytes[v], &len[v]) == 0);
+    }
+    ck_assert_msg(len[0] == len[1] && !memcmp(bytes[0], bytes[1], len[0]), "--clip 1000 should not act here");
+    ck_assert_msg(len[0] != len[2] || memcmp(bytes[0], bytes[2], len[0]), "--clip 1e-3 should change the run");
+    for (int v = 0; v < 3; v++) free(bytes[v]);
+    rm_tree(d);
+}
+END_TEST
+
 /* losses.csv is rewritten whole after every step, so only a hand (or a disk)
  * can take rows out of it; --resume then names the first missing step and
  * goes on.  Case 1: step 1's row removed, step 2's kept; case 2: the file cut
@@ -1389,6 +1417,7 @@ Suite *cli_suite(void) {
     tcase_add_test(train, test_resume_from_elsewhere);
     tcase_add_test(train, test_resume_names_missing_loss_rows);
     tcase_add_test(train, test_lambda_gen_weighs_the_gradient);
+    tcase_add_test(train, test_clip_is_applied);
     tcase_add_test(train, test_stop_signal_saves);
     tcase_add_test(train, test_train_respects_cgroup_limit);
     tcase_add_test(train, test_sigkill_keeps_checkpoints);

@@ -864,35 +864,42 @@ START_TEST(test_resume_from_elsewhere) {
 }
 END_TEST
 
+/* A short training run of the tiny world in d into d/name (4 embedding queries,
+ * uniform mixing, no warmup) with the given further options. */
+static void train_short(const char *d, const char *name, const char *opts) {
+    char args[2048], *out, *err;
+    snprintf(args, sizeof args, "train --model %s/base --tokenizer %s/tok.json --data %s/w --out %s/%s --emb-batch 4 "
+             "--no-s2sched --max-len 128 --rank 4 --task-dim 16 --lr 1e-2 --warmup 0 %s", d, d, d, d, name, opts);
+    ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
+    free(out), free(err);
+}
+
+/* 1 when runs d/a and d/b wrote byte-identical final adapters. */
+static int same_adapters(const char *d, const char *a, const char *b) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "cmp -s %s/%s/final/adapter_model.safetensors %s/%s/final/adapter_model.safetensors",
+             d, a, d, b);
+    return system(cmd) == 0;
+}
+
 /* --lambda-gen weighs the generative gradient: with 0, one step changes the
  * adapters exactly as a step without the generative branch does (its loss is
  * still measured and reported, and the embedding branch draws the same
  * records), and with 1 they change otherwise.  (A weight of 0 used to end the
  * run: the loss was divided by it.) */
 START_TEST(test_lambda_gen_weighs_the_gradient) {
-    char d[] = "/tmp/rflambdaXXXXXX", args[2048], path[2][700], *out, *err;
+    char d[] = "/tmp/rflambdaXXXXXX", path[700];
     ck_assert(mkdtemp(d) != NULL);
     tiny_world(d);
-    const char *variants[3][2] = {{"l0", "--gen-batch 6 --lambda-gen 0"}, {"e0", "--gen-batch 0"},
-                                  {"l1", "--gen-batch 6 --lambda-gen 1"}};
-    char *bytes[3];
-    size_t len[3];
-    for (int v = 0; v < 3; v++) {
-        snprintf(args, sizeof args, "train --model %s/base --tokenizer %s/tok.json --data %s/w --out %s/%s --steps 1 "
-                 "--emb-batch 4 --no-s2sched --max-len 128 --rank 4 --task-dim 16 --lr 1e-2 --warmup 0 %s",
-                 d, d, d, d, variants[v][0], variants[v][1]);
-        ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
-        free(out), free(err);
-        snprintf(path[0], sizeof path[0], "%s/%s/final/adapter_model.safetensors", d, variants[v][0]);
-        ck_assert(rf_read_file(path[0], &bytes[v], &len[v]) == 0);
-    }
-    ck_assert_msg(len[0] == len[1] && !memcmp(bytes[0], bytes[1], len[0]),
-                  "lambda 0 should train as the embedding branch alone");
-    ck_assert_msg(len[0] != len[2] || memcmp(bytes[0], bytes[2], len[0]), "lambda 1 should differ from lambda 0");
+    train_short(d, "l0", "--steps 1 --gen-batch 6 --lambda-gen 0");
+    train_short(d, "e0", "--steps 1 --gen-batch 0");
+    train_short(d, "l1", "--steps 1 --gen-batch 6 --lambda-gen 1");
+    ck_assert_msg(same_adapters(d, "l0", "e0"), "lambda 0 should train as the embedding branch alone");
+    ck_assert_msg(!same_adapters(d, "l0", "l1"), "lambda 1 should differ from lambda 0");
     /* the step of lambda 0: loss = loss_emb, a finite generative loss beside it */
-    snprintf(path[1], sizeof path[1], "%s/l0/losses.csv", d);
+    snprintf(path, sizeof path, "%s/l0/losses.csv", d);
     char *csv;
-    ck_assert(rf_read_file(path[1], &csv, NULL) == 0);
+    ck_assert(rf_read_file(path, &csv, NULL) == 0);
     const char *row = strchr(csv, '\n');
     ck_assert(row != NULL);
     char *p;
@@ -900,7 +907,6 @@ START_TEST(test_lambda_gen_weighs_the_gradient) {
     double lr = strtod(p + 1, &p), loss = strtod(p + 1, &p), le = strtod(p + 1, &p), lg = strtod(p + 1, &p);
     ck_assert_msg(lr > 0 && loss == le && isfinite(lg) && lg > 0, "%s", csv);
     free(csv);
-    for (int v = 0; v < 3; v++) free(bytes[v]);
     rm_tree(d);
 }
 END_TEST
@@ -911,24 +917,14 @@ END_TEST
  * step and trains otherwise (AdamW's first step is blind to a uniform scale,
  * its later ones are not). */
 START_TEST(test_clip_is_applied) {
-    char d[] = "/tmp/rfclipXXXXXX", args[2048], path[700], *out, *err;
+    char d[] = "/tmp/rfclipXXXXXX";
     ck_assert(mkdtemp(d) != NULL);
     tiny_world(d);
-    const char *clip[3] = {"0", "1000", "1e-3"};
-    char *bytes[3];
-    size_t len[3];
-    for (int v = 0; v < 3; v++) {
-        snprintf(args, sizeof args, "train --model %s/base --tokenizer %s/tok.json --data %s/w --out %s/c%d --steps 3 "
-                 "--emb-batch 4 --gen-batch 6 --no-s2sched --max-len 128 --rank 4 --task-dim 16 --lr 1e-2 --warmup 0 "
-                 "--clip %s", d, d, d, d, v, clip[v]);
-        ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
-        free(out), free(err);
-        snprintf(path, sizeof path, "%s/c%d/final/adapter_model.safetensors", d, v);
-        ck_assert(rf_read_file(path, &bytes[v], &len[v]) == 0);
-    }
-    ck_assert_msg(len[0] == len[1] && !memcmp(bytes[0], bytes[1], len[0]), "--clip 1000 should not act here");
-    ck_assert_msg(len[0] != len[2] || memcmp(bytes[0], bytes[2], len[0]), "--clip 1e-3 should change the run");
-    for (int v = 0; v < 3; v++) free(bytes[v]);
+    train_short(d, "c0", "--steps 3 --gen-batch 6 --clip 0");
+    train_short(d, "c1000", "--steps 3 --gen-batch 6 --clip 1000");
+    train_short(d, "c1e-3", "--steps 3 --gen-batch 6 --clip 1e-3");
+    ck_assert_msg(same_adapters(d, "c0", "c1000"), "--clip 1000 should not act here");
+    ck_assert_msg(!same_adapters(d, "c0", "c1e-3"), "--clip 1e-3 should change the run");
     rm_tree(d);
 }
 END_TEST

@@ -1012,12 +1012,15 @@ static int parse_number(JsonParser *p, double *out, int *integer) {
     } else {
         while (i < p->n && s[i] >= '0' && s[i] <= '9') i++;
     }
+    *integer = 1;
     if (i < p->n && s[i] == '.') {
+        *integer = 0;
         i++;
         if (i >= p->n || s[i] < '0' || s[i] > '9') return jerr(p, i, "invalid number: expected a digit after '.'");
         while (i < p->n && s[i] >= '0' && s[i] <= '9') i++;
     }
     if (i < p->n && (s[i] == 'e' || s[i] == 'E')) {
+        *integer = 0;
         i++;
         if (i < p->n && (s[i] == '+' || s[i] == '-')) i++;
         if (i >= p->n || s[i] < '0' || s[i] > '9')
@@ -1025,7 +1028,6 @@ static int parse_number(JsonParser *p, double *out, int *integer) {
         while (i < p->n && s[i] >= '0' && s[i] <= '9') i++;
     }
     size_t len = i - start;
-    *integer = !memchr(s + start, '.', len) && !memchr(s + start, 'e', len) && !memchr(s + start, 'E', len);
     char small[64], *tok = len < sizeof small ? small : malloc(len + 1);
     if (!tok) return jerr(p, start, "out of memory");
     memcpy(tok, s + start, len);

@@ -940,9 +940,7 @@ static int outset_read(OutputSet *s, const char *path) {
 
 /* ------------------------------------------------------------ generate */
 
-/* The answer to one user prompt: the training prompt of official-code.md §3
- * ("<s><|user|>\n{user}\n<|assistant|>\n"), greedy, decoded without </s>.
- * A prompt too long for the cache loses its oldest tokens after <s>. */
+/* See recfound.h: ids[0] stays, the oldest tokens after it go. */
 int fit_prompt(int *ids, int n, int cap, int *max_new) {
     int keep = cap - *max_new;
     if (keep < 2) { keep = n < cap - 1 ? n : cap - 1; *max_new = cap - keep; }
@@ -951,6 +949,9 @@ int fit_prompt(int *ids, int n, int cap, int *max_new) {
     return keep;
 }
 
+/* The answer to one user prompt: the training prompt of official-code.md §3
+ * ("<s><|user|>\n{user}\n<|assistant|>\n"), greedy, decoded without </s>.
+ * A prompt too long for the cache loses its oldest tokens after <s> (fit_prompt). */
 static int gen_answer(KvDecoder *d, const Tokenizer *tok, int eos, const char *user, int max_new, char **answer,
                       long *truncated, long *dropped) {
     RfBuf prompt = {0}, unused = {0};

@@ -46,6 +46,22 @@ runs() { echo "each run: C$RUNS_C${RUNS_T:+   PyTorch$RUNS_T}"; }
 ratio() { awk -v c="$1" -v t="$2" 'BEGIN { if (t > 0) printf "%.2f", c / t; else printf "n/a" }'; }
 
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), threads $OMP_NUM_THREADS"
+# Debian's python3-torch and python3-numpy link libblas.so.3, which is netlib's
+# reference BLAS until an optimised one is installed: PyTorch then runs some 15x
+# slower and every ratio below would flatter the C side.  Name the library in use.
+if [ $have_numpy = 1 ]; then
+  # the file behind libblas.so.3 when numpy links it, else every BLAS-named library mapped
+  blas=$("${pyenv[@]}" "$PY" -c 'import numpy; numpy.ones((2, 2)) @ numpy.ones((2, 2))
+libs = sorted({l.split()[-1] for l in open("/proc/self/maps") if "blas" in l.lower()})
+print(" ".join([f for f in libs if "/libblas" in f] or libs) or "none")')
+  echo "== numpy's BLAS: $blas"
+  case $blas in
+    *openblas*|*mkl*|*blis*) ;;
+    *) echo "warning: numpy and PyTorch are not on an optimised BLAS, so the PyTorch and numpy figures below" \
+            "are far below this machine's speed; install OpenBLAS (apt-get install libopenblas0-pthread)" \
+            "before reading any ratio" ;;
+  esac
+fi
 ./recfound init --preset small --seed 1 --out "$tmp/small" 2>/dev/null
 
 echo "== 1. full-parameter training step, small (3.95M parameters), batch 8 x 256, AdamW"

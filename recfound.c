@@ -489,6 +489,7 @@ typedef struct {
     long emb_batch, gen_batch, micro, steps, max_len, save_every, seed, sched_val;
     double lr, warmup_ratio, clip, wd, tau, lambda_gen;
     int use_sched;
+    int sgd;                             /* --optimizer sgd: plain -lr x gradient steps instead of AdamW */
     int val_rows;                        /* rows per forward of embeddings without backward (validation, loss) */
     const char *out;
     /* state */
@@ -1083,7 +1084,7 @@ static int cmd_train(int argc, char **argv) {
     memset(tr, 0, sizeof *tr);
     int rc = -1;
     const char *model = NULL, *data = NULL, *tokp = NULL, *experts = "2,2,2", *variant = "paper", *rem = "drop";
-    const char *hidden = NULL;
+    const char *hidden = NULL, *optim = "adamw";
     long rank = 16, task_dim = 512, no_tmole = 0, sched_window = 64, epochs = 0;
     double alpha = 64, dropout = 0.1, sched_tau = 10, sched_warm = 0.1;
     int no_sched = 0, no_tmole_flag = 0, skip_nonfinite = 0, dry_run = 0;
@@ -1111,6 +1112,9 @@ static int cmd_train(int argc, char **argv) {
         {"--warmup", 'f', &tr->warmup_ratio, "learning-rate warmup as a fraction of the steps (default 0.03)"},
         {"--clip", 'f', &tr->clip, "global gradient-norm clip (default 1.0; 0 = off)"},
         {"--weight-decay", 'f', &tr->wd, "AdamW decoupled weight decay (default 0)"},
+        {"--optimizer", 's', &optim,
+         "adamw | sgd (default adamw; one sgd step with --warmup 0 --clip 0 moves the adapters by exactly -lr x the "
+         "gradient of L_emb + lambda L_gen, for checking that gradient)"},
         {"--temperature", 'f', &tr->tau, "InfoNCE temperature (default 0.02)"},
         {"--lambda-gen", 'f', &tr->lambda_gen,
          "weight of the generative loss, 0 to 1e6 (default 1; 0 keeps its loss, no gradient)"},
@@ -1187,6 +1191,15 @@ static int cmd_train(int argc, char **argv) {
         check_range("--save-every", (double)tr->save_every, 0, 0, INFINITY) ||
         check_range("--epochs", (double)epochs, 0, 0, INFINITY))
         goto free_args;
+    if (strcmp(optim, "adamw") && strcmp(optim, "sgd")) {
+        rf_error("--optimizer must be adamw or sgd, got '%s'", optim);
+        goto free_args;
+    }
+    tr->sgd = !strcmp(optim, "sgd");
+    if (tr->sgd && tr->wd != 0) {
+        rf_error("--weight-decay is AdamW's; --optimizer sgd takes none");
+        goto free_args;
+    }
     if (strcmp(variant, "paper") && strcmp(variant, "code"))
         { rf_error("--sched-variant must be paper or code, got '%s'", variant); goto free_args; }
     if (strcmp(rem, "drop") && strcmp(rem, "largest"))
@@ -1427,6 +1440,8 @@ static int cmd_train(int argc, char **argv) {
             tr->nonfinite_skipped++;
             rf_progress_end();
             if (lead) fprintf(stderr, "train: step %ld: %s loss is not finite; batch skipped (tasks:%s)\n", step + 1, branch, tasks);
+        } else if (tr->sgd) {
+            sgd_step(tr->tm.params, tr->grads, tr->tm.total, lr);
         } else {
             adamw_step(&tr->opt, tr->tm.params, tr->grads, lr);
         }

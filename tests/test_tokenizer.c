@@ -459,6 +459,29 @@ START_TEST(test_train_by_hand) {
 }
 END_TEST
 
+/* Hand-derived, the tie where one piece is a prefix of the other: words
+ * "▁ab" x2, "▁ac" x2, "▁z" x2.  Characters by count then bytes: ▁ (6), a (4),
+ * then b, c, z (2 each): ids 259..263.  (▁,a) = 4 merges first (264).  Then
+ * (▁,z), (▁a,b) and (▁a,c) all count 2; "▁" is a prefix of "▁a", and the
+ * shorter piece sorts first, so "▁z" (265), then "▁ab" before "▁ac" by their
+ * second pieces (266, 267). */
+START_TEST(test_train_prefix_tie) {
+    const char *corpus[] = {"ab ab ac ac z z"};
+    Tokenizer t;
+    ck_assert_msg(tok_train(&t, corpus, NULL, 1, 300) == 0, "%s", rf_last_error());
+    ck_assert_int_eq(t.n_vocab, 268);
+    ck_assert_int_eq(t.n_merges, 4);
+    ck_assert_str_eq(t.piece[259], "\xE2\x96\x81");
+    ck_assert_str_eq(t.piece[260], "a");
+    ck_assert_str_eq(t.piece[263], "z");
+    ck_assert_str_eq(t.piece[264], "\xE2\x96\x81" "a");
+    ck_assert_str_eq(t.piece[265], "\xE2\x96\x81" "z");
+    ck_assert_str_eq(t.piece[266], "\xE2\x96\x81" "ab");
+    ck_assert_str_eq(t.piece[267], "\xE2\x96\x81" "ac");
+    tok_free(&t);
+}
+END_TEST
+
 /* Hand-derived: "a\nb a\nb" is "▁a\nb▁a\nb" after normalising; a line
  * break is a word of its own, so the words are "▁a", "\n", "b" (twice each)
  * and the only pair is (▁, a): one merge, "▁a".  (Merging across the line
@@ -641,6 +664,7 @@ Suite *tokenizer_suite(void) {
     TCase *train = tcase_create("train");
     tcase_set_timeout(train, 60);
     tcase_add_test(train, test_train_by_hand);
+    tcase_add_test(train, test_train_prefix_tie);
     tcase_add_test(train, test_train_no_merge_across_line_breaks);
     tcase_add_test(train, test_train_round_trip);
     tcase_add_test(train, test_cli);

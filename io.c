@@ -134,6 +134,20 @@ int rf_read_file(const char *path, char **out, size_t *len) {
     return 0;
 }
 
+int rf_file_crc32(const char *path, uint32_t *crc) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return rf_error("%s: cannot open: %s", path, strerror(errno));
+    unsigned char buf[1 << 16];
+    uint32_t c = 0;
+    size_t got;
+    while ((got = fread(buf, 1, sizeof buf, fp)) > 0) c = rf_crc32(c, buf, got);
+    int bad = ferror(fp);
+    fclose(fp);
+    if (bad) return rf_error("%s: read error", path);
+    *crc = c;
+    return 0;
+}
+
 /* An atomic writer: bytes go to "<path>.tmp.<pid>" in the same folder (so the
  * final rename(2) never crosses file systems); commit = fflush + fsync + close
  * + rename; any failure removes the temporary file. */

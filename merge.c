@@ -407,6 +407,45 @@ done:
     return rc;
 }
 
+/* A checkpoint written by `recfound train` records the CRC-32 of its run's
+ * step-0 adapters (trainer_state.json "step0_crc32").  When it differs from
+ * the --base file's, the task vectors theta_k - theta_base would subtract
+ * another run's random A matrices and routers: say so (a warning, since a
+ * re-encoded copy of the right step-0, F16 say, differs too).  Checkpoints
+ * without the field (from elsewhere, or older runs) are not checked. */
+static void warn_foreign_base(const MergeArgs *a, const char *base_file) {
+    uint32_t base_crc = 0;
+    int have_base = 0;
+    for (int k = 0; k < a->K; k++) {
+        char *p = path_join(a->ckpts[k], "trainer_state.json"), *text = NULL;
+        size_t len;
+        Json st;
+        if (!p || !file_exists(p)) {
+            free(p);
+            continue;
+        }
+        if (rf_read_file(p, &text, &len) || json_parse(&st, text, len, p)) {
+            fprintf(stderr, "merge: warning: %s; its base is not checked\n", rf_last_error());
+            rf_clear_error();
+            free(text);
+            free(p);
+            continue;
+        }
+        const Json *crc = json_get(&st, "step0_crc32");
+        if (crc && crc->type == JSON_STRING) {
+            if (!have_base) have_base = !rf_file_crc32(base_file, &base_crc);
+            uint32_t want = (uint32_t)strtoul(crc->string, NULL, 16);
+            if (have_base && want != base_crc)
+                fprintf(stderr, "merge: warning: %s was trained from another step-0 than the base %s (its "
+                        "step0_crc32 %08x, the base's %08x): pass that run's own step-0 as --base\n",
+                        a->ckpts[k], a->base, (unsigned)want, (unsigned)base_crc);
+        }
+        json_free(&st);
+        free(text);
+        free(p);
+    }
+}
+
 static int merge_run(const MergeArgs *a) {
     int rc = -1, opened = 0, n_new = 0;
     char *base_file = path_join(a->base, "adapter_model.safetensors");
@@ -460,6 +499,7 @@ static int merge_run(const MergeArgs *a) {
         if (rf_read_file(cfg_from, &cfg_text, &cfg_len) || json_parse(&j, cfg_text, cfg_len, cfg_from)) goto done;
         json_free(&j);
     }
+    if (!a->quiet) warn_foreign_base(a, base_file);
     /* 2. Write: the merged tensors, then the config. */
     if (missing_folders(a->out, &new_dirs, &n_new) || rf_mkdirs(a->out)) goto done;
     if (write_merged(out_file, &base, ck, a, maxn)) goto done;
@@ -498,6 +538,8 @@ static const char MERGE_USAGE[] =
     "vectors tau_k = theta_k - theta_base.  Writes DIR/adapter_model.safetensors\n"
     "(F32, the base's tensor order) and copies adapter_config.json from the first\n"
     "checkpoint that has one.  Names and shapes must match the base exactly.\n"
+    "A checkpoint of `recfound train` records the CRC-32 of its run's step-0\n"
+    "(trainer_state.json): a base other than that file is warned about.\n"
     "\n"
     "  --base DIR     the step-0 adapters (random A and routers, B = 0)\n"
     "  --out DIR      output folder, new or empty (not created when the merge fails)\n"

@@ -509,6 +509,8 @@ typedef struct {
     double *loss_hist;                   /* [steps][2] L_emb, L_gen per step, for losses.svg */
     double *val_hist;                    /* [steps][N_TASKS] the validation losses S2Sched saw (resume replays them) */
     long nonfinite_skipped;
+    uint32_t step0_crc;                  /* rf_file_crc32 of RUN/step-0/adapter_model.safetensors, known when */
+    int step0_known;                     /* set: every checkpoint records it ("step0_crc32"), for `merge` */
 } Trainer;
 
 /* The adapters of a run, or NULL to run the backbone alone. */
@@ -780,12 +782,18 @@ static int save_checkpoint(Trainer *tr, const char *name, long step) {
     snprintf(old, sizeof old, "%s/.%s.old", tr->out, name);
     remove_folder(tmp);
     if (tmole_save(&tr->tm, tmp)) goto fail;
+    if (step == 0 && !tr->step0_known) {  /* the run's own step-0: the base its checkpoints merge against */
+        snprintf(path, sizeof path, "%s/adapter_model.safetensors", tmp);
+        if (rf_file_crc32(path, &tr->step0_crc)) goto fail;
+        tr->step0_known = 1;
+    }
     StOut opt[2] = {{"adamw.m", 1, {(int64_t)tr->tm.total}, tr->opt.m}, {"adamw.v", 1, {(int64_t)tr->tm.total}, tr->opt.v}};
     snprintf(path, sizeof path, "%s/optimizer.safetensors", tmp);
     if (st_write(path, opt, 2)) goto fail;
     RfBuf b = {0};
     buf_printf(&b, "{\n  \"step\": %ld,\n  \"adamw_t\": %ld,\n  \"rng\": \"%llu\",\n", step, tr->opt.t,
                (unsigned long long)tr->rng.s);
+    if (tr->step0_known) buf_printf(&b, "  \"step0_crc32\": \"%08x\",\n", (unsigned)tr->step0_crc);
     buf_printf(&b, "  \"dropped\": %ld, \"truncated\": %ld, \"boundary_merges\": %ld, \"no_negative\": %ld, "
                "\"nonfinite_skipped\": %ld,\n  \"iterators\": [", tr->stats.dropped, tr->stats.truncated,
                tr->stats.boundary_merges, tr->skipped_no_negative, tr->nonfinite_skipped);
@@ -895,6 +903,11 @@ static long load_checkpoint(Trainer *tr, const char *name) {
     }
     tr->opt.t = (long)json_num(json_get(&st, "adamw_t"));
     tr->rng.s = strtoull(rng->string, NULL, 10);
+    const Json *crc = json_get(&st, "step0_crc32");  /* absent in runs older than the field */
+    if (crc && crc->type == JSON_STRING) {
+        tr->step0_crc = (uint32_t)strtoul(crc->string, NULL, 16);
+        tr->step0_known = 1;
+    }
     tr->stats.dropped = (long)json_num(json_get(&st, "dropped"));
     tr->stats.truncated = (long)json_num(json_get(&st, "truncated"));
     tr->stats.boundary_merges = (long)json_num(json_get(&st, "boundary_merges"));

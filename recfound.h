@@ -105,6 +105,10 @@ int rf_read_file_gz(const char *path, char **out, size_t *len);
 /* CRC-32 of RFC 1952 §8 over data[0..n); crc = 0 to start, or a previous
  * result to continue.  rf_crc32(0, "123456789", 9) = 0xCBF43926. */
 uint32_t rf_crc32(uint32_t crc, const void *data, size_t n);
+/* rf_crc32 of a whole file, read in chunks: the fingerprint of a run's step-0
+ * adapters, which every checkpoint of the run records and `merge` compares
+ * with its --base. */
+int rf_file_crc32(const char *path, uint32_t *crc);
 /* Write a file atomically: temp name in the same folder, fsync, rename.  A crash
  * at any moment leaves either the old complete file or the new one.  A missing
  * folder is created. */

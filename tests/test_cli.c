@@ -1022,6 +1022,47 @@ START_TEST(test_train_gradient_by_differences) {
 }
 END_TEST
 
+/* Every checkpoint records the CRC-32 of its run's step-0 adapters (the
+ * value zlib.crc32 gives for that file), and merge warns when a checkpoint
+ * comes from another run than its --base: the task vectors would subtract
+ * another run's random A matrices.  A trainer_state.json it cannot read is
+ * named, and the merge goes on. */
+START_TEST(test_merge_warns_foreign_base) {
+    char d[] = "/tmp/rfbaseXXXXXX", args[2048], path[700], *out, *err, *text;
+    ck_assert(mkdtemp(d) != NULL);
+    tiny_world(d);
+    train_short(d, "r1", "--steps 1 --gen-batch 2");
+    train_short(d, "r2", "--steps 1 --gen-batch 2 --seed 7");
+    uint32_t crc;
+    snprintf(path, sizeof path, "%s/r1/step-0/adapter_model.safetensors", d);
+    ck_assert(rf_file_crc32(path, &crc) == 0);
+    char want[64];
+    snprintf(want, sizeof want, "\"step0_crc32\": \"%08x\"", (unsigned)crc);
+    for (int k = 0; k < 2; k++) {
+        snprintf(path, sizeof path, "%s/r1/%s/trainer_state.json", d, k ? "final" : "step-0");
+        ck_assert(rf_read_file(path, &text, NULL) == 0);
+        ck_assert_msg(strstr(text, want) != NULL, "%s lacks %s", path, want);
+        free(text);
+    }
+    snprintf(args, sizeof args, "merge --base %s/r1/step-0 %s/r1/final --out %s/m1", d, d, d);
+    ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
+    ck_assert_msg(strstr(err, "warning") == NULL, "%s", err);
+    free(out), free(err);
+    snprintf(args, sizeof args, "merge --base %s/r1/step-0 %s/r1/final %s/r2/final --out %s/m2", d, d, d, d);
+    ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
+    snprintf(want, sizeof want, "%s/r2/final was trained from another step-0 than the base", d);
+    ck_assert_msg(strstr(err, want) != NULL && count_lines(err) == 1, "%s", err);
+    free(out), free(err);
+    snprintf(path, sizeof path, "%s/r2/final/trainer_state.json", d);
+    ck_assert(rf_write_file_atomic(path, "{", 1) == 0);
+    snprintf(args, sizeof args, "merge --base %s/r1/step-0 %s/r2/final --out %s/m3", d, d, d);
+    ck_assert_msg(run(args, &out, &err) == 0, "%s", err);
+    ck_assert_msg(strstr(err, "trainer_state.json") && strstr(err, "its base is not checked"), "%s", err);
+    free(out), free(err);
+    rm_tree(d);
+}
+END_TEST
+
 /* losses.csv is rewritten whole after every step, so only a hand (or a disk)
  * can take rows out of it; --resume then names the first missing step and
  * goes on.  Case 1: step 1's row removed, step 2's kept; case 2: the file cut
@@ -1508,6 +1549,7 @@ Suite *cli_suite(void) {
     tcase_add_test(train, test_lambda_gen_weighs_the_gradient);
     tcase_add_test(train, test_clip_is_applied);
     tcase_add_test(train, test_train_gradient_by_differences);
+    tcase_add_test(train, test_merge_warns_foreign_base);
     tcase_add_test(train, test_stop_signal_saves);
     tcase_add_test(train, test_train_respects_cgroup_limit);
     tcase_add_test(train, test_sigkill_keeps_checkpoints);

@@ -713,55 +713,40 @@ static void tick_labels(const char *svg, const char *anchor, char *out, size_t c
  * raw 0.25 -> 0.25, the axis widened to [-0.50, 1.25] (7 intervals of
  * 408/7 px).  Case 3: x over [0, 100]: raw 12.5, mantissa 1.25 -> 1, step 10;
  * y over [0, 12]: raw 2 -> 2; whole steps print no decimals.  Label y
- * positions are the tick's + 4, x ones the bottom edge + 19. */
-START_TEST(test_svg_ticks) {
-    char path[256], got[2048], want[2048];
+ * positions are the tick's + 4, x ones the bottom edge + 19.  Each case is one
+ * line from (x0, y0) to (x1, y1); want_y and want_x list "label@x,y". */
+static void check_ticks(double x0, double x1, double y0, double y1, const char *want_y, const char *want_x) {
+    char path[256], got[2048];
     tmp_path(path, sizeof path, "ticks.svg");
-    double x[5] = {0, 1, 2, 3, 4}, a[5] = {0.1, 0.2, NAN, 0.4, 0.5};
-    const double *ys[1] = {a};
+    double x[2] = {x0, x1}, y[2] = {y0, y1};
+    const double *ys[1] = {y};
     const char *names[1] = {"a"};
-    ck_assert_int_eq(svg_lines(path, "t", "x", "y", 1, names, x, ys, 5), 0);
+    ck_assert_int_eq(svg_lines(path, "t", "x", "y", 1, names, x, ys, 2), 0);
     char *t = slurp(path);
     tick_labels(t, "end", got, sizeof got);
-    want[0] = 0;
-    for (int k = 0; k <= 8; k++) {  /* 0.10 at the bottom (458) ... 0.50 at the top (50), 51 px apart */
-        size_t n = strlen(want);
-        snprintf(want + n, sizeof want - n, "%s%.2f@72.00,%.2f", k ? " " : "", 0.10 + 0.05 * k, 458 - 51.0 * k + 4);
-    }
-    ck_assert_str_eq(got, want);
+    ck_assert_str_eq(got, want_y);
     tick_labels(t, "middle", got, sizeof got);
-    want[0] = 0;
-    for (int k = 0; k <= 8; k++) {  /* 0.0 at 80 ... 4.0 at 700, 77.5 px apart */
-        size_t n = strlen(want);
-        snprintf(want + n, sizeof want - n, "%s%.1f@%.2f,477.00", k ? " " : "", 0.5 * k, 80 + 77.5 * k);
-    }
-    ck_assert_str_eq(got, want);
-    free(t);
-
-    double x2[2] = {0, 20}, b[2] = {-0.3, 1.2};
-    const double *ys2[1] = {b};
-    ck_assert_int_eq(svg_lines(path, "t", "x", "y", 1, names, x2, ys2, 2), 0);
-    t = slurp(path);
-    tick_labels(t, "end", got, sizeof got);
-    ck_assert_str_eq(got, "-0.50@72.00,462.00 -0.25@72.00,403.71 0.00@72.00,345.43 0.25@72.00,287.14 "
-                          "0.50@72.00,228.86 0.75@72.00,170.57 1.00@72.00,112.29 1.25@72.00,54.00");
-    tick_labels(t, "middle", got, sizeof got);
-    ck_assert_str_eq(got, "0.0@80.00,477.00 2.5@157.50,477.00 5.0@235.00,477.00 7.5@312.50,477.00 10.0@390.00,477.00 "
-                          "12.5@467.50,477.00 15.0@545.00,477.00 17.5@622.50,477.00 20.0@700.00,477.00");
-    free(t);
-
-    double x3[2] = {0, 100}, c[2] = {0, 12};
-    const double *ys3[1] = {c};
-    ck_assert_int_eq(svg_lines(path, "t", "x", "y", 1, names, x3, ys3, 2), 0);
-    t = slurp(path);
-    tick_labels(t, "end", got, sizeof got);
-    ck_assert_str_eq(got, "0@72.00,462.00 2@72.00,394.00 4@72.00,326.00 6@72.00,258.00 "
-                          "8@72.00,190.00 10@72.00,122.00 12@72.00,54.00");
-    tick_labels(t, "middle", got, sizeof got);
-    ck_assert_str_eq(got, "0@80.00,477.00 10@142.00,477.00 20@204.00,477.00 30@266.00,477.00 40@328.00,477.00 50@390.00,477.00 "
-                          "60@452.00,477.00 70@514.00,477.00 80@576.00,477.00 90@638.00,477.00 100@700.00,477.00");
+    ck_assert_str_eq(got, want_x);
     free(t);
     unlink(path);
+}
+
+START_TEST(test_svg_ticks) {
+    check_ticks(0, 4, 0.1, 0.5,
+                "0.10@72.00,462.00 0.15@72.00,411.00 0.20@72.00,360.00 0.25@72.00,309.00 0.30@72.00,258.00 "
+                "0.35@72.00,207.00 0.40@72.00,156.00 0.45@72.00,105.00 0.50@72.00,54.00",
+                "0.0@80.00,477.00 0.5@157.50,477.00 1.0@235.00,477.00 1.5@312.50,477.00 2.0@390.00,477.00 "
+                "2.5@467.50,477.00 3.0@545.00,477.00 3.5@622.50,477.00 4.0@700.00,477.00");
+    check_ticks(0, 20, -0.3, 1.2,
+                "-0.50@72.00,462.00 -0.25@72.00,403.71 0.00@72.00,345.43 0.25@72.00,287.14 "
+                "0.50@72.00,228.86 0.75@72.00,170.57 1.00@72.00,112.29 1.25@72.00,54.00",
+                "0.0@80.00,477.00 2.5@157.50,477.00 5.0@235.00,477.00 7.5@312.50,477.00 10.0@390.00,477.00 "
+                "12.5@467.50,477.00 15.0@545.00,477.00 17.5@622.50,477.00 20.0@700.00,477.00");
+    check_ticks(0, 100, 0, 12,
+                "0@72.00,462.00 2@72.00,394.00 4@72.00,326.00 6@72.00,258.00 "
+                "8@72.00,190.00 10@72.00,122.00 12@72.00,54.00",
+                "0@80.00,477.00 10@142.00,477.00 20@204.00,477.00 30@266.00,477.00 40@328.00,477.00 50@390.00,477.00 "
+                "60@452.00,477.00 70@514.00,477.00 80@576.00,477.00 90@638.00,477.00 100@700.00,477.00");
 }
 END_TEST
 

@@ -729,7 +729,6 @@ static double peak_gflops(int bf16) {
 /* Prints "matmul KIND M= K= N= gflops=" per shape (2MNK / best time of
  * `reps` runs after one warm-up), then per-kind and overall totals
  * (total flops / total best time).  Usage: bench-matmul [reps]. */
-
 int bench_matmul_main(int argc, char **argv) {
     if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         printf("usage: recfound bench-matmul [REPS]\n\n  GFLOP/s of the three matmul kernels on the small preset's "

@@ -878,6 +878,22 @@ static void train_short(const char *d, const char *name, const char *opts) {
     free(out), free(err);
 }
 
+/* Step 1's row of run d/name's losses.csv: its learning rate, the loss
+ * L_emb + lambda L_gen of the step's batch, and the two branch losses. */
+static void first_step(const char *d, const char *name, double *lr, double *loss, double *le, double *lg) {
+    char path[700], *csv, *p;
+    snprintf(path, sizeof path, "%s/%s/losses.csv", d, name);
+    ck_assert(rf_read_file(path, &csv, NULL) == 0);
+    const char *row = strchr(csv, '\n');
+    ck_assert(row != NULL);
+    strtol(row + 1, &p, 10);
+    *lr = strtod(p + 1, &p);
+    *loss = strtod(p + 1, &p);
+    *le = strtod(p + 1, &p);
+    *lg = strtod(p + 1, &p);
+    free(csv);
+}
+
 /* 1 when runs d/a and d/b wrote byte-identical final adapters. */
 static int same_adapters(const char *d, const char *a, const char *b) {
     char cmd[2048];
@@ -892,7 +908,7 @@ static int same_adapters(const char *d, const char *a, const char *b) {
  * records), and with 1 they change otherwise.  (A weight of 0 used to end the
  * run: the loss was divided by it.) */
 START_TEST(test_lambda_gen_weighs_the_gradient) {
-    char d[] = "/tmp/rflambdaXXXXXX", path[700];
+    char d[] = "/tmp/rflambdaXXXXXX";
     ck_assert(mkdtemp(d) != NULL);
     tiny_world(d);
     train_short(d, "l0", "--steps 1 --gen-batch 6 --lambda-gen 0");
@@ -901,16 +917,10 @@ START_TEST(test_lambda_gen_weighs_the_gradient) {
     ck_assert_msg(same_adapters(d, "l0", "e0"), "lambda 0 should train as the embedding branch alone");
     ck_assert_msg(!same_adapters(d, "l0", "l1"), "lambda 1 should differ from lambda 0");
     /* the step of lambda 0: loss = loss_emb, a finite generative loss beside it */
-    snprintf(path, sizeof path, "%s/l0/losses.csv", d);
-    char *csv;
-    ck_assert(rf_read_file(path, &csv, NULL) == 0);
-    const char *row = strchr(csv, '\n');
-    ck_assert(row != NULL);
-    char *p;
-    strtol(row + 1, &p, 10);
-    double lr = strtod(p + 1, &p), loss = strtod(p + 1, &p), le = strtod(p + 1, &p), lg = strtod(p + 1, &p);
-    ck_assert_msg(lr > 0 && loss == le && isfinite(lg) && lg > 0, "%s", csv);
-    free(csv);
+    double lr, loss, le, lg;
+    first_step(d, "l0", &lr, &loss, &le, &lg);
+    ck_assert_msg(lr > 0 && loss == le && isfinite(lg) && lg > 0, "lr %g, loss %g, L_emb %g, L_gen %g", lr, loss, le,
+                  lg);
     rm_tree(d);
 }
 END_TEST
@@ -933,22 +943,6 @@ START_TEST(test_clip_is_applied) {
 }
 END_TEST
 
-/* The loss `train` reports for its first step, from run d/name's losses.csv
- * (its column 3: L_emb + lambda L_gen of that step's batch). */
-static double first_step_loss(const char *d, const char *name) {
-    char path[700], *csv;
-    snprintf(path, sizeof path, "%s/%s/losses.csv", d, name);
-    ck_assert(rf_read_file(path, &csv, NULL) == 0);
-    const char *row = strchr(csv, '\n');
-    ck_assert(row != NULL);
-    char *p;
-    strtol(row + 1, &p, 10);
-    strtod(p + 1, &p);
-    double loss = strtod(p + 1, NULL);
-    free(csv);
-    return loss;
-}
-
 /* The gradient of a training step, checked against the loss the step reports.
  * From adapters A (three AdamW steps away from their initialisation, so that
  * every B is non-zero), one --optimizer sgd step with --lr 1, no warmup and no
@@ -964,7 +958,7 @@ static double first_step_loss(const char *d, const char *name) {
  * the embedding branch's gradient is off by 50%, one that drops lambda
  * from the generative gradient by 3%. */
 START_TEST(test_train_gradient_by_differences) {
-    char d[] = "/tmp/rfgradXXXXXX", path[700], name[32];
+    char d[] = "/tmp/rfgradXXXXXX", path[700], at[32], run_name[32];
     ck_assert(mkdtemp(d) != NULL);
     tiny_world(d);
     const char *step = "--steps 1 --gen-batch 6 --micro 3 --lambda-gen 0.5 --optimizer sgd --lr 1 --clip 0 "
@@ -1002,15 +996,14 @@ START_TEST(test_train_gradient_by_differences) {
     for (int k = 0; k < 4; k++) {
         double x = (k & 1 ? -1 : 1) * (k < 2 ? e : e / 2);
         for (size_t i = 0; i < n; i++) a.params[i] = (float)(a0[i] + x * u[i]);
-        snprintf(name, sizeof name, "at%d", k);
-        snprintf(path, sizeof path, "%s/%s", d, name);
+        snprintf(at, sizeof at, "at%d", k);  /* the adapters, and the run that starts from them */
+        snprintf(run_name, sizeof run_name, "run%d", k);
+        snprintf(path, sizeof path, "%s/%s", d, at);
         ck_assert_msg(tmole_save(&a, path) == 0, "%s", rf_last_error());
-        snprintf(name, sizeof name, "run%d", k);
-        char at[32];
-        snprintf(at, sizeof at, "at%d", k);
         snprintf(opts, sizeof opts, step, d, at);
-        train_short(d, name, opts);
-        l[k] = first_step_loss(d, name);
+        train_short(d, run_name, opts);
+        double lr, le, lg;
+        first_step(d, run_name, &lr, &l[k], &le, &lg);
     }
     double d1 = (l[0] - l[1]) / (2 * e), d2 = (l[2] - l[3]) / e, fd = (4 * d2 - d1) / 3;
     double rel = fabs(fd - gnorm) / gnorm;

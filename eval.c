@@ -144,12 +144,10 @@ void py_float_repr(char *buf, size_t n, double x) {
     if (isnan(x)) { snprintf(buf, n, "nan"); return; }
     if (x == 0) { snprintf(buf, n, "%s0.0", signbit(x) ? "-" : ""); return; }
     char e[40], d[24], out[64];
-    int prec = 1;
-    for (; prec < 17; prec++) {  /* the fewest significant digits that read back as x */
+    for (int prec = 1;; prec++) {  /* the fewest significant digits that read back as x (17 always do) */
         snprintf(e, sizeof e, "%.*e", prec - 1, x);
-        if (strtod(e, NULL) == x) break;
+        if (prec == 17 || strtod(e, NULL) == x) break;
     }
-    snprintf(e, sizeof e, "%.*e", prec - 1, x);
     int nd = 0;
     for (const char *c = e + (x < 0); *c != 'e'; c++)
         if (*c != '.') d[nd++] = *c;
